@@ -1,0 +1,149 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Fulfilment scheme (protocol.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    /// A: merchant assembles, Kuper delivers.
+    KuperDelivery,
+    /// B: merchant assembles, the customer picks up.
+    Pickup,
+    /// C: merchant assembles and delivers.
+    MerchantDelivery,
+}
+
+impl Scheme {
+    pub const ALL: [Scheme; 3] = [Scheme::KuperDelivery, Scheme::Pickup, Scheme::MerchantDelivery];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KuperDelivery => "kuper_delivery",
+            Self::Pickup => "pickup",
+            Self::MerchantDelivery => "merchant_delivery",
+        }
+    }
+
+    pub fn letter(self) -> &'static str {
+        match self {
+            Self::KuperDelivery => "A",
+            Self::Pickup => "B",
+            Self::MerchantDelivery => "C",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s || x.letter().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The merchant-side state of an order in kuper-bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    /// `order.created` answered; waiting for `accept` (restaurants) or `start-assembly`.
+    Created,
+    /// Restaurant order accepted.
+    Accepted,
+    InWork,
+    Assembled,
+    /// `order.ready_for_delivery` enqueued with the final composition.
+    Ready,
+    /// Scheme A: the courier took the order (`order.received` from Kuper).
+    Shipping,
+    /// On the way to the customer (A: Kuper's webhook; C: the merchant's action).
+    Delivering,
+    Delivered,
+    Canceled,
+}
+
+impl OrderState {
+    pub const ALL: [OrderState; 9] = [
+        Self::Created,
+        Self::Accepted,
+        Self::InWork,
+        Self::Assembled,
+        Self::Ready,
+        Self::Shipping,
+        Self::Delivering,
+        Self::Delivered,
+        Self::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Accepted => "accepted",
+            Self::InWork => "in_work",
+            Self::Assembled => "assembled",
+            Self::Ready => "ready",
+            Self::Shipping => "shipping",
+            Self::Delivering => "delivering",
+            Self::Delivered => "delivered",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Delivered | Self::Canceled)
+    }
+}
+
+impl fmt::Display for OrderState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kuper's view of the order (protocol.md §6), as far as Kuper has acknowledged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KuperState {
+    Ready,
+    Collecting,
+    Assembled,
+    ReadyToShip,
+    Shipping,
+    Shipped,
+    Canceled,
+}
+
+impl KuperState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Collecting => "collecting",
+            Self::Assembled => "assembled",
+            Self::ReadyToShip => "ready_to_ship",
+            Self::Shipping => "shipping",
+            Self::Shipped => "shipped",
+            Self::Canceled => "canceled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentState {
+    NotPaid,
+    Paid,
+}
+
+impl PaymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotPaid => "not_paid",
+            Self::Paid => "paid",
+        }
+    }
+}
