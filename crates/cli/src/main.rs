@@ -1,1 +1,284 @@
-fn main() {}
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kuper_bridge::config::{self, Config};
+use kuper_bridge_storage::{OrderFilter, OutboxStatus, Store};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// kuper-bridge: the merchant side of Kuper's Push model for orders.
+///
+/// Takes Kuper's webhooks, runs every order through its fulfilment scheme, and delivers the
+/// merchant's notifications to Kuper in order, with retries, dead letters and an audit log.
+#[derive(Parser)]
+#[command(name = "kuper-bridge", version, propagate_version = true)]
+struct Cli {
+    /// Config file (TOML). Default: ./kuper-bridge.toml if present, else built-in defaults.
+    /// Every key can be overridden by KUPER_BRIDGE_<SECTION>__<KEY>.
+    #[arg(long, global = true, env = "KUPER_BRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: webhook receiver, REST API and notification dispatcher.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Inspect orders.
+    Orders {
+        #[command(subcommand)]
+        command: OrdersCommand,
+    },
+    /// Inspect the notification outbox and decide on dead letters.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+    /// Print the Mermaid state and sequence diagrams generated from the state machines.
+    Diagrams,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and explain every problem (exit 2 if any).
+    Check,
+}
+
+#[derive(Subcommand)]
+enum OrdersCommand {
+    /// List orders, newest first.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Show one order (Kuper id, orderUUID or merchant number) with its timeline.
+    Show { reference: String },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// List notifications.
+    List {
+        /// pending, dead, sent or skipped.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Send a dead letter again (it goes back to the head of its order's queue).
+    Replay { id: i64 },
+    /// Give up on a dead letter so later notifications of its order can flow.
+    Skip { id: i64 },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    config::load(path).map(|(c, _)| c).map_err(|e| anyhow::anyhow!("configuration:\n{e}"))
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    let store = kuper_bridge_storage::open(&config.database.url).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Diagrams => {
+            print!("{}", kuper_bridge_domain::diagram::document());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { command: ConfigCommand::Check } => {
+            let (config, used) = match config::load(cli.config.as_deref()) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("configuration cannot be read:\n{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            match &used {
+                Some(p) => println!("config file: {}", p.display()),
+                None => println!("config file: none (built-in defaults and KUPER_BRIDGE_* variables)"),
+            }
+            match config.resolve() {
+                Ok(r) => {
+                    for w in &r.warnings {
+                        println!("warning: {w}");
+                    }
+                    println!("ok: {} store(s) configured, {} API key(s), database {}", config.stores.len(), r.api_keys.len(), kuper_bridge_storage::redact_url(&config.database.url));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problems) => {
+                    eprintln!("{} problem(s):", problems.len());
+                    for p in problems {
+                        eprintln!("- {p}");
+                    }
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        Command::Serve => {
+            let config = load(cli.config.as_deref())?;
+            init_logging(&config);
+            let resolved = config.resolve().map_err(|p| anyhow::anyhow!("configuration:\n- {}", p.join("\n- ")))?;
+            for w in &resolved.warnings {
+                tracing::warn!(warning = %w, "configuration");
+            }
+            let listener = tokio::net::TcpListener::bind(&config.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            let running = kuper_bridge::start(&config, resolved, listener).await?;
+            tracing::info!(
+                listen = %running.addr,
+                webhook = %format!("{}{}", running.url(), config.server.webhook_path),
+                api = %format!("{}/api/v1/orders", running.url()),
+                database = %kuper_bridge_storage::redact_url(&config.database.url),
+                "kuper-bridge is serving"
+            );
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            running.stop().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let config = load(cli.config.as_deref())?;
+            open_store(&config).await?;
+            println!("migrations applied to {}", kuper_bridge_storage::redact_url(&config.database.url));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Orders { command } => {
+            let config = load(cli.config.as_deref())?;
+            let store = open_store(&config).await?;
+            match command {
+                OrdersCommand::List { state, store: store_id, limit } => {
+                    let orders = store.list_orders(&OrderFilter { state, scheme: None, store: store_id, limit, before_id: None }).await?;
+                    println!("{:<8} {:<16} {:<12} {:<18} {:<11} {:<14} {}", "id", "kuper id", "number", "scheme", "state", "kuper state", "store");
+                    for o in orders {
+                        let order = &o.order;
+                        println!(
+                            "{:<8} {:<16} {:<12} {:<18} {:<11} {:<14} {}",
+                            o.id,
+                            order.original_order_id.as_deref().unwrap_or("-"),
+                            order.number,
+                            order.scheme.as_str(),
+                            order.state.as_str(),
+                            order.kuper_state.as_str(),
+                            order.store_id
+                        );
+                    }
+                }
+                OrdersCommand::Show { reference } => {
+                    let Some(o) = store.find_order(&reference).await? else {
+                        eprintln!("order {reference} not found");
+                        return Ok(ExitCode::from(3));
+                    };
+                    let events = store.order_events(o.id).await?;
+                    let mut order = serde_json::to_value(&o)?;
+                    if let Some(p) = order.get_mut("pickup").and_then(|p| p.as_object_mut()) {
+                        p.insert("code".into(), serde_json::Value::String("[hidden]".into()));
+                    }
+                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"order": order, "events": events}))?);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox { command } => {
+            let config = load(cli.config.as_deref())?;
+            let store = open_store(&config).await?;
+            let operator = |what: &str| kuper_bridge_storage::Exchange {
+                kind: "operator".into(),
+                direction: "internal".into(),
+                detail: Some(format!("{what} from the command line")),
+                ..Default::default()
+            };
+            match command {
+                OutboxCommand::List { status, limit } => {
+                    let status = match status.as_deref() {
+                        None => None,
+                        Some(s) => Some(OutboxStatus::parse(s).ok_or_else(|| anyhow::anyhow!("--status: expected pending, dead, sent or skipped"))?),
+                    };
+                    println!("{:<8} {:<8} {:<32} {:<8} {:<8} {}", "id", "order", "event", "status", "tries", "last error");
+                    for r in store.list_outbox(status, limit).await? {
+                        println!(
+                            "{:<8} {:<8} {:<32} {:<8} {:<8} {}",
+                            r.id,
+                            r.order_id,
+                            r.event,
+                            r.status.as_str(),
+                            r.attempts,
+                            r.last_error.unwrap_or_default()
+                        );
+                    }
+                }
+                OutboxCommand::Replay { id } => {
+                    let r = store.replay(id, operator("replay")).await?;
+                    println!("outbox record {} ({}) is pending again; a running gateway sends it within its poll interval", r.id, r.event);
+                }
+                OutboxCommand::Skip { id } => {
+                    let r = store.skip(id, operator("skip")).await?;
+                    println!("outbox record {} ({}) skipped; later notifications of its order will flow", r.id, r.event);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn,hyper=warn", config.log.level)));
+    if config.log.format == "text" {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    } else {
+        let _ = tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_env_filter(filter).try_init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,1 +1,275 @@
+//! The notification dispatcher: drains the transactional outbox to Kuper.
+//!
+//! Guarantees (protocol.md §9): at-least-once delivery, strict per-order FIFO (storage only
+//! hands out the head of each order's queue), exponential backoff with jitter on transient
+//! failures, one immediate retry after a token refresh on 401/403, dead letters on answers
+//! that a retry cannot fix. It wakes on commit through the store's signal; a slow poll is
+//! only a safety net.
 
+mod metrics;
+mod retry;
+mod token;
+
+pub use metrics::DispatchMetrics;
+pub use retry::{classify, Failure, RetryPolicy, Verdict};
+pub use token::{KuperAuth, TokenCache, TokenError};
+
+use kuper_bridge_storage::{now_ms, AttemptOutcome, AttemptReport, Exchange, OutboxRecord, Store};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// Kuper's base URL, e.g. `https://merchant-api.sbermarket.ru`.
+    pub base_url: String,
+    pub notifications_path: String,
+    pub token_path: String,
+    pub auth: KuperAuth,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Records sent at once (different orders).
+    pub concurrency: usize,
+    /// Safety-net poll when no commit signal arrives.
+    pub poll_interval: Duration,
+    /// Longer than the request timeout plus a margin, so a live sender never loses its lease.
+    pub lease: Duration,
+    /// SQLite runs one process per database: leases left by a killed process can be dropped
+    /// at start instead of waiting for them to expire.
+    pub release_stale_leases_on_start: bool,
+}
+
+impl DispatcherConfig {
+    pub fn notifications_url(&self) -> String {
+        join_url(&self.base_url, &self.notifications_path)
+    }
+}
+
+pub fn join_url(base: &str, path: &str) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+}
+
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    config: DispatcherConfig,
+    client: reqwest::Client,
+    tokens: TokenCache,
+    metrics: DispatchMetrics,
+    owner: String,
+}
+
+/// What one HTTP try produced, before classification.
+struct Try {
+    status: Option<u16>,
+    body: String,
+    retry_after: Option<Duration>,
+    failure: Option<Failure>,
+    latency: Duration,
+    request_headers: String,
+}
+
+impl Dispatcher {
+    pub fn new(store: Arc<dyn Store>, config: DispatcherConfig, metrics: DispatchMetrics, owner: String) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("kuper-bridge/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let tokens = TokenCache::new(client.clone(), join_url(&config.base_url, &config.token_path), config.auth.clone());
+        Ok(Self { store, config, client, tokens, metrics, owner })
+    }
+
+    /// Runs until `shutdown`; in-flight sends are finished (bounded by the request timeout).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.config.release_stale_leases_on_start {
+            match self.store.release_stale_leases(&self.owner).await {
+                Ok(0) => {}
+                Ok(n) => info!(released = n, "released outbox leases of a previous process"),
+                Err(e) => warn!(error = %e, "could not release stale leases"),
+            }
+        }
+        let signal = self.store.outbox_signal();
+        let mut inflight: JoinSet<()> = JoinSet::new();
+        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let capacity = self.config.concurrency.saturating_sub(inflight.len());
+            let mut claimed = 0;
+            if capacity > 0 {
+                match self.store.claim_due(&self.owner, now_ms(), lease_ms, capacity as i64).await {
+                    Ok(records) => {
+                        claimed = records.len();
+                        for record in records {
+                            let me = self.clone();
+                            inflight.spawn(async move { me.process(record).await });
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "outbox claim failed; retrying shortly");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            _ = shutdown.cancelled() => break,
+                        }
+                        continue;
+                    }
+                }
+            }
+            if claimed > 0 && claimed == capacity {
+                continue;
+            }
+            let wait = self.time_to_next_due().await;
+            tokio::select! {
+                _ = signal.notified() => {}
+                Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        while inflight.join_next().await.is_some() {}
+    }
+
+    async fn time_to_next_due(&self) -> Duration {
+        let poll = self.config.poll_interval;
+        match self.store.next_due_at().await {
+            Ok(Some(at)) => {
+                let ms = (at - now_ms()).clamp(0, i64::try_from(poll.as_millis()).unwrap_or(i64::MAX));
+                Duration::from_millis(ms as u64)
+            }
+            _ => poll,
+        }
+    }
+
+    /// One delivery attempt of one record, recorded whatever happens.
+    pub async fn process(&self, record: OutboxRecord) {
+        let started = Instant::now();
+        let mut first = self.send(&record, false).await;
+        let mut detail = Vec::new();
+        if matches!(first.status, Some(401 | 403)) && self.tokens.is_oauth() {
+            // The token expired or was revoked early: refresh and retry once at once.
+            detail.push(format!("{} with the cached token; refreshed and retried", first.status.unwrap_or_default()));
+            self.metrics.token_refreshes.inc();
+            self.tokens.invalidate().await;
+            first = self.send(&record, true).await;
+        }
+        let t = first;
+        let message = kuper_bridge_wire::kuper_error::error_message(&t.body);
+        let verdict = classify(t.status, t.failure.clone(), &message, &record, t.retry_after, &self.config.retry, now_ms());
+        let event = record.event.clone();
+        let (outcome, report_outcome, label) = match verdict {
+            Verdict::Delivered { repeat } => {
+                if repeat {
+                    detail.push("422 treated as a repeat of an earlier attempt that Kuper had applied".into());
+                }
+                ("delivered", AttemptOutcome::Delivered, if repeat { "repeat" } else { "delivered" })
+            }
+            Verdict::Retry { at, in_doubt } => ("retry", AttemptOutcome::Retry { next_attempt_at: at, in_doubt }, "retry"),
+            Verdict::Dead { reason } => {
+                detail.push(reason);
+                ("dead", AttemptOutcome::Dead, "dead")
+            }
+        };
+        self.metrics.record(&event, label, started.elapsed());
+        let error = match (&t.failure, t.status) {
+            (Some(f), _) => Some(f.to_string()),
+            (None, Some(s)) if !(200..300).contains(&s) => Some(format!("HTTP {s}: {message}")),
+            _ => None,
+        };
+        if outcome == "dead" {
+            warn!(outbox_id = record.id, order_id = record.order_id, event = %event, status = ?t.status, error = ?error, "notification dead-lettered");
+        } else {
+            info!(outbox_id = record.id, order_id = record.order_id, event = %event, status = ?t.status, outcome, latency_ms = t.latency.as_millis() as u64, "notification attempt");
+        }
+        let exchange = Exchange {
+            kind: "notification".into(),
+            direction: "out".into(),
+            event: Some(event),
+            outcome: Some(label.into()),
+            method: Some("POST".into()),
+            path: Some(self.config.notifications_url()),
+            status: t.status.map(i64::from),
+            latency_ms: Some(i64::try_from(t.latency.as_millis()).unwrap_or(i64::MAX)),
+            headers: Some(t.request_headers),
+            body: Some(record.body.clone()),
+            response: Some(truncate(&t.body, 4096)),
+            detail: if detail.is_empty() { error.clone() } else { Some(detail.join("; ")) },
+            request_id: Some(format!("kb-outbox-{}", record.id)),
+        };
+        let report = AttemptReport { outcome: report_outcome, status: t.status.map(i64::from), error, exchange };
+        if let Err(e) = self.store.complete_attempt(record.id, &self.owner, report).await {
+            // The lease will expire and the record will be tried again: at-least-once.
+            warn!(outbox_id = record.id, error = %e, "could not record the attempt");
+        }
+    }
+
+    async fn send(&self, record: &OutboxRecord, fresh_token: bool) -> Try {
+        let started = Instant::now();
+        let mut request = self
+            .client
+            .post(self.config.notifications_url())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", format!("kb-outbox-{}", record.id))
+            .body(record.body.clone());
+        let shown_headers;
+        match &self.config.auth {
+            KuperAuth::OAuth { .. } => match self.tokens.get(fresh_token).await {
+                Ok(token) => {
+                    request = request.bearer_auth(token);
+                    shown_headers = r#"{"content-type":"application/json","authorization":"Bearer [redacted]"}"#;
+                }
+                Err(e) => {
+                    return Try {
+                        status: None,
+                        body: String::new(),
+                        retry_after: None,
+                        failure: Some(Failure::Token(e.to_string())),
+                        latency: started.elapsed(),
+                        request_headers: String::new(),
+                    };
+                }
+            },
+            KuperAuth::ClientToken { token } => {
+                request = request.header("Client-Token", token).header("Api-Version", "3.0");
+                shown_headers = r#"{"content-type":"application/json","client-token":"[redacted]","api-version":"3.0"}"#;
+            }
+        }
+        match request.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                // The status arrived even if the body does not: the status alone decides.
+                let body = resp.text().await.unwrap_or_default();
+                Try { status: Some(status), body, retry_after, failure: None, latency: started.elapsed(), request_headers: shown_headers.into() }
+            }
+            Err(e) => Try {
+                status: None,
+                body: String::new(),
+                retry_after: None,
+                failure: Some(Failure::from_reqwest(&e)),
+                latency: started.elapsed(),
+                request_headers: shown_headers.into(),
+            },
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

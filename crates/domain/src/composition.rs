@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 /// One collected line as the merchant reports it (`POST …/ready`, `…/delivered`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CollectedLine {
     pub id: String,
     pub quantity: Decimal,
@@ -28,6 +29,7 @@ pub struct CollectedLine {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Composition {
     pub lines: Vec<PositionOut>,
     pub totals: TotalsOut,

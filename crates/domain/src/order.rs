@@ -14,6 +14,7 @@ pub enum CanceledBy {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CancelInfo {
     pub by: CanceledBy,
     pub slug: String,
@@ -21,6 +22,7 @@ pub struct CancelInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PickupCode {
     pub code: String,
     pub failed_attempts: u32,
@@ -31,6 +33,7 @@ pub struct PickupCode {
 
 /// An order as kuper-bridge keeps it. Stored as one JSON document plus indexed columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Order {
     pub original_order_id: Option<String>,
     pub order_uuid: Option<String>,

@@ -1,1 +1,288 @@
+//! Durable storage for kuper-bridge: orders, the timeline/audit log and the transactional
+//! outbox. Backends implement [`Store`]; every operation that changes an order writes the
+//! order, its outbox rows and its timeline entries in one transaction.
 
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use kuper_bridge_domain::{Action, DomainError, Order, Policy, WebhookOutcome};
+use kuper_bridge_wire::{CreatedAnswer, WebhookEnvelope};
+use serde::Serialize;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("order {0} not found")]
+    OrderNotFound(String),
+    #[error("outbox record {0} not found")]
+    OutboxNotFound(i64),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("pickup code verification locked until {until}")]
+    PickupLocked { until: i64 },
+    /// The database is unreachable, locked, full or broken: callers answer 503.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Unavailable(format!("migration failed: {e}"))
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Unavailable(format!("stored document unreadable: {e}"))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An order as stored.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredOrder {
+    pub id: i64,
+    #[serde(flatten)]
+    pub order: Order,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One HTTP exchange (or internal decision) for the timeline and audit log. Headers must
+/// already be redacted by the caller.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Exchange {
+    pub kind: String,
+    /// `in` (Kuper → us), `out` (us → Kuper), `api` (store systems → us), `internal`.
+    pub direction: String,
+    pub event: Option<String>,
+    pub outcome: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub status: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub headers: Option<String>,
+    pub body: Option<String>,
+    pub response: Option<String>,
+    pub detail: Option<String>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    pub id: i64,
+    pub order_id: Option<i64>,
+    pub outbox_id: Option<i64>,
+    /// Unix milliseconds.
+    pub at: i64,
+    #[serde(flatten)]
+    pub exchange: Exchange,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxStatus {
+    Pending,
+    Sent,
+    Dead,
+    Skipped,
+}
+
+impl OutboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Dead => "dead",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Sent, Self::Dead, Self::Skipped].into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxRecord {
+    pub id: i64,
+    pub order_id: i64,
+    pub kind: String,
+    pub event: String,
+    pub body: String,
+    pub status: OutboxStatus,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    /// An earlier attempt may have reached Kuper without us learning the answer.
+    pub in_doubt: bool,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+/// What the webhook receiver learned from storing a webhook.
+#[derive(Debug, Clone)]
+pub enum IngestResult {
+    /// `order.created`: the answer to give (the same on every retry).
+    Created { order_id: i64, answer: CreatedAnswer, duplicate: bool },
+    Applied { order_id: i64, outcome: WebhookOutcome, note: String },
+    /// A known event for an order we do not have (Kuper retries after `order.created`).
+    UnknownOrder,
+    /// Forward compatibility: stored and counted.
+    UnknownEvent,
+}
+
+/// What a merchant action committed.
+#[derive(Debug, Clone)]
+pub struct ActionResult {
+    pub order: StoredOrder,
+    pub notifications: Vec<OutboxRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PickupVerification {
+    pub valid: bool,
+    pub attempts_left: u32,
+    pub locked_until: Option<i64>,
+}
+
+/// Outcome of one delivery attempt, decided by the dispatcher.
+#[derive(Debug, Clone)]
+pub enum AttemptOutcome {
+    /// 2xx (or a 422 that is a repeat of something Kuper already has).
+    Delivered,
+    /// Try again at `next_attempt_at` (unix ms).
+    Retry { next_attempt_at: i64, in_doubt: bool },
+    /// Stop; an operator must replay or skip. Blocks later notifications of the order.
+    Dead,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub outcome: AttemptOutcome,
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub exchange: Exchange,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub state: Option<String>,
+    pub scheme: Option<String>,
+    pub store: Option<String>,
+    pub limit: i64,
+    /// Orders with an id below this (cursor paging, newest first).
+    pub before_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxStats {
+    pub pending: i64,
+    pub dead: i64,
+    /// Unix ms of the oldest pending record.
+    pub oldest_pending_at: Option<i64>,
+}
+
+/// The storage boundary. A second backend (PostgreSQL) implements the same trait.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<()>;
+    /// Database reachable and migrations applied.
+    async fn ready(&self) -> Result<()>;
+    /// Signalled after every commit that adds due outbox work.
+    fn outbox_signal(&self) -> Arc<Notify>;
+
+    /// Stores a webhook and its effects, plus its audit entry, in one transaction.
+    /// `respond` turns the result into the HTTP answer recorded in the audit entry.
+    async fn ingest_webhook(
+        &self,
+        env: &WebhookEnvelope,
+        exchange: Exchange,
+        policy: &Policy,
+        respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+    ) -> Result<IngestResult>;
+
+    /// Records an exchange not tied to an order change (refused webhooks, for instance).
+    async fn record_exchange(&self, order_id: Option<i64>, exchange: Exchange) -> Result<()>;
+
+    async fn apply_action(&self, reference: &str, action: ActionRequest, policy: &Policy, exchange: Exchange) -> Result<ActionResult>;
+    async fn verify_pickup_code(&self, reference: &str, code: &str, policy: &Policy, exchange: Exchange) -> Result<PickupVerification>;
+
+    async fn find_order(&self, reference: &str) -> Result<Option<StoredOrder>>;
+    async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<StoredOrder>>;
+    async fn order_events(&self, order_id: i64) -> Result<Vec<EventRecord>>;
+
+    /// Leases up to `limit` due outbox records, each the head of its order's queue.
+    async fn claim_due(&self, owner: &str, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxRecord>>;
+    /// Records an attempt and its outcome; `owner` must still hold the lease.
+    async fn complete_attempt(&self, id: i64, owner: &str, report: AttemptReport) -> Result<()>;
+    /// Earliest `next_attempt_at` among pending records (for the dispatcher's sleep).
+    async fn next_due_at(&self) -> Result<Option<i64>>;
+    /// Drops leases left by a process that is gone (single-process backends only).
+    async fn release_stale_leases(&self, owner: &str) -> Result<u64>;
+
+    async fn list_outbox(&self, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxRecord>>;
+    async fn outbox_attempts(&self, outbox_id: i64) -> Result<Vec<EventRecord>>;
+    async fn replay(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord>;
+    async fn skip(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord>;
+    async fn outbox_stats(&self) -> Result<OutboxStats>;
+}
+
+/// A merchant action as the API received it: the pickup code may still be missing.
+#[derive(Debug, Clone)]
+pub enum ActionRequest {
+    Action(Action),
+    /// `POST …/pickup-code` without a code: storage generates a unique one.
+    GeneratePickupCode,
+}
+
+/// Opens the store named by a `database.url`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Err(StoreError::Config("PostgreSQL support is not built yet (database.url); use sqlite://PATH".into()))
+    } else {
+        Err(StoreError::Config(format!("unsupported database.url scheme in {:?}; expected sqlite://PATH", redact_url(url))))
+    }
+}
+
+/// Hides a password in a database URL before it reaches a log or an error.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}://{}:***{}", &url[..s], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -79,6 +79,7 @@ pub enum NotificationFormat {
 
 /// One line of the final composition, with totals already computed by the domain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PositionOut {
     pub id: String,
     pub quantity: Decimal,
@@ -95,6 +96,7 @@ pub struct PositionOut {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TotalsOut {
     /// Sum of rounded lines before discount.
     pub total_price: Decimal,

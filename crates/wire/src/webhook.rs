@@ -181,6 +181,7 @@ fn optional_id(map: &Map<String, Value>, key: &str, path: &str) -> Result<Option
 
 /// One ordered line as Kuper sent it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PositionIn {
     pub id: String,
     pub name: Option<String>,
@@ -196,6 +197,7 @@ pub struct PositionIn {
 
 /// The order object of `order.created` (and the changed parts of `order.updated`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OrderPayload {
     pub store_id: Option<String>,
     pub shipment_method: Option<String>,

@@ -1,0 +1,377 @@
+//! The merchant REST API (`/api/v1`, interfaces.md).
+
+use crate::auth::{authenticate, redact_headers, Caller, Scope};
+use crate::error::ApiError;
+use crate::{request_id, AppState};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kuper_bridge_domain::engine::allowed_actions;
+use kuper_bridge_domain::{Action, ActionKind, CollectedLine};
+use kuper_bridge_storage::{ActionRequest, Exchange, OrderFilter, OutboxRecord, OutboxStatus, StoredOrder};
+use kuper_bridge_wire::decimal::read_decimal;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+fn caller(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+    let c = authenticate(&state.api_keys, headers)?;
+    c.require(scope)?;
+    Ok(c)
+}
+
+pub async fn openapi(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    caller(&state, &headers, Scope::Read)?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response())
+}
+
+/// The order as the API shows it. The pickup code itself is never shown here: it is the
+/// customer's secret; only the action that created it returns it.
+pub fn order_view(state: &AppState, o: &StoredOrder) -> Value {
+    let mut v = serde_json::to_value(&o.order).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        let pickup = o.order.pickup.as_ref().map(|p| {
+            json!({"issued": true, "verified": p.verified, "failedAttempts": p.failed_attempts, "lockedUntil": p.locked_until})
+        });
+        obj.insert("pickupCode".into(), pickup.unwrap_or(json!({"issued": false})));
+        obj.remove("pickup");
+        obj.insert("id".into(), json!(o.id));
+        obj.insert("createdAt".into(), json!(o.created_at));
+        obj.insert("updatedAt".into(), json!(o.updated_at));
+        obj.insert(
+            "allowedActions".into(),
+            json!(allowed_actions(&o.order, &state.policy).iter().map(|a| a.as_str()).collect::<Vec<_>>()),
+        );
+    }
+    v
+}
+
+fn outbox_view(r: &OutboxRecord) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::String(r.body.clone()));
+        obj.insert("body".into(), body);
+    }
+    v
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    scheme: Option<String>,
+    store: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+pub async fn list_orders(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller(&state, &headers, Scope::Read)?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let before_id = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => Some(c.parse::<i64>().map_err(|_| ApiError::bad_request("cursor: not a cursor from a previous page"))?),
+        None => None,
+    };
+    if let Some(s) = &q.state {
+        if kuper_bridge_domain::OrderState::parse(s).is_none() {
+            return Err(ApiError::bad_request(format!("state: unknown state {s:?}")));
+        }
+    }
+    let scheme = match &q.scheme {
+        Some(s) => Some(
+            kuper_bridge_domain::Scheme::parse(s)
+                .ok_or_else(|| ApiError::bad_request(format!("scheme: unknown scheme {s:?} (kuper_delivery, pickup, merchant_delivery)")))?
+                .as_str()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let filter = OrderFilter { state: q.state, scheme, store: q.store, limit, before_id };
+    let orders = state.store.list_orders(&filter).await?;
+    let next = if orders.len() as i64 == limit { orders.last().map(|o| o.id.to_string()) } else { None };
+    Ok(Json(json!({
+        "orders": orders.iter().map(|o| order_view(&state, o)).collect::<Vec<_>>(),
+        "nextCursor": next,
+    })))
+}
+
+async fn load(state: &AppState, reference: &str) -> Result<StoredOrder, ApiError> {
+    state
+        .store
+        .find_order(reference)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "order_not_found", format!("order {reference} not found")))
+}
+
+pub async fn get_order(State(state): State<AppState>, headers: HeaderMap, Path(reference): Path<String>) -> Result<Json<Value>, ApiError> {
+    caller(&state, &headers, Scope::Read)?;
+    let o = load(&state, &reference).await?;
+    Ok(Json(order_view(&state, &o)))
+}
+
+pub async fn order_events(State(state): State<AppState>, headers: HeaderMap, Path(reference): Path<String>) -> Result<Json<Value>, ApiError> {
+    caller(&state, &headers, Scope::Read)?;
+    let o = load(&state, &reference).await?;
+    let events = state.store.order_events(o.id).await?;
+    Ok(Json(json!({"order": o.order.display_ref(), "events": events})))
+}
+
+fn parse_body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("body: {e}")))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AcceptBody {
+    expected_assembly_time: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CompositionBody {
+    positions: Option<Vec<LineBody>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineBody {
+    id: Value,
+    quantity: Value,
+    #[serde(default)]
+    weight: Value,
+    #[serde(default, rename = "replacedByID")]
+    replaced_by_id: Option<String>,
+    #[serde(default, rename = "markingCodes")]
+    marking_codes: Vec<String>,
+    #[serde(default)]
+    price: Value,
+    #[serde(default, rename = "discountPrice")]
+    discount_price: Value,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PickupBody {
+    code: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EtaBody {
+    at: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    reason: Option<String>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    code: Option<String>,
+}
+
+fn lines(body: CompositionBody) -> Result<Option<Vec<CollectedLine>>, ApiError> {
+    let Some(positions) = body.positions else { return Ok(None) };
+    let mut out = Vec::with_capacity(positions.len());
+    for (i, p) in positions.into_iter().enumerate() {
+        let field = |n: &str| format!("positions[{i}].{n}");
+        let dec = |v: &Value, n: &str| read_decimal(v).map_err(|m| ApiError::bad_request(format!("{}: {m}", field(n))));
+        let id = match &p.id {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return Err(ApiError::bad_request(format!("{}: expected a string", field("id")))),
+        };
+        out.push(CollectedLine {
+            id,
+            quantity: dec(&p.quantity, "quantity")?.ok_or_else(|| ApiError::bad_request(format!("{}: required", field("quantity"))))?,
+            weight: dec(&p.weight, "weight")?,
+            replaced_by_id: p.replaced_by_id,
+            marking_codes: p.marking_codes,
+            price: dec(&p.price, "price")?,
+            discount_price: dec(&p.discount_price, "discountPrice")?,
+        });
+    }
+    Ok(Some(out))
+}
+
+fn build_action(kind: ActionKind, bytes: &Bytes) -> Result<ActionRequest, ApiError> {
+    let action = match kind {
+        ActionKind::Accept => Action::Accept { expected_assembly_time: parse_body::<AcceptBody>(bytes)?.expected_assembly_time },
+        ActionKind::StartAssembly => {
+            parse_body::<EmptyBody>(bytes)?;
+            Action::StartAssembly
+        }
+        ActionKind::Assembled => {
+            parse_body::<EmptyBody>(bytes)?;
+            Action::Assembled
+        }
+        ActionKind::Ready => Action::Ready { positions: lines(parse_body(bytes)?)? },
+        ActionKind::PickupCode => match parse_body::<PickupBody>(bytes)?.code {
+            Some(code) => Action::PickupCode { code },
+            None => return Ok(ActionRequest::GeneratePickupCode),
+        },
+        ActionKind::EstimatedDeliveryTime => Action::EstimatedDeliveryTime {
+            at: parse_body::<EtaBody>(bytes)?.at.ok_or_else(|| ApiError::bad_request("at: required (RFC 3339 with offset)"))?,
+        },
+        ActionKind::Delivering => {
+            parse_body::<EmptyBody>(bytes)?;
+            Action::Delivering
+        }
+        ActionKind::Delivered => Action::Delivered { positions: lines(parse_body(bytes)?)? },
+        ActionKind::Cancel => {
+            let b: CancelBody = parse_body(bytes)?;
+            Action::Cancel {
+                reason: b.reason.ok_or_else(|| ApiError::bad_request("reason: required (a cancellation slug)"))?,
+                description: b.description.unwrap_or_default(),
+            }
+        }
+    };
+    Ok(ActionRequest::Action(action))
+}
+
+pub async fn action(
+    kind: ActionKind,
+    state: AppState,
+    headers: HeaderMap,
+    reference: String,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let who = caller(&state, &headers, Scope::Write)?;
+    let request = build_action(kind, &bytes)?;
+    let exchange = Exchange {
+        kind: "action".into(),
+        direction: "api".into(),
+        event: Some(kind.as_str().into()),
+        method: Some("POST".into()),
+        path: Some(format!("/api/v1/orders/{reference}/{}", kind.as_str())),
+        headers: Some(redact_headers(&headers)),
+        body: Some(String::from_utf8_lossy(&bytes).into_owned()),
+        request_id: Some(request_id(&headers)),
+        detail: Some(format!("by {}", who.name)),
+        ..Default::default()
+    };
+    let result = state.store.apply_action(&reference, request, &state.policy, exchange).await?;
+    tracing::info!(order_id = result.order.id, action = kind.as_str(), caller = %who.name, state = %result.order.order.state, "merchant action");
+    let summaries: Vec<Value> =
+        result.notifications.iter().map(|n| json!({"id": n.id, "event": n.event, "status": n.status})).collect();
+    let mut body = json!({
+        "order": order_view(&state, &result.order),
+        "notification": summaries.last().cloned().unwrap_or(Value::Null),
+        "notifications": summaries,
+    });
+    if kind == ActionKind::PickupCode {
+        if let Some(p) = &result.order.order.pickup {
+            body["pickupCode"] = json!(p.code);
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+pub async fn verify_pickup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let who = caller(&state, &headers, Scope::Write)?;
+    let code = parse_body::<VerifyBody>(&bytes)?.code.ok_or_else(|| ApiError::bad_request("code: required"))?;
+    state.verify_limiter.check(&who.name)?;
+    let exchange = Exchange {
+        kind: "pickup_verification".into(),
+        direction: "api".into(),
+        method: Some("POST".into()),
+        path: Some(format!("/api/v1/orders/{reference}/pickup-code/verify")),
+        headers: Some(redact_headers(&headers)),
+        // The code tried is not kept: the audit log must not become a list of codes.
+        body: None,
+        request_id: Some(request_id(&headers)),
+        ..Default::default()
+    };
+    let v = state.store.verify_pickup_code(&reference, &code, &state.policy, exchange).await?;
+    if !v.valid {
+        state.verify_limiter.failed(&who.name);
+    }
+    Ok(Json(json!({"valid": v.valid, "attemptsLeft": v.attempts_left, "lockedUntil": v.locked_until})))
+}
+
+#[derive(Deserialize)]
+pub struct OutboxQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list_outbox(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<OutboxQuery>) -> Result<Json<Value>, ApiError> {
+    caller(&state, &headers, Scope::Read)?;
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(OutboxStatus::parse(s).ok_or_else(|| ApiError::bad_request(format!("status: expected pending, dead, sent or skipped, got {s:?}")))?),
+    };
+    let records = state.store.list_outbox(status, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    Ok(Json(json!({"records": records.iter().map(outbox_view).collect::<Vec<_>>()})))
+}
+
+pub async fn get_outbox(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    caller(&state, &headers, Scope::Read)?;
+    let records = state.store.list_outbox(None, i64::MAX).await?;
+    let record = records.iter().find(|r| r.id == id).ok_or_else(|| ApiError::not_found(format!("outbox record {id} not found")))?;
+    let attempts = state.store.outbox_attempts(id).await?;
+    let mut v = outbox_view(record);
+    v["history"] = serde_json::to_value(attempts).unwrap_or(Value::Null);
+    Ok(Json(v))
+}
+
+pub async fn operator(replay: bool, state: AppState, headers: HeaderMap, id: i64) -> Result<Response, ApiError> {
+    let who = caller(&state, &headers, Scope::Admin)?;
+    let exchange = Exchange {
+        kind: "operator".into(),
+        direction: "api".into(),
+        method: Some("POST".into()),
+        path: Some(format!("/api/v1/outbox/{id}/{}", if replay { "replay" } else { "skip" })),
+        headers: Some(redact_headers(&headers)),
+        request_id: Some(request_id(&headers)),
+        ..Default::default()
+    };
+    let record = if replay { state.store.replay(id, exchange).await? } else { state.store.skip(id, exchange).await? };
+    tracing::info!(outbox_id = id, caller = %who.name, replay, "operator decision on a dead letter");
+    Ok((StatusCode::ACCEPTED, Json(outbox_view(&record))).into_response())
+}
+
+pub async fn ready(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    caller(&state, &headers, Scope::Read)?;
+    state.store.ready().await?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    caller(&state, &headers, Scope::Read)?;
+    // Outbox gauges are read from the database at scrape time, so they are right across
+    // restarts and replicas.
+    if let Ok(stats) = state.store.outbox_stats().await {
+        state.metrics.outbox_pending.set(stats.pending);
+        state.metrics.outbox_dead.set(stats.dead);
+        let age = stats.oldest_pending_at.map(|t| (kuper_bridge_storage::now_ms() - t).max(0) as f64 / 1000.0).unwrap_or(0.0);
+        state.metrics.outbox_oldest_age.set(age);
+    }
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &state.registry)
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "metrics encoding failed"))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response())
+}

@@ -1,0 +1,497 @@
+//! Configuration: one TOML file plus `KUPER_BRIDGE_<SECTION>__<KEY>` environment overrides
+//! (interfaces.md). `check()` explains every problem at once instead of failing on the first.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use kuper_bridge_app::{ApiKey, Scope, WebhookAuth};
+use kuper_bridge_dispatcher::{DispatcherConfig, KuperAuth, RetryPolicy};
+use kuper_bridge_domain::policy::DEFAULT_CANCEL_REASONS;
+use kuper_bridge_domain::{Delivery, Policy, StoreProfile};
+use kuper_bridge_wire::NotificationFormat;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub database: Database,
+    pub kuper: Kuper,
+    pub webhook_auth: WebhookAuthConfig,
+    pub stores: Vec<StoreConfig>,
+    pub defaults: Defaults,
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub dispatcher: Dispatcher,
+    pub pickup: Pickup,
+    pub log: Log,
+    /// Later features (forwarding, acceptance hook, reconciliation) are parsed so that a
+    /// config written for them is not refused; `config check` says they are not active yet.
+    pub subscribers: Vec<toml_value::Value>,
+    pub acceptance_hook: Option<toml_value::Value>,
+    pub reconciliation: Option<toml_value::Value>,
+}
+
+/// A loosely typed value for sections that are accepted but not yet interpreted.
+pub mod toml_value {
+    pub type Value = serde_json::Value;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    pub listen: String,
+    pub webhook_path: String,
+    /// Largest accepted request body, bytes (protocol.md §4: 1 MiB).
+    pub body_limit: usize,
+    /// Run the notification dispatcher in this process.
+    pub dispatcher: bool,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into(), webhook_path: "/kuper-webhook".into(), body_limit: 1024 * 1024, dispatcher: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Database {
+    pub url: String,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self { url: "sqlite://kuper-bridge.db".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Kuper {
+    pub base_url: String,
+    pub auth: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub client_secret_file: Option<PathBuf>,
+    pub client_token: String,
+    pub client_token_file: Option<PathBuf>,
+    pub notification_format: String,
+    pub notifications_path: String,
+    pub token_path: String,
+    /// Send `order.assembled` before `ready_for_delivery` when the store skipped it.
+    pub synthesize_assembled: bool,
+    pub cancel_reasons: Vec<String>,
+}
+
+impl Default for Kuper {
+    fn default() -> Self {
+        Self {
+            base_url: "https://merchant-api.sbermarket.ru".into(),
+            auth: "oauth".into(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            client_secret_file: None,
+            client_token: String::new(),
+            client_token_file: None,
+            notification_format: "brief".into(),
+            notifications_path: "/ofm/api/v1/notifications".into(),
+            token_path: "/auth/token".into(),
+            synthesize_assembled: true,
+            cancel_reasons: DEFAULT_CANCEL_REASONS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookAuthConfig {
+    pub basic: Vec<String>,
+    pub bearer: Vec<String>,
+    pub header_tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub id: String,
+    #[serde(default)]
+    pub delivery: Option<String>,
+    #[serde(default)]
+    pub restaurant: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Defaults {
+    pub delivery: String,
+    pub restaurant: bool,
+    pub assembly_minutes: i64,
+    /// Offset written into every time we emit.
+    pub timezone_offset: String,
+    pub number_prefix: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self { delivery: "kuper".into(), restaurant: false, assembly_minutes: 30, timezone_offset: "+03:00".into(), number_prefix: "KB-".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dispatcher {
+    /// Delay before retry n, seconds (the last repeats).
+    pub retry_schedule_ms: Vec<u64>,
+    pub jitter: f64,
+    pub throttle_floor_ms: u64,
+    pub retry_after_max_ms: u64,
+    pub give_up_after_secs: u64,
+    pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub concurrency: usize,
+    pub poll_interval_ms: u64,
+}
+
+impl Default for Dispatcher {
+    fn default() -> Self {
+        Self {
+            retry_schedule_ms: vec![1_000, 5_000, 30_000, 120_000, 300_000, 900_000],
+            jitter: 0.2,
+            throttle_floor_ms: 60_000,
+            retry_after_max_ms: 900_000,
+            give_up_after_secs: 24 * 3600,
+            request_timeout_ms: 10_000,
+            connect_timeout_ms: 3_000,
+            concurrency: 32,
+            poll_interval_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pickup {
+    pub code_length: usize,
+    pub max_attempts: u32,
+    pub lockout_secs: i64,
+    /// Wrong codes per API key per minute before 429.
+    pub client_failures_per_minute: u32,
+}
+
+impl Default for Pickup {
+    fn default() -> Self {
+        Self { code_length: 6, max_attempts: 5, lockout_secs: 900, client_failures_per_minute: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// `json` (default) or `text`.
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self { format: "json".into(), level: "info".into() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: Server::default(),
+            database: Database::default(),
+            kuper: Kuper::default(),
+            webhook_auth: WebhookAuthConfig::default(),
+            stores: Vec::new(),
+            defaults: Defaults::default(),
+            api_keys: Vec::new(),
+            dispatcher: Dispatcher::default(),
+            pickup: Pickup::default(),
+            log: Log::default(),
+            subscribers: Vec::new(),
+            acceptance_hook: None,
+            reconciliation: None,
+        }
+    }
+}
+
+/// Loads defaults ← file ← environment. `path` None: `kuper-bridge.toml` if present.
+pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), String> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    let used = match path {
+        Some(p) => {
+            if !p.exists() {
+                return Err(format!("config file {} does not exist", p.display()));
+            }
+            Some(p.to_path_buf())
+        }
+        None => Some(PathBuf::from("kuper-bridge.toml")).filter(|p| p.exists()),
+    };
+    if let Some(p) = &used {
+        figment = figment.merge(Toml::file(p));
+    }
+    figment = figment.merge(Env::prefixed("KUPER_BRIDGE_").split("__"));
+    let config: Config = figment.extract().map_err(|e| {
+        e.into_iter().map(|e| format!("- {e}")).collect::<Vec<_>>().join("\n")
+    })?;
+    Ok((config, used))
+}
+
+fn read_secret(inline: &str, file: &Option<PathBuf>, what: &str, problems: &mut Vec<String>) -> String {
+    match file {
+        Some(f) => match std::fs::read_to_string(f) {
+            Ok(s) => s.trim().to_string(),
+            Err(e) => {
+                problems.push(format!("{what}_file {}: {e}", f.display()));
+                String::new()
+            }
+        },
+        None => inline.trim().to_string(),
+    }
+}
+
+/// Everything the service needs, validated.
+pub struct Resolved {
+    pub policy: Policy,
+    pub webhook_auth: WebhookAuth,
+    pub api_keys: Vec<ApiKey>,
+    pub dispatcher: DispatcherConfig,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Validates every key; all problems are reported together.
+    pub fn resolve(&self) -> Result<Resolved, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!("server.listen: {:?} is not host:port (e.g. 127.0.0.1:8080)", self.server.listen));
+        }
+        if !self.server.webhook_path.starts_with('/') || self.server.webhook_path.starts_with("/api/") {
+            problems.push("server.webhook_path: must start with / and lie outside /api/".into());
+        }
+        if self.server.body_limit < 1024 {
+            problems.push("server.body_limit: at least 1024 bytes".into());
+        }
+        if !self.database.url.starts_with("sqlite:") {
+            problems.push(format!(
+                "database.url: {:?} — only sqlite://PATH is supported in this version",
+                kuper_bridge_storage::redact_url(&self.database.url)
+            ));
+        }
+        let offset = parse_offset(&self.defaults.timezone_offset).unwrap_or_else(|| {
+            problems.push(format!("defaults.timezone_offset: {:?} is not like +03:00", self.defaults.timezone_offset));
+            Utc.fix()
+        });
+        let delivery = |s: &str, key: &str, problems: &mut Vec<String>| match s {
+            "kuper" => Delivery::Kuper,
+            "merchant" => Delivery::Merchant,
+            other => {
+                problems.push(format!("{key}: {other:?} — expected \"kuper\" or \"merchant\""));
+                Delivery::Kuper
+            }
+        };
+        let default_store = StoreProfile { delivery: delivery(&self.defaults.delivery, "defaults.delivery", &mut problems), restaurant: self.defaults.restaurant };
+        let mut stores = std::collections::HashMap::new();
+        for (i, s) in self.stores.iter().enumerate() {
+            if s.id.trim().is_empty() {
+                problems.push(format!("stores[{i}].id: must not be empty"));
+            }
+            let profile = StoreProfile {
+                delivery: s.delivery.as_deref().map(|d| delivery(d, &format!("stores[{i}].delivery"), &mut problems)).unwrap_or(default_store.delivery),
+                restaurant: s.restaurant.unwrap_or(default_store.restaurant),
+            };
+            if stores.insert(s.id.clone(), profile).is_some() {
+                problems.push(format!("stores[{i}].id: {:?} listed twice", s.id));
+            }
+        }
+        if !(1..=24 * 60).contains(&self.defaults.assembly_minutes) {
+            problems.push("defaults.assembly_minutes: between 1 and 1440".into());
+        }
+        let format = match self.kuper.notification_format.as_str() {
+            "brief" => NotificationFormat::Brief,
+            "event" => NotificationFormat::Event,
+            other => {
+                problems.push(format!("kuper.notification_format: {other:?} — expected \"brief\" or \"event\""));
+                NotificationFormat::Brief
+            }
+        };
+        if !(self.kuper.base_url.starts_with("http://") || self.kuper.base_url.starts_with("https://")) {
+            problems.push(format!("kuper.base_url: {:?} must be an http(s) URL", self.kuper.base_url));
+        }
+        let auth = match self.kuper.auth.as_str() {
+            "oauth" => {
+                let secret = read_secret(&self.kuper.client_secret, &self.kuper.client_secret_file, "kuper.client_secret", &mut problems);
+                if self.kuper.client_id.trim().is_empty() || secret.is_empty() {
+                    warnings.push("kuper.client_id / kuper.client_secret are empty: notifications will fail until they are set".into());
+                }
+                KuperAuth::OAuth { client_id: self.kuper.client_id.trim().to_string(), client_secret: secret }
+            }
+            "client-token" => {
+                let token = read_secret(&self.kuper.client_token, &self.kuper.client_token_file, "kuper.client_token", &mut problems);
+                if token.is_empty() {
+                    problems.push("kuper.client_token: required when kuper.auth = \"client-token\"".into());
+                }
+                KuperAuth::ClientToken { token }
+            }
+            other => {
+                problems.push(format!("kuper.auth: {other:?} — expected \"oauth\" or \"client-token\""));
+                KuperAuth::ClientToken { token: String::new() }
+            }
+        };
+        for r in &self.kuper.cancel_reasons {
+            if r.trim().is_empty() || r.contains(char::is_whitespace) {
+                problems.push(format!("kuper.cancel_reasons: {r:?} is not a slug"));
+            }
+        }
+        for (i, b) in self.webhook_auth.basic.iter().enumerate() {
+            if !b.contains(':') {
+                problems.push(format!("webhook_auth.basic[{i}]: expected \"user:password\""));
+            }
+        }
+        let webhook_auth = WebhookAuth {
+            basic: self.webhook_auth.basic.clone(),
+            bearer: self.webhook_auth.bearer.iter().filter(|s| !s.trim().is_empty()).cloned().collect(),
+            header_tokens: self.webhook_auth.header_tokens.iter().filter(|s| !s.trim().is_empty()).cloned().collect(),
+        };
+        if webhook_auth.is_empty() {
+            problems.push("webhook_auth: no credential configured; Kuper's webhooks would all be refused (set basic, bearer or header_tokens)".into());
+        }
+        let mut api_keys = Vec::new();
+        for (i, k) in self.api_keys.iter().enumerate() {
+            let key = read_secret(&k.key, &k.key_file, &format!("api_keys[{i}].key"), &mut problems);
+            if key.len() < 16 {
+                problems.push(format!("api_keys[{i}] ({}): key must be at least 16 characters", k.name));
+            }
+            let mut scopes = Vec::new();
+            for s in &k.scopes {
+                match Scope::parse(s) {
+                    Some(scope) => scopes.push(scope),
+                    None => problems.push(format!("api_keys[{i}].scopes: {s:?} — expected read, write or admin")),
+                }
+            }
+            if scopes.is_empty() {
+                problems.push(format!("api_keys[{i}] ({}): no scopes", k.name));
+            }
+            api_keys.push(ApiKey { name: k.name.clone(), key, scopes });
+        }
+        if api_keys.is_empty() {
+            warnings.push("api_keys: none configured; the REST API, /readyz and /metrics refuse every request".into());
+        }
+        let d = &self.dispatcher;
+        if d.retry_schedule_ms.is_empty() || d.retry_schedule_ms.contains(&0) {
+            problems.push("dispatcher.retry_schedule_ms: a non-empty list of positive delays".into());
+        }
+        if !(0.0..=0.9).contains(&d.jitter) {
+            problems.push("dispatcher.jitter: between 0 and 0.9".into());
+        }
+        if d.concurrency == 0 || d.request_timeout_ms == 0 || d.poll_interval_ms == 0 {
+            problems.push("dispatcher: concurrency, request_timeout_ms and poll_interval_ms must be positive".into());
+        }
+        if !self.subscribers.is_empty() || self.acceptance_hook.is_some() || self.reconciliation.is_some() {
+            warnings.push("subscribers / acceptance_hook / reconciliation are accepted but not active in this version".into());
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let request_timeout = Duration::from_millis(d.request_timeout_ms);
+        Ok(Resolved {
+            policy: Policy {
+                stores,
+                default_store,
+                assembly_minutes: self.defaults.assembly_minutes,
+                offset,
+                synthesize_assembled: self.kuper.synthesize_assembled,
+                cancel_reasons: self.kuper.cancel_reasons.clone(),
+                notification_format: format,
+                number_prefix: self.defaults.number_prefix.clone(),
+                pickup_code_length: self.pickup.code_length,
+                pickup_max_attempts: self.pickup.max_attempts.max(1),
+                pickup_lockout_secs: self.pickup.lockout_secs,
+            },
+            webhook_auth,
+            api_keys,
+            dispatcher: DispatcherConfig {
+                base_url: self.kuper.base_url.clone(),
+                notifications_path: self.kuper.notifications_path.clone(),
+                token_path: self.kuper.token_path.clone(),
+                auth,
+                request_timeout,
+                connect_timeout: Duration::from_millis(d.connect_timeout_ms),
+                retry: RetryPolicy {
+                    schedule: d.retry_schedule_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+                    jitter: d.jitter,
+                    throttle_floor: Duration::from_millis(d.throttle_floor_ms),
+                    retry_after_max: Duration::from_millis(d.retry_after_max_ms),
+                    give_up_after: Duration::from_secs(d.give_up_after_secs),
+                },
+                concurrency: d.concurrency,
+                poll_interval: Duration::from_millis(d.poll_interval_ms),
+                lease: request_timeout * 2 + Duration::from_secs(30),
+                release_stale_leases_on_start: self.database.url.starts_with("sqlite:"),
+            },
+            warnings,
+        })
+    }
+}
+
+use chrono::{Offset, Utc};
+
+fn parse_offset(s: &str) -> Option<chrono::FixedOffset> {
+    let s = s.trim();
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let secs = h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60;
+    chrono::FixedOffset::east_opt(sign * secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_webhook_credentials() {
+        let problems = Config::default().resolve().err().unwrap();
+        assert!(problems.iter().any(|p| p.contains("webhook_auth")), "{problems:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let mut c = Config::default();
+        c.server.listen = "nope".into();
+        c.kuper.auth = "magic".into();
+        c.defaults.timezone_offset = "MSK".into();
+        c.webhook_auth.basic = vec!["nocolon".into()];
+        let problems = c.resolve().err().unwrap();
+        for needle in ["server.listen", "kuper.auth", "timezone_offset", "webhook_auth.basic[0]"] {
+            assert!(problems.iter().any(|p| p.contains(needle)), "{needle} missing in {problems:?}");
+        }
+    }
+
+    #[test]
+    fn offsets() {
+        assert_eq!(parse_offset("+03:00").map(|o| o.local_minus_utc()), Some(10800));
+        assert_eq!(parse_offset("-05:30").map(|o| o.local_minus_utc()), Some(-19800));
+        assert_eq!(parse_offset("03:00"), None);
+    }
+}

@@ -1,0 +1,58 @@
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub event: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: String,
+}
+
+/// Dispatcher metrics. Never labelled by order: cardinality stays bounded.
+#[derive(Clone)]
+pub struct DispatchMetrics {
+    pub notifications: Family<NotificationLabels, Counter>,
+    pub delivery_seconds: Family<EventLabel, Histogram>,
+    pub token_refreshes: Counter,
+}
+
+impl Default for DispatchMetrics {
+    fn default() -> Self {
+        Self {
+            notifications: Family::default(),
+            delivery_seconds: Family::new_with_constructor(|| {
+                Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter())
+            }),
+            token_refreshes: Counter::default(),
+        }
+    }
+}
+
+impl DispatchMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kuper_bridge_notifications",
+            "Notification delivery attempts to Kuper by event and outcome (delivered, repeat, retry, dead)",
+            self.notifications.clone(),
+        );
+        registry.register(
+            "kuper_bridge_notification_attempt_seconds",
+            "Duration of one notification attempt, including a token refresh",
+            self.delivery_seconds.clone(),
+        );
+        registry.register("kuper_bridge_token_refreshes", "Forced token refreshes after 401/403", self.token_refreshes.clone());
+    }
+
+    pub fn record(&self, event: &str, outcome: &str, took: Duration) {
+        self.notifications.get_or_create(&NotificationLabels { event: event.into(), outcome: outcome.into() }).inc();
+        self.delivery_seconds.get_or_create(&EventLabel { event: event.into() }).observe(took.as_secs_f64());
+    }
+}

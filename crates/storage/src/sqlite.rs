@@ -1,0 +1,686 @@
+//! SQLite backend: WAL, `synchronous=FULL` (durable commits), one writer connection (SQLite
+//! has one writer anyway; queuing in-process avoids busy-waiting) and a small reader pool.
+//! Write transactions start with `BEGIN IMMEDIATE` so another process's writer is waited for
+//! (busy_timeout) instead of failing on lock upgrade.
+
+use crate::{
+    now_ms, ActionRequest, ActionResult, AttemptOutcome, AttemptReport, EventRecord, Exchange, IngestResult,
+    OrderFilter, OutboxRecord, OutboxStats, OutboxStatus, PickupVerification, Result, Store, StoreError, StoredOrder,
+};
+use async_trait::async_trait;
+use kuper_bridge_domain::engine::{self, kuper_state_after_ack};
+use kuper_bridge_domain::{Action, Order, Policy};
+use kuper_bridge_wire::{CreatedAnswer, NotificationEvent, WebhookEnvelope, WebhookEvent};
+use rand::Rng;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    signal: Arc<Notify>,
+}
+
+const ORDER_COLUMNS: &str = "id, data, created_at, updated_at";
+const OUTBOX_COLUMNS: &str =
+    "id, order_id, kind, event, body, status, attempts, next_attempt_at, in_doubt, last_status, last_error, created_at, sent_at";
+const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id";
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("database.url: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.read_only(false))
+            .await?;
+        Ok(Self { writer, reader, signal: Arc::new(Notify::new()) })
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn order_from_row(row: &SqliteRow) -> Result<StoredOrder> {
+    let data: String = row.try_get("data")?;
+    Ok(StoredOrder {
+        id: row.try_get("id")?,
+        order: serde_json::from_str(&data)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn outbox_from_row(row: &SqliteRow) -> Result<OutboxRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(OutboxRecord {
+        id: row.try_get("id")?,
+        order_id: row.try_get("order_id")?,
+        kind: row.try_get("kind")?,
+        event: row.try_get("event")?,
+        body: row.try_get("body")?,
+        status: OutboxStatus::parse(&status).unwrap_or(OutboxStatus::Pending),
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        in_doubt: row.try_get::<i64, _>("in_doubt")? != 0,
+        last_status: row.try_get("last_status")?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        sent_at: row.try_get("sent_at")?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<EventRecord> {
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        order_id: row.try_get("order_id")?,
+        outbox_id: row.try_get("outbox_id")?,
+        at: row.try_get("at")?,
+        exchange: Exchange {
+            kind: row.try_get("kind")?,
+            direction: row.try_get("direction")?,
+            event: row.try_get("event")?,
+            outcome: row.try_get("outcome")?,
+            method: row.try_get("method")?,
+            path: row.try_get("path")?,
+            status: row.try_get("status")?,
+            latency_ms: row.try_get("latency_ms")?,
+            headers: row.try_get("headers")?,
+            body: row.try_get("body")?,
+            response: row.try_get("response")?,
+            detail: row.try_get("detail")?,
+            request_id: row.try_get("request_id")?,
+        },
+    })
+}
+
+async fn insert_event(
+    conn: &mut SqliteConnection,
+    order_id: Option<i64>,
+    outbox_id: Option<i64>,
+    at: i64,
+    e: &Exchange,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(order_id)
+    .bind(outbox_id)
+    .bind(at)
+    .bind(&e.kind)
+    .bind(&e.direction)
+    .bind(&e.event)
+    .bind(&e.outcome)
+    .bind(&e.method)
+    .bind(&e.path)
+    .bind(e.status)
+    .bind(e.latency_ms)
+    .bind(&e.headers)
+    .bind(&e.body)
+    .bind(&e.response)
+    .bind(&e.detail)
+    .bind(&e.request_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn find_order_in(conn: &mut SqliteConnection, reference: &str) -> Result<Option<StoredOrder>> {
+    let row = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE original_order_id = ?1 OR order_uuid = ?1 OR number = ?1 ORDER BY id LIMIT 1"
+    ))
+    .bind(reference)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(order_from_row).transpose()
+}
+
+async fn find_by_identity(conn: &mut SqliteConnection, env: &WebhookEnvelope) -> Result<Option<StoredOrder>> {
+    let row = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE (?1 IS NOT NULL AND original_order_id = ?1) OR (?2 IS NOT NULL AND order_uuid = ?2) ORDER BY id LIMIT 1"
+    ))
+    .bind(&env.identity.original_order_id)
+    .bind(&env.identity.order_uuid)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(order_from_row).transpose()
+}
+
+async fn save_order(conn: &mut SqliteConnection, id: i64, order: &Order, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE orders SET state = ?, data = ?, updated_at = ?, original_order_id = COALESCE(original_order_id, ?), order_uuid = COALESCE(order_uuid, ?) WHERE id = ?",
+    )
+    .bind(order.state.as_str())
+    .bind(serde_json::to_string(order)?)
+    .bind(now)
+    .bind(&order.original_order_id)
+    .bind(&order.order_uuid)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn fetch_outbox(conn: &mut SqliteConnection, id: i64) -> Result<OutboxRecord> {
+    let row = sqlx::query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(StoreError::OutboxNotFound(id))?;
+    outbox_from_row(&row)
+}
+
+/// Kuper ended the order: queued notifications would only be refused (protocol.md §5).
+async fn supersede_pending(conn: &mut SqliteConnection, order_id: i64, now: i64, reason: &str) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE outbox SET status = 'skipped', last_error = ?, updated_at = ?
+         WHERE order_id = ? AND status IN ('pending', 'dead') AND (lease_until IS NULL OR lease_until <= ?)",
+    )
+    .bind(reason)
+    .bind(now)
+    .bind(order_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+fn generate_code(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len.clamp(4, 12)).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn ready(&self) -> Result<()> {
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+            .fetch_one(&self.reader)
+            .await?;
+        let expected = MIGRATOR.iter().count() as i64;
+        if applied < expected {
+            return Err(StoreError::Unavailable(format!("{applied} of {expected} migrations applied")));
+        }
+        Ok(())
+    }
+
+    fn outbox_signal(&self) -> Arc<Notify> {
+        self.signal.clone()
+    }
+
+    async fn ingest_webhook(
+        &self,
+        env: &WebhookEnvelope,
+        mut exchange: Exchange,
+        policy: &Policy,
+        respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+    ) -> Result<IngestResult> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let existing = if env.event.is_some() { find_by_identity(&mut tx, env).await? } else { None };
+        let mut order_id = existing.as_ref().map(|o| o.id);
+        let mut queued = false;
+        let result = match (env.event, existing) {
+            (None, _) => IngestResult::UnknownEvent,
+            (Some(WebhookEvent::OrderCreated), Some(found)) => IngestResult::Created {
+                order_id: found.id,
+                answer: CreatedAnswer::new(found.order.number.clone(), found.order.expected_assembly_time.clone()),
+                duplicate: true,
+            },
+            (Some(WebhookEvent::OrderCreated), None) => {
+                let at = chrono::Utc::now().with_timezone(&policy.offset);
+                let placeholder = format!("pending-{now}-{}", rand::rng().random::<u64>());
+                let order = engine::create_order(env, policy, placeholder.clone(), at)
+                    .map_err(|e| StoreError::Domain(kuper_bridge_domain::DomainError::invalid(e.path, e.message)))?;
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO orders (original_order_id, order_uuid, number, store_id, scheme, state, data, created_at, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?) RETURNING id",
+                )
+                .bind(&order.original_order_id)
+                .bind(&order.order_uuid)
+                .bind(&placeholder)
+                .bind(&order.store_id)
+                .bind(order.scheme.as_str())
+                .bind(order.state.as_str())
+                .bind(now)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                let mut order = order;
+                order.number = format!("{}{id}", policy.number_prefix);
+                sqlx::query("UPDATE orders SET number = ?, data = ? WHERE id = ?")
+                    .bind(&order.number)
+                    .bind(serde_json::to_string(&order)?)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                order_id = Some(id);
+                IngestResult::Created {
+                    order_id: id,
+                    answer: CreatedAnswer::new(order.number.clone(), order.expected_assembly_time.clone()),
+                    duplicate: false,
+                }
+            }
+            (Some(_), None) => IngestResult::UnknownOrder,
+            (Some(_), Some(found)) => {
+                let decision = engine::apply_webhook(&found.order, env);
+                if decision.order != found.order {
+                    save_order(&mut tx, found.id, &decision.order, now).await?;
+                }
+                if decision.supersede_pending {
+                    let reason = format!("superseded: {} from Kuper", env.event_type);
+                    let skipped = supersede_pending(&mut tx, found.id, now, &reason).await?;
+                    if skipped > 0 {
+                        let note = Exchange {
+                            kind: "outbox".into(),
+                            direction: "internal".into(),
+                            outcome: Some("skipped".into()),
+                            detail: Some(format!("{skipped} queued notification(s) dropped: {reason}")),
+                            ..Default::default()
+                        };
+                        insert_event(&mut tx, Some(found.id), None, now, &note).await?;
+                    }
+                    queued = skipped > 0;
+                }
+                IngestResult::Applied { order_id: found.id, outcome: decision.outcome, note: decision.note }
+            }
+        };
+        let (status, response) = respond(&result);
+        exchange.status = Some(i64::from(status));
+        exchange.response = Some(response);
+        exchange.outcome = Some(
+            match &result {
+                IngestResult::Created { duplicate: true, .. } => "duplicate",
+                IngestResult::Created { .. } => "created",
+                IngestResult::Applied { outcome, .. } => outcome.as_str(),
+                IngestResult::UnknownOrder => "unknown_order",
+                IngestResult::UnknownEvent => "unknown_event",
+            }
+            .to_string(),
+        );
+        if let IngestResult::Applied { note, .. } = &result {
+            exchange.detail = Some(note.clone());
+        }
+        insert_event(&mut tx, order_id, None, now, &exchange).await?;
+        tx.commit().await?;
+        if queued {
+            self.signal.notify_one();
+        }
+        Ok(result)
+    }
+
+    async fn record_exchange(&self, order_id: Option<i64>, exchange: Exchange) -> Result<()> {
+        let mut tx = self.begin().await?;
+        insert_event(&mut tx, order_id, None, now_ms(), &exchange).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn apply_action(
+        &self,
+        reference: &str,
+        request: ActionRequest,
+        policy: &Policy,
+        mut exchange: Exchange,
+    ) -> Result<ActionResult> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let found = find_order_in(&mut tx, reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
+        let action = match request {
+            ActionRequest::Action(a) => a,
+            ActionRequest::GeneratePickupCode => {
+                // Unique among the store's active orders, so a code identifies one order at the desk.
+                let mut code = generate_code(policy.pickup_code_length);
+                for _ in 0..20 {
+                    let clash: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM orders WHERE store_id = ? AND state NOT IN ('delivered', 'canceled')
+                         AND json_extract(data, '$.pickup.code') = ?",
+                    )
+                    .bind(&found.order.store_id)
+                    .bind(&code)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if clash == 0 {
+                        break;
+                    }
+                    code = generate_code(policy.pickup_code_length);
+                }
+                Action::PickupCode { code }
+            }
+        };
+        let decision = engine::apply_action(&found.order, action, policy)?;
+        save_order(&mut tx, found.id, &decision.order, now).await?;
+        let mut ids = Vec::with_capacity(decision.notifications.len());
+        for n in &decision.notifications {
+            let body = serde_json::to_string(&n.render(policy.notification_format))?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO outbox (order_id, kind, event, body, status, next_attempt_at, created_at, updated_at)
+                 VALUES (?, 'notification', ?, ?, 'pending', ?, ?, ?) RETURNING id",
+            )
+            .bind(found.id)
+            .bind(n.event.as_str())
+            .bind(&body)
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id);
+        }
+        exchange.outcome = Some("accepted".into());
+        exchange.detail = Some(format!(
+            "{} → {}; queued {}",
+            found.order.state,
+            decision.order.state,
+            decision.notifications.iter().map(|n| n.event.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+        insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
+        let mut notifications = Vec::with_capacity(ids.len());
+        for id in ids {
+            notifications.push(fetch_outbox(&mut tx, id).await?);
+        }
+        tx.commit().await?;
+        if !notifications.is_empty() {
+            self.signal.notify_one();
+        }
+        Ok(ActionResult {
+            order: StoredOrder { id: found.id, order: decision.order, created_at: found.created_at, updated_at: now },
+            notifications,
+        })
+    }
+
+    async fn verify_pickup_code(
+        &self,
+        reference: &str,
+        code: &str,
+        policy: &Policy,
+        mut exchange: Exchange,
+    ) -> Result<PickupVerification> {
+        let now = now_ms();
+        let now_s = now / 1000;
+        let mut tx = self.begin().await?;
+        let found = find_order_in(&mut tx, reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
+        let mut order = found.order.clone();
+        let Some(pickup) = order.pickup.as_mut() else {
+            return Err(StoreError::Conflict("no pickup code was issued for this order".into()));
+        };
+        if order.state.is_final() {
+            return Err(StoreError::Conflict(format!("the order is {}", order.state)));
+        }
+        if let Some(until) = pickup.locked_until {
+            if until > now_s {
+                exchange.outcome = Some("locked".into());
+                exchange.detail = Some("verification refused: too many wrong codes".into());
+                insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
+                tx.commit().await?;
+                return Err(StoreError::PickupLocked { until });
+            }
+            pickup.locked_until = None;
+            pickup.failed_attempts = 0;
+        }
+        let valid = constant_time_eq(pickup.code.as_bytes(), code.trim().as_bytes());
+        if valid {
+            pickup.verified = true;
+            pickup.failed_attempts = 0;
+        } else {
+            pickup.failed_attempts += 1;
+            if pickup.failed_attempts >= policy.pickup_max_attempts {
+                pickup.locked_until = Some(now_s + policy.pickup_lockout_secs);
+            }
+        }
+        let result = PickupVerification {
+            valid,
+            attempts_left: policy.pickup_max_attempts.saturating_sub(pickup.failed_attempts),
+            locked_until: pickup.locked_until,
+        };
+        save_order(&mut tx, found.id, &order, now).await?;
+        exchange.outcome = Some(if valid { "valid" } else { "invalid" }.into());
+        exchange.detail = Some(format!("pickup code verification: {} (attempts left {})", if valid { "valid" } else { "wrong code" }, result.attempts_left));
+        insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn find_order(&self, reference: &str) -> Result<Option<StoredOrder>> {
+        let mut conn = self.reader.acquire().await?;
+        find_order_in(&mut conn, reference).await
+    }
+
+    async fn list_orders(&self, f: &OrderFilter) -> Result<Vec<StoredOrder>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR scheme = ?2) AND (?3 IS NULL OR store_id = ?3) AND (?4 IS NULL OR id < ?4)
+             ORDER BY id DESC LIMIT ?5"
+        ))
+        .bind(&f.state)
+        .bind(&f.scheme)
+        .bind(&f.store)
+        .bind(f.before_id)
+        .bind(f.limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(order_from_row).collect()
+    }
+
+    async fn order_events(&self, order_id: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE order_id = ? ORDER BY id"))
+            .bind(order_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn claim_due(&self, owner: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxRecord>> {
+        let mut tx = self.begin().await?;
+        // Only the head of each order's queue is eligible: a pending or dead earlier record
+        // holds back everything after it (per-order FIFO; protocol.md §9).
+        let rows = sqlx::query(&format!(
+            "UPDATE outbox SET lease_until = ?1 + ?2, lease_owner = ?3, attempts = attempts + 1,
+                 in_doubt = CASE WHEN lease_until IS NOT NULL THEN 1 ELSE in_doubt END, updated_at = ?1
+             WHERE id IN (
+                 SELECT o.id FROM outbox o
+                 WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until <= ?1)
+                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.id < o.id AND p.status IN ('pending', 'dead'))
+                 ORDER BY o.next_attempt_at, o.id LIMIT ?4)
+             RETURNING {OUTBOX_COLUMNS}"
+        ))
+        .bind(now)
+        .bind(lease_ms)
+        .bind(owner)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn complete_attempt(&self, id: i64, owner: &str, report: AttemptReport) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let record = fetch_outbox(&mut tx, id).await?;
+        let holder: Option<String> = sqlx::query_scalar("SELECT lease_owner FROM outbox WHERE id = ?").bind(id).fetch_one(&mut *tx).await?;
+        if holder.as_deref() != Some(owner) || record.status != OutboxStatus::Pending {
+            // Our lease expired and someone else owns the record now: keep their result,
+            // but keep the evidence of ours.
+            let mut e = report.exchange;
+            e.detail = Some(format!("late result ignored: {}", e.detail.unwrap_or_default()));
+            insert_event(&mut tx, Some(record.order_id), Some(id), now, &e).await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        match &report.outcome {
+            AttemptOutcome::Delivered => {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'sent', sent_at = ?, lease_until = NULL, lease_owner = NULL, last_status = ?, last_error = NULL, updated_at = ? WHERE id = ?",
+                )
+                .bind(now)
+                .bind(report.status)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(event) = NotificationEvent::parse(&record.event) {
+                    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?"))
+                        .bind(record.order_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let stored = order_from_row(&row)?;
+                    let mut order = stored.order;
+                    let next = kuper_state_after_ack(order.kuper_state, event, order.scheme);
+                    if next != order.kuper_state {
+                        order.kuper_state = next;
+                        save_order(&mut tx, stored.id, &order, now).await?;
+                    }
+                }
+            }
+            AttemptOutcome::Retry { next_attempt_at, in_doubt } => {
+                sqlx::query(
+                    "UPDATE outbox SET next_attempt_at = ?, lease_until = NULL, lease_owner = NULL, last_status = ?, last_error = ?,
+                         in_doubt = CASE WHEN ? THEN 1 ELSE in_doubt END, updated_at = ? WHERE id = ?",
+                )
+                .bind(next_attempt_at)
+                .bind(report.status)
+                .bind(&report.error)
+                .bind(in_doubt)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            AttemptOutcome::Dead => {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'dead', lease_until = NULL, lease_owner = NULL, last_status = ?, last_error = ?, updated_at = ? WHERE id = ?",
+                )
+                .bind(report.status)
+                .bind(&report.error)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        insert_event(&mut tx, Some(record.order_id), Some(id), now, &report.exchange).await?;
+        tx.commit().await?;
+        if matches!(report.outcome, AttemptOutcome::Delivered) {
+            // The next notification of this order may have become the head of its queue.
+            self.signal.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn next_due_at(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MIN(COALESCE(lease_until, next_attempt_at)) FROM outbox WHERE status = 'pending'")
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    async fn release_stale_leases(&self, owner: &str) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE outbox SET lease_until = NULL, lease_owner = NULL, in_doubt = 1 WHERE status = 'pending' AND lease_owner IS NOT NULL AND lease_owner <> ?",
+        )
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn list_outbox(&self, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxRecord>> {
+        let rows = sqlx::query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2"))
+            .bind(status.map(|s| s.as_str()))
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn outbox_attempts(&self, outbox_id: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE outbox_id = ? ORDER BY id"))
+            .bind(outbox_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn replay(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord> {
+        operator_decision(self, outbox_id, exchange, "pending", "replayed by operator").await
+    }
+
+    async fn skip(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord> {
+        operator_decision(self, outbox_id, exchange, "skipped", "skipped by operator").await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(status = 'pending'), 0) AS pending, COALESCE(SUM(status = 'dead'), 0) AS dead,
+                    MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest FROM outbox WHERE status IN ('pending', 'dead')",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(OutboxStats { pending: row.try_get("pending")?, dead: row.try_get("dead")?, oldest_pending_at: row.try_get("oldest")? })
+    }
+}
+
+async fn operator_decision(
+    store: &SqliteStore,
+    outbox_id: i64,
+    mut exchange: Exchange,
+    to: &str,
+    note: &str,
+) -> Result<OutboxRecord> {
+    let now = now_ms();
+    let mut tx = store.begin().await?;
+    let record = fetch_outbox(&mut tx, outbox_id).await?;
+    if record.status != OutboxStatus::Dead {
+        return Err(StoreError::Conflict(format!(
+            "outbox record {outbox_id} is {}; only dead letters can be replayed or skipped",
+            record.status.as_str()
+        )));
+    }
+    sqlx::query("UPDATE outbox SET status = ?, next_attempt_at = ?, in_doubt = 0, updated_at = ? WHERE id = ?")
+        .bind(to)
+        .bind(now)
+        .bind(now)
+        .bind(outbox_id)
+        .execute(&mut *tx)
+        .await?;
+    exchange.outcome = Some(to.into());
+    exchange.event = Some(record.event.clone());
+    exchange.detail = Some(format!("{note}: {} (last error: {})", record.event, record.last_error.clone().unwrap_or_default()));
+    insert_event(&mut tx, Some(record.order_id), Some(outbox_id), now, &exchange).await?;
+    let updated = fetch_outbox(&mut tx, outbox_id).await?;
+    tx.commit().await?;
+    // Replay re-queues the record; skip unblocks the records behind it.
+    store.signal.notify_one();
+    Ok(updated)
+}
+
+/// Constant-time comparison: a wrong code takes as long as a right one.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
