@@ -76,7 +76,9 @@ pub async fn list_orders(
     caller(&state, &headers, Scope::Read)?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let before_id = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(c) => Some(c.parse::<i64>().map_err(|_| ApiError::bad_request("cursor: not a cursor from a previous page"))?),
+        Some(c) => {
+            Some(c.parse::<i64>().map_err(|_| ApiError::bad_request("cursor: not a cursor from a previous page"))?)
+        }
         None => None,
     };
     if let Some(s) = &q.state {
@@ -87,7 +89,11 @@ pub async fn list_orders(
     let scheme = match &q.scheme {
         Some(s) => Some(
             kuper_bridge_domain::Scheme::parse(s)
-                .ok_or_else(|| ApiError::bad_request(format!("scheme: unknown scheme {s:?} (kuper_delivery, pickup, merchant_delivery)")))?
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "scheme: unknown scheme {s:?} (kuper_delivery, pickup, merchant_delivery)"
+                    ))
+                })?
                 .as_str()
                 .to_string(),
         ),
@@ -110,13 +116,21 @@ async fn load(state: &AppState, reference: &str) -> Result<StoredOrder, ApiError
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "order_not_found", format!("order {reference} not found")))
 }
 
-pub async fn get_order(State(state): State<AppState>, headers: HeaderMap, Path(reference): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     caller(&state, &headers, Scope::Read)?;
     let o = load(&state, &reference).await?;
     Ok(Json(order_view(&state, &o)))
 }
 
-pub async fn order_events(State(state): State<AppState>, headers: HeaderMap, Path(reference): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn order_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     caller(&state, &headers, Scope::Read)?;
     let o = load(&state, &reference).await?;
     let events = state.store.order_events(o.id).await?;
@@ -201,7 +215,8 @@ fn lines(body: CompositionBody) -> Result<Option<Vec<CollectedLine>>, ApiError> 
         };
         out.push(CollectedLine {
             id,
-            quantity: dec(&p.quantity, "quantity")?.ok_or_else(|| ApiError::bad_request(format!("{}: required", field("quantity"))))?,
+            quantity: dec(&p.quantity, "quantity")?
+                .ok_or_else(|| ApiError::bad_request(format!("{}: required", field("quantity"))))?,
             weight: dec(&p.weight, "weight")?,
             replaced_by_id: p.replaced_by_id,
             marking_codes: p.marking_codes,
@@ -214,7 +229,9 @@ fn lines(body: CompositionBody) -> Result<Option<Vec<CollectedLine>>, ApiError> 
 
 fn build_action(kind: ActionKind, bytes: &Bytes) -> Result<ActionRequest, ApiError> {
     let action = match kind {
-        ActionKind::Accept => Action::Accept { expected_assembly_time: parse_body::<AcceptBody>(bytes)?.expected_assembly_time },
+        ActionKind::Accept => {
+            Action::Accept { expected_assembly_time: parse_body::<AcceptBody>(bytes)?.expected_assembly_time }
+        }
         ActionKind::StartAssembly => {
             parse_body::<EmptyBody>(bytes)?;
             Action::StartAssembly
@@ -229,7 +246,9 @@ fn build_action(kind: ActionKind, bytes: &Bytes) -> Result<ActionRequest, ApiErr
             None => return Ok(ActionRequest::GeneratePickupCode),
         },
         ActionKind::EstimatedDeliveryTime => Action::EstimatedDeliveryTime {
-            at: parse_body::<EtaBody>(bytes)?.at.ok_or_else(|| ApiError::bad_request("at: required (RFC 3339 with offset)"))?,
+            at: parse_body::<EtaBody>(bytes)?
+                .at
+                .ok_or_else(|| ApiError::bad_request("at: required (RFC 3339 with offset)"))?,
         },
         ActionKind::Delivering => {
             parse_body::<EmptyBody>(bytes)?;
@@ -318,20 +337,33 @@ pub struct OutboxQuery {
     limit: Option<i64>,
 }
 
-pub async fn list_outbox(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<OutboxQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list_outbox(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<OutboxQuery>,
+) -> Result<Json<Value>, ApiError> {
     caller(&state, &headers, Scope::Read)?;
     let status = match q.status.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(OutboxStatus::parse(s).ok_or_else(|| ApiError::bad_request(format!("status: expected pending, dead, sent or skipped, got {s:?}")))?),
+        Some(s) => Some(OutboxStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!("status: expected pending, dead, sent or skipped, got {s:?}"))
+        })?),
     };
     let records = state.store.list_outbox(status, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(Json(json!({"records": records.iter().map(outbox_view).collect::<Vec<_>>()})))
 }
 
-pub async fn get_outbox(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+pub async fn get_outbox(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
     caller(&state, &headers, Scope::Read)?;
     let records = state.store.list_outbox(None, i64::MAX).await?;
-    let record = records.iter().find(|r| r.id == id).ok_or_else(|| ApiError::not_found(format!("outbox record {id} not found")))?;
+    let record = records
+        .iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("outbox record {id} not found")))?;
     let attempts = state.store.outbox_attempts(id).await?;
     let mut v = outbox_view(record);
     v["history"] = serde_json::to_value(attempts).unwrap_or(Value::Null);
@@ -367,11 +399,13 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     if let Ok(stats) = state.store.outbox_stats().await {
         state.metrics.outbox_pending.set(stats.pending);
         state.metrics.outbox_dead.set(stats.dead);
-        let age = stats.oldest_pending_at.map(|t| (kuper_bridge_storage::now_ms() - t).max(0) as f64 / 1000.0).unwrap_or(0.0);
+        let age =
+            stats.oldest_pending_at.map(|t| (kuper_bridge_storage::now_ms() - t).max(0) as f64 / 1000.0).unwrap_or(0.0);
         state.metrics.outbox_oldest_age.set(age);
     }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &state.registry)
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "metrics encoding failed"))?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response())
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+        .into_response())
 }

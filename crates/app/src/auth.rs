@@ -22,7 +22,13 @@ pub struct WebhookAuth {
 
 impl std::fmt::Debug for WebhookAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WebhookAuth {{ basic: {} [redacted], bearer: {} [redacted], header_tokens: {} [redacted] }}", self.basic.len(), self.bearer.len(), self.header_tokens.len())
+        write!(
+            f,
+            "WebhookAuth {{ basic: {} [redacted], bearer: {} [redacted], header_tokens: {} [redacted] }}",
+            self.basic.len(),
+            self.bearer.len(),
+            self.header_tokens.len()
+        )
     }
 }
 
@@ -173,7 +179,11 @@ mod tests {
 
     #[test]
     fn webhook_credentials() {
-        let auth = WebhookAuth { basic: vec!["kuper:secret".into(), "kuper:next".into()], bearer: vec!["tok".into()], header_tokens: vec!["ct".into()] };
+        let auth = WebhookAuth {
+            basic: vec!["kuper:secret".into(), "kuper:next".into()],
+            bearer: vec!["tok".into()],
+            header_tokens: vec!["ct".into()],
+        };
         let basic = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
         assert!(auth.check(&headers(&[("authorization", &basic("kuper:secret"))])));
         assert!(auth.check(&headers(&[("authorization", &basic("kuper:next"))])), "rotation: both valid");

@@ -78,7 +78,9 @@ impl From<DomainError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::OrderNotFound(r) => ApiError::new(StatusCode::NOT_FOUND, "order_not_found", format!("order {r} not found")),
+            StoreError::OrderNotFound(r) => {
+                ApiError::new(StatusCode::NOT_FOUND, "order_not_found", format!("order {r} not found"))
+            }
             StoreError::OutboxNotFound(id) => ApiError::not_found(format!("outbox record {id} not found")),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Domain(d) => d.into(),
@@ -90,7 +92,11 @@ impl From<StoreError> for ApiError {
             .with_details(json!({"lockedUntil": until})),
             StoreError::Unavailable(m) => {
                 tracing::error!(error = %m, "storage unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "storage is unavailable; retry later")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "storage is unavailable; retry later",
+                )
             }
             StoreError::Config(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "configuration", m),
         }

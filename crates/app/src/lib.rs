@@ -84,9 +84,11 @@ impl VerifyLimiter {
 }
 
 fn action_route(kind: ActionKind) -> axum::routing::MethodRouter<AppState> {
-    post(move |State(state): State<AppState>, headers: HeaderMap, Path(reference): Path<String>, bytes: Bytes| async move {
-        api::action(kind, state, headers, reference, bytes).await
-    })
+    post(
+        move |State(state): State<AppState>, headers: HeaderMap, Path(reference): Path<String>, bytes: Bytes| async move {
+            api::action(kind, state, headers, reference, bytes).await
+        },
+    )
 }
 
 /// Every route of the service. `/healthz` is the only one without credentials.
@@ -101,11 +103,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/outbox/{id}", get(api::get_outbox))
         .route(
             "/api/v1/outbox/{id}/replay",
-            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<i64>| async move { api::operator(true, s, h, id).await }),
+            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<i64>| async move {
+                api::operator(true, s, h, id).await
+            }),
         )
         .route(
             "/api/v1/outbox/{id}/skip",
-            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<i64>| async move { api::operator(false, s, h, id).await }),
+            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<i64>| async move {
+                api::operator(false, s, h, id).await
+            }),
         );
     for kind in ActionKind::ALL {
         api = api.route(&format!("/api/v1/orders/{{ref}}/{}", kind.as_str()), action_route(kind));
@@ -133,7 +139,8 @@ pub fn router(state: AppState) -> Router {
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
-    let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route =
+        request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let rid = request_id(request.headers());
     let response = next.run(request).await;
     let status = response.status().as_u16();

@@ -35,7 +35,7 @@ impl Default for AppMetrics {
         Self {
             webhooks: Family::default(),
             http: Family::new_with_constructor(|| {
-                Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5].into_iter())
+                Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
             }),
             outbox_pending: Gauge::default(),
             outbox_dead: Gauge::default(),
@@ -46,9 +46,21 @@ impl Default for AppMetrics {
 
 impl AppMetrics {
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("kuper_bridge_webhooks", "Kuper webhooks received by event and outcome", self.webhooks.clone());
-        registry.register("kuper_bridge_http_request_duration_seconds", "HTTP request latency by route", self.http.clone());
-        registry.register("kuper_bridge_outbox_pending", "Notifications waiting to be delivered", self.outbox_pending.clone());
+        registry.register(
+            "kuper_bridge_webhooks",
+            "Kuper webhooks received by event and outcome",
+            self.webhooks.clone(),
+        );
+        registry.register(
+            "kuper_bridge_http_request_duration_seconds",
+            "HTTP request latency by route",
+            self.http.clone(),
+        );
+        registry.register(
+            "kuper_bridge_outbox_pending",
+            "Notifications waiting to be delivered",
+            self.outbox_pending.clone(),
+        );
         registry.register("kuper_bridge_outbox_dead", "Dead letters waiting for an operator", self.outbox_dead.clone());
         registry.register(
             "kuper_bridge_outbox_oldest_pending_age_seconds",

@@ -112,7 +112,13 @@ pub fn answer(result: &IngestResult) -> (u16, String) {
     }
 }
 
-async fn record_refusal(state: &AppState, mut exchange: Exchange, body: Option<String>, err: &ApiError, started: Instant) {
+async fn record_refusal(
+    state: &AppState,
+    mut exchange: Exchange,
+    body: Option<String>,
+    err: &ApiError,
+    started: Instant,
+) {
     exchange.status = Some(i64::from(err.status.as_u16()));
     exchange.outcome = Some(err.code.to_string());
     exchange.detail = Some(err.message.clone());

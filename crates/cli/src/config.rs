@@ -14,6 +14,7 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct Config {
     pub server: Server,
     pub database: Database,
@@ -50,7 +51,12 @@ pub struct Server {
 
 impl Default for Server {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), webhook_path: "/kuper-webhook".into(), body_limit: 1024 * 1024, dispatcher: true }
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            webhook_path: "/kuper-webhook".into(),
+            body_limit: 1024 * 1024,
+            dispatcher: true,
+        }
     }
 }
 
@@ -134,7 +140,13 @@ pub struct Defaults {
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self { delivery: "kuper".into(), restaurant: false, assembly_minutes: 30, timezone_offset: "+03:00".into(), number_prefix: "KB-".into() }
+        Self {
+            delivery: "kuper".into(),
+            restaurant: false,
+            assembly_minutes: 30,
+            timezone_offset: "+03:00".into(),
+            number_prefix: "KB-".into(),
+        }
     }
 }
 
@@ -211,26 +223,6 @@ impl Default for Log {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: Server::default(),
-            database: Database::default(),
-            kuper: Kuper::default(),
-            webhook_auth: WebhookAuthConfig::default(),
-            stores: Vec::new(),
-            defaults: Defaults::default(),
-            api_keys: Vec::new(),
-            dispatcher: Dispatcher::default(),
-            pickup: Pickup::default(),
-            log: Log::default(),
-            subscribers: Vec::new(),
-            acceptance_hook: None,
-            reconciliation: None,
-        }
-    }
-}
-
 /// Loads defaults ← file ← environment. `path` None: `kuper-bridge.toml` if present.
 pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), String> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -247,9 +239,8 @@ pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), String> {
         figment = figment.merge(Toml::file(p));
     }
     figment = figment.merge(Env::prefixed("KUPER_BRIDGE_").split("__"));
-    let config: Config = figment.extract().map_err(|e| {
-        e.into_iter().map(|e| format!("- {e}")).collect::<Vec<_>>().join("\n")
-    })?;
+    let config: Config =
+        figment.extract().map_err(|e| e.into_iter().map(|e| format!("- {e}")).collect::<Vec<_>>().join("\n"))?;
     Ok((config, used))
 }
 
@@ -307,14 +298,21 @@ impl Config {
                 Delivery::Kuper
             }
         };
-        let default_store = StoreProfile { delivery: delivery(&self.defaults.delivery, "defaults.delivery", &mut problems), restaurant: self.defaults.restaurant };
+        let default_store = StoreProfile {
+            delivery: delivery(&self.defaults.delivery, "defaults.delivery", &mut problems),
+            restaurant: self.defaults.restaurant,
+        };
         let mut stores = std::collections::HashMap::new();
         for (i, s) in self.stores.iter().enumerate() {
             if s.id.trim().is_empty() {
                 problems.push(format!("stores[{i}].id: must not be empty"));
             }
             let profile = StoreProfile {
-                delivery: s.delivery.as_deref().map(|d| delivery(d, &format!("stores[{i}].delivery"), &mut problems)).unwrap_or(default_store.delivery),
+                delivery: s
+                    .delivery
+                    .as_deref()
+                    .map(|d| delivery(d, &format!("stores[{i}].delivery"), &mut problems))
+                    .unwrap_or(default_store.delivery),
                 restaurant: s.restaurant.unwrap_or(default_store.restaurant),
             };
             if stores.insert(s.id.clone(), profile).is_some() {
@@ -337,14 +335,27 @@ impl Config {
         }
         let auth = match self.kuper.auth.as_str() {
             "oauth" => {
-                let secret = read_secret(&self.kuper.client_secret, &self.kuper.client_secret_file, "kuper.client_secret", &mut problems);
+                let secret = read_secret(
+                    &self.kuper.client_secret,
+                    &self.kuper.client_secret_file,
+                    "kuper.client_secret",
+                    &mut problems,
+                );
                 if self.kuper.client_id.trim().is_empty() || secret.is_empty() {
-                    warnings.push("kuper.client_id / kuper.client_secret are empty: notifications will fail until they are set".into());
+                    warnings.push(
+                        "kuper.client_id / kuper.client_secret are empty: notifications will fail until they are set"
+                            .into(),
+                    );
                 }
                 KuperAuth::OAuth { client_id: self.kuper.client_id.trim().to_string(), client_secret: secret }
             }
             "client-token" => {
-                let token = read_secret(&self.kuper.client_token, &self.kuper.client_token_file, "kuper.client_token", &mut problems);
+                let token = read_secret(
+                    &self.kuper.client_token,
+                    &self.kuper.client_token_file,
+                    "kuper.client_token",
+                    &mut problems,
+                );
                 if token.is_empty() {
                     problems.push("kuper.client_token: required when kuper.auth = \"client-token\"".into());
                 }
@@ -405,7 +416,9 @@ impl Config {
             problems.push("dispatcher: concurrency, request_timeout_ms and poll_interval_ms must be positive".into());
         }
         if !self.subscribers.is_empty() || self.acceptance_hook.is_some() || self.reconciliation.is_some() {
-            warnings.push("subscribers / acceptance_hook / reconciliation are accepted but not active in this version".into());
+            warnings.push(
+                "subscribers / acceptance_hook / reconciliation are accepted but not active in this version".into(),
+            );
         }
         if !problems.is_empty() {
             return Err(problems);

@@ -133,7 +133,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     for w in &r.warnings {
                         println!("warning: {w}");
                     }
-                    println!("ok: {} store(s) configured, {} API key(s), database {}", config.stores.len(), r.api_keys.len(), kuper_bridge_storage::redact_url(&config.database.url));
+                    println!(
+                        "ok: {} store(s) configured, {} API key(s), database {}",
+                        config.stores.len(),
+                        r.api_keys.len(),
+                        kuper_bridge_storage::redact_url(&config.database.url)
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(problems) => {
@@ -179,8 +184,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_store(&config).await?;
             match command {
                 OrdersCommand::List { state, store: store_id, limit } => {
-                    let orders = store.list_orders(&OrderFilter { state, scheme: None, store: store_id, limit, before_id: None }).await?;
-                    println!("{:<8} {:<16} {:<12} {:<18} {:<11} {:<14} {}", "id", "kuper id", "number", "scheme", "state", "kuper state", "store");
+                    let orders = store
+                        .list_orders(&OrderFilter { state, scheme: None, store: store_id, limit, before_id: None })
+                        .await?;
+                    println!(
+                        "{:<8} {:<16} {:<12} {:<18} {:<11} {:<14} store",
+                        "id", "kuper id", "number", "scheme", "state", "kuper state"
+                    );
                     for o in orders {
                         let order = &o.order;
                         println!(
@@ -205,7 +215,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if let Some(p) = order.get_mut("pickup").and_then(|p| p.as_object_mut()) {
                         p.insert("code".into(), serde_json::Value::String("[hidden]".into()));
                     }
-                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"order": order, "events": events}))?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({"order": order, "events": events}))?
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -223,9 +236,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 OutboxCommand::List { status, limit } => {
                     let status = match status.as_deref() {
                         None => None,
-                        Some(s) => Some(OutboxStatus::parse(s).ok_or_else(|| anyhow::anyhow!("--status: expected pending, dead, sent or skipped"))?),
+                        Some(s) => Some(
+                            OutboxStatus::parse(s)
+                                .ok_or_else(|| anyhow::anyhow!("--status: expected pending, dead, sent or skipped"))?,
+                        ),
                     };
-                    println!("{:<8} {:<8} {:<32} {:<8} {:<8} {}", "id", "order", "event", "status", "tries", "last error");
+                    println!("{:<8} {:<8} {:<32} {:<8} {:<8} last error", "id", "order", "event", "status", "tries");
                     for r in store.list_outbox(status, limit).await? {
                         println!(
                             "{:<8} {:<8} {:<32} {:<8} {:<8} {}",
@@ -240,11 +256,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 OutboxCommand::Replay { id } => {
                     let r = store.replay(id, operator("replay")).await?;
-                    println!("outbox record {} ({}) is pending again; a running gateway sends it within its poll interval", r.id, r.event);
+                    println!(
+                        "outbox record {} ({}) is pending again; a running gateway sends it within its poll interval",
+                        r.id, r.event
+                    );
                 }
                 OutboxCommand::Skip { id } => {
                     let r = store.skip(id, operator("skip")).await?;
-                    println!("outbox record {} ({}) skipped; later notifications of its order will flow", r.id, r.event);
+                    println!(
+                        "outbox record {} ({}) skipped; later notifications of its order will flow",
+                        r.id, r.event
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -254,11 +276,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn,hyper=warn", config.log.level)));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn,hyper=warn", config.log.level)));
     if config.log.format == "text" {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
     } else {
-        let _ = tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_env_filter(filter).try_init();
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .try_init();
     }
 }
 

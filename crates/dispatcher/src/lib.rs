@@ -72,14 +72,20 @@ struct Try {
 }
 
 impl Dispatcher {
-    pub fn new(store: Arc<dyn Store>, config: DispatcherConfig, metrics: DispatchMetrics, owner: String) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: DispatcherConfig,
+        metrics: DispatchMetrics,
+        owner: String,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("kuper-bridge/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let tokens = TokenCache::new(client.clone(), join_url(&config.base_url, &config.token_path), config.auth.clone());
+        let tokens =
+            TokenCache::new(client.clone(), join_url(&config.base_url, &config.token_path), config.auth.clone());
         Ok(Self { store, config, client, tokens, metrics, owner })
     }
 
@@ -159,7 +165,8 @@ impl Dispatcher {
         }
         let t = first;
         let message = kuper_bridge_wire::kuper_error::error_message(&t.body);
-        let verdict = classify(t.status, t.failure.clone(), &message, &record, t.retry_after, &self.config.retry, now_ms());
+        let verdict =
+            classify(t.status, t.failure.clone(), &message, &record, t.retry_after, &self.config.retry, now_ms());
         let event = record.event.clone();
         let (outcome, report_outcome, label) = match verdict {
             Verdict::Delivered { repeat } => {
@@ -168,7 +175,9 @@ impl Dispatcher {
                 }
                 ("delivered", AttemptOutcome::Delivered, if repeat { "repeat" } else { "delivered" })
             }
-            Verdict::Retry { at, in_doubt } => ("retry", AttemptOutcome::Retry { next_attempt_at: at, in_doubt }, "retry"),
+            Verdict::Retry { at, in_doubt } => {
+                ("retry", AttemptOutcome::Retry { next_attempt_at: at, in_doubt }, "retry")
+            }
             Verdict::Dead { reason } => {
                 detail.push(reason);
                 ("dead", AttemptOutcome::Dead, "dead")
@@ -235,7 +244,8 @@ impl Dispatcher {
             },
             KuperAuth::ClientToken { token } => {
                 request = request.header("Client-Token", token).header("Api-Version", "3.0");
-                shown_headers = r#"{"content-type":"application/json","client-token":"[redacted]","api-version":"3.0"}"#;
+                shown_headers =
+                    r#"{"content-type":"application/json","client-token":"[redacted]","api-version":"3.0"}"#;
             }
         }
         match request.send().await {
@@ -249,7 +259,14 @@ impl Dispatcher {
                     .map(Duration::from_secs);
                 // The status arrived even if the body does not: the status alone decides.
                 let body = resp.text().await.unwrap_or_default();
-                Try { status: Some(status), body, retry_after, failure: None, latency: started.elapsed(), request_headers: shown_headers.into() }
+                Try {
+                    status: Some(status),
+                    body,
+                    retry_after,
+                    failure: None,
+                    latency: started.elapsed(),
+                    request_headers: shown_headers.into(),
+                }
             }
             Err(e) => Try {
                 status: None,

@@ -29,7 +29,7 @@ impl Default for DispatchMetrics {
         Self {
             notifications: Family::default(),
             delivery_seconds: Family::new_with_constructor(|| {
-                Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter())
+                Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
             }),
             token_refreshes: Counter::default(),
         }
@@ -48,7 +48,11 @@ impl DispatchMetrics {
             "Duration of one notification attempt, including a token refresh",
             self.delivery_seconds.clone(),
         );
-        registry.register("kuper_bridge_token_refreshes", "Forced token refreshes after 401/403", self.token_refreshes.clone());
+        registry.register(
+            "kuper_bridge_token_refreshes",
+            "Forced token refreshes after 401/403",
+            self.token_refreshes.clone(),
+        );
     }
 
     pub fn record(&self, event: &str, outcome: &str, took: Duration) {

@@ -47,10 +47,17 @@ impl fmt::Display for Failure {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    Delivered { repeat: bool },
+    Delivered {
+        repeat: bool,
+    },
     /// `at`: unix ms of the next attempt.
-    Retry { at: i64, in_doubt: bool },
-    Dead { reason: String },
+    Retry {
+        at: i64,
+        in_doubt: bool,
+    },
+    Dead {
+        reason: String,
+    },
 }
 
 /// The retry schedule: a table, not open-ended doubling (engineering-notes.md).
@@ -82,7 +89,13 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Delay before the next attempt after `attempts` attempts so far, with jitter.
-    pub fn delay(&self, attempts: i64, floor: Option<Duration>, retry_after: Option<Duration>, rng: &mut impl Rng) -> Duration {
+    pub fn delay(
+        &self,
+        attempts: i64,
+        floor: Option<Duration>,
+        retry_after: Option<Duration>,
+        rng: &mut impl Rng,
+    ) -> Duration {
         let index = usize::try_from(attempts.max(1) - 1).unwrap_or(0).min(self.schedule.len().saturating_sub(1));
         let base = self.schedule.get(index).copied().unwrap_or(Duration::from_secs(60));
         let factor = if self.jitter > 0.0 { 1.0 + rng.random_range(-self.jitter..=self.jitter) } else { 1.0 };
@@ -111,7 +124,9 @@ pub fn classify(
     let give_up_ms = i64::try_from(policy.give_up_after.as_millis()).unwrap_or(i64::MAX);
     let retry = |floor: Option<Duration>, in_doubt: bool, rng: &mut rand::rngs::ThreadRng| {
         if now_ms.saturating_sub(record.created_at) >= give_up_ms {
-            return Verdict::Dead { reason: format!("gave up after {} attempts over {:?}", record.attempts, policy.give_up_after) };
+            return Verdict::Dead {
+                reason: format!("gave up after {} attempts over {:?}", record.attempts, policy.give_up_after),
+            };
         }
         let d = policy.delay(record.attempts, floor, retry_after, rng);
         Verdict::Retry { at: now_ms + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2), in_doubt }
@@ -122,12 +137,16 @@ pub fn classify(
             // An earlier attempt reached Kuper but its answer never reached us.
             Verdict::Delivered { repeat: true }
         }
-        (Some(s @ (400 | 404 | 405 | 422)), _) => Verdict::Dead { reason: format!("Kuper refused with {s}: {message}") },
+        (Some(s @ (400 | 404 | 405 | 422)), _) => {
+            Verdict::Dead { reason: format!("Kuper refused with {s}: {message}") }
+        }
         (Some(429), _) => retry(Some(policy.throttle_floor), false, &mut rng),
         (Some(401 | 403), _) => retry(None, false, &mut rng),
         (Some(408), _) => retry(Some(policy.throttle_floor), true, &mut rng),
         (Some(500..=599), _) => retry(None, true, &mut rng),
-        (Some(s), _) if (300..400).contains(&s) => Verdict::Dead { reason: format!("Kuper answered a redirect ({s}); check kuper.base_url") },
+        (Some(s), _) if (300..400).contains(&s) => {
+            Verdict::Dead { reason: format!("Kuper answered a redirect ({s}); check kuper.base_url") }
+        }
         (Some(s), _) => Verdict::Dead { reason: format!("unexpected status {s}: {message}") },
         (None, Some(Failure::Timeout)) => retry(Some(policy.throttle_floor), true, &mut rng),
         (None, Some(f)) => {
@@ -185,7 +204,15 @@ mod tests {
             (None, Some(Failure::Connect("refused".into())), false, "retry"),
         ];
         for (status, failure, in_doubt, expected) in cases {
-            let v = classify(*status, failure.clone(), "order.in_work already applied", &record(1, *in_doubt), None, &p, 1000);
+            let v = classify(
+                *status,
+                failure.clone(),
+                "order.in_work already applied",
+                &record(1, *in_doubt),
+                None,
+                &p,
+                1000,
+            );
             let got = match v {
                 Verdict::Delivered { repeat: true } => "repeat",
                 Verdict::Delivered { .. } => "delivered",
@@ -207,7 +234,11 @@ mod tests {
         assert_eq!(secs, vec![1, 5, 30, 120, 300, 900, 900, 900]);
         assert_eq!(p.delay(1, Some(Duration::from_secs(60)), None, &mut rng), Duration::from_secs(60));
         assert_eq!(p.delay(1, None, Some(Duration::from_secs(10)), &mut rng), Duration::from_secs(10));
-        assert_eq!(p.delay(1, None, Some(Duration::from_secs(99_999)), &mut rng), Duration::from_secs(900), "Retry-After is clamped");
+        assert_eq!(
+            p.delay(1, None, Some(Duration::from_secs(99_999)), &mut rng),
+            Duration::from_secs(900),
+            "Retry-After is clamped"
+        );
     }
 
     #[test]

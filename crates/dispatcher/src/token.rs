@@ -14,7 +14,9 @@ pub enum KuperAuth {
 impl std::fmt::Debug for KuperAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            KuperAuth::OAuth { client_id, .. } => write!(f, "OAuth {{ client_id: {client_id:?}, client_secret: [redacted] }}"),
+            KuperAuth::OAuth { client_id, .. } => {
+                write!(f, "OAuth {{ client_id: {client_id:?}, client_secret: [redacted] }}")
+            }
             KuperAuth::ClientToken { .. } => f.write_str("ClientToken { token: [redacted] }"),
         }
     }
@@ -73,14 +75,13 @@ impl TokenCache {
                 }
             }
         }
-        let form = [("client_id", client_id.as_str()), ("client_secret", client_secret.as_str()), ("grant_type", "client_credentials")];
-        let resp = self
-            .client
-            .post(&self.url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| TokenError::Transport(e.to_string()))?;
+        let form = [
+            ("client_id", client_id.as_str()),
+            ("client_secret", client_secret.as_str()),
+            ("grant_type", "client_credentials"),
+        ];
+        let resp =
+            self.client.post(&self.url).form(&form).send().await.map_err(|e| TokenError::Transport(e.to_string()))?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(TokenError::Refused { status });

@@ -156,10 +156,13 @@ pub fn compute(
         ));
     }
     let totals = totals_of(&lines);
-    let as_ordered_ids: Vec<(&str, Decimal, Option<Decimal>)> =
+    // The listing order of lines is not a change; compare as sorted sets.
+    let mut as_ordered_ids: Vec<(&str, Decimal, Option<Decimal>)> =
         ordered.iter().map(|p| (p.id.as_str(), p.quantity.normalize(), p.weight.map(|w| w.normalize()))).collect();
-    let collected_ids: Vec<(&str, Decimal, Option<Decimal>)> =
+    let mut collected_ids: Vec<(&str, Decimal, Option<Decimal>)> =
         lines.iter().map(|l| (l.id.as_str(), l.quantity.normalize(), l.weight.map(|w| w.normalize()))).collect();
+    as_ordered_ids.sort();
+    collected_ids.sort();
     let changed = as_ordered_ids != collected_ids || lines.iter().any(|l| l.replaced_by_id.is_some());
     Ok(Composition { lines, totals, changed })
 }
@@ -216,12 +219,9 @@ fn price_ordered_line(
             )
         }
     };
-    let weight = match ordered.weight {
-        Some(_) => Some(line.weight.unwrap_or_else(|| {
-            unit_weight(ordered.weight.unwrap_or_default(), ordered.original_quantity) * line.quantity
-        })),
-        None => None,
-    };
+    let weight = ordered.weight.map(|original| {
+        line.weight.unwrap_or_else(|| unit_weight(original, ordered.original_quantity) * line.quantity)
+    });
     Ok(PositionOut {
         id: ordered.id.clone(),
         quantity: line.quantity,

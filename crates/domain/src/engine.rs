@@ -185,7 +185,7 @@ pub fn apply_action(order: &Order, action: Action, policy: &Policy) -> Result<Ac
                         format!("unknown reason {reason:?}; allowed: {}", policy.cancel_reasons.join(", ")),
                     ));
                 }
-                if description.len() > 1000 {
+                if description.chars().count() > 1000 {
                     return Err(DomainError::invalid("description", "longer than 1000 characters"));
                 }
                 next.cancellation = Some(CancelInfo {
@@ -275,7 +275,7 @@ pub fn apply_webhook(order: &Order, env: &WebhookEnvelope) -> WebhookDecision {
                 return decided(next, WebhookOutcome::Duplicate, format!("{event} already known"), false);
             }
             if order.scheme != Scheme::KuperDelivery || order.state.is_final() {
-                next.anomalies.push(format!("{event} in scheme {} state {}", order.scheme.letter(), order.state));
+                note_anomaly(&mut next, format!("{event} in scheme {} state {}", order.scheme.letter(), order.state));
                 return decided(
                     next,
                     WebhookOutcome::OutOfOrder,
@@ -290,11 +290,28 @@ pub fn apply_webhook(order: &Order, env: &WebhookEnvelope) -> WebhookDecision {
                 return decided(next, WebhookOutcome::Duplicate, "already paid".into(), false);
             }
             next.payment_state = PaymentState::Paid;
+            if order.state == OrderState::Canceled {
+                let _ = note_anomaly(&mut next, "order.paid after canceled".into());
+                return decided(next, WebhookOutcome::OutOfOrder, "paid after cancellation; recorded".into(), false);
+            }
             if order.state < OrderState::Ready {
-                next.anomalies.push(format!("order.paid before ready_for_delivery (state {})", order.state));
+                note_anomaly(&mut next, format!("order.paid before ready_for_delivery (state {})", order.state));
                 return decided(next, WebhookOutcome::OutOfOrder, "paid before ready; recorded".into(), false);
             }
             decided(next, WebhookOutcome::Applied, "payment captured".into(), false)
+        }
+        // Received/delivering belong to scheme A; in B and C those steps are the merchant's,
+        // so Kuper's copies are recorded but never skip the merchant's own sequence.
+        WebhookEvent::OrderReceived | WebhookEvent::OrderDelivering if order.scheme != Scheme::KuperDelivery => {
+            if !note_anomaly(&mut next, format!("{event} in scheme {}", order.scheme.letter())) {
+                return decided(next, WebhookOutcome::Duplicate, format!("{event} already recorded"), false);
+            }
+            decided(
+                next,
+                WebhookOutcome::OutOfOrder,
+                format!("{event} is not part of scheme {}; recorded, state kept", order.scheme.letter()),
+                false,
+            )
         }
         WebhookEvent::OrderReceived => advance(order, next, event, OrderState::Shipping, KuperState::Shipping),
         WebhookEvent::OrderDelivering => advance(order, next, event, OrderState::Delivering, KuperState::Shipping),
@@ -304,7 +321,7 @@ pub fn apply_webhook(order: &Order, env: &WebhookEnvelope) -> WebhookDecision {
                 return decided(next, WebhookOutcome::Duplicate, "already canceled".into(), false);
             }
             if order.state == OrderState::Delivered {
-                next.anomalies.push("order.canceled after delivered".into());
+                note_anomaly(&mut next, "order.canceled after delivered".into());
                 return decided(
                     next,
                     WebhookOutcome::Recorded,
@@ -321,6 +338,16 @@ pub fn apply_webhook(order: &Order, env: &WebhookEnvelope) -> WebhookDecision {
     }
 }
 
+/// Anomalies are kept once each: Kuper's retries of a late webhook add nothing new.
+/// Returns false when it was already known.
+fn note_anomaly(order: &mut Order, text: String) -> bool {
+    if order.anomalies.contains(&text) {
+        return false;
+    }
+    order.anomalies.push(text);
+    true
+}
+
 /// Kuper moves the order forward; never backward, never out of a final state.
 fn advance(order: &Order, mut next: Order, event: WebhookEvent, to: OrderState, kuper: KuperState) -> WebhookDecision {
     let decided = |order: Order, outcome, note: String, supersede| WebhookDecision {
@@ -333,7 +360,7 @@ fn advance(order: &Order, mut next: Order, event: WebhookEvent, to: OrderState, 
         return decided(next, WebhookOutcome::Duplicate, format!("{event} already applied"), false);
     }
     if order.state.is_final() || order.state > to {
-        next.anomalies.push(format!("{event} in state {}", order.state));
+        let _ = note_anomaly(&mut next, format!("{event} in state {}", order.state));
         return decided(
             next,
             WebhookOutcome::Recorded,
@@ -351,7 +378,7 @@ fn advance(order: &Order, mut next: Order, event: WebhookEvent, to: OrderState, 
     if expected {
         decided(next, WebhookOutcome::Applied, event.to_string(), supersede)
     } else {
-        next.anomalies.push(format!("{event} in scheme {} state {}", order.scheme.letter(), order.state));
+        note_anomaly(&mut next, format!("{event} in scheme {} state {}", order.scheme.letter(), order.state));
         decided(
             next,
             WebhookOutcome::OutOfOrder,

@@ -168,9 +168,11 @@ pub const RULES: &[Rule] = &[
     rule(ActionKind::Delivered, C, None, &[S::Delivering], Some(S::Delivered), Guard::None, &[N::Delivered]),
     // A: only before the courier takes the order (Kuper's `shipping`); B: before hand-over.
     rule(ActionKind::Cancel, A, None, BEFORE_HANDOVER, Some(S::Canceled), Guard::None, &[N::Canceled]),
-    rule(ActionKind::Cancel, B, None, BEFORE_HANDOVER, Some(S::Canceled), Guard::None, &[N::Canceled]),
+    // (B/C never reach shipping/delivering through Kuper's webhooks; listed so that an order
+    // stored in such a state by an older version can still be cancelled.)
+    rule(ActionKind::Cancel, B, None, &[S::Created, S::Accepted, S::InWork, S::Assembled, S::Ready, S::Shipping, S::Delivering], Some(S::Canceled), Guard::None, &[N::Canceled]),
     // C: the merchant's own courier may still fail to deliver.
-    rule(ActionKind::Cancel, C, None, &[S::Created, S::Accepted, S::InWork, S::Assembled, S::Ready, S::Delivering], Some(S::Canceled), Guard::None, &[N::Canceled]),
+    rule(ActionKind::Cancel, C, None, &[S::Created, S::Accepted, S::InWork, S::Assembled, S::Ready, S::Shipping, S::Delivering], Some(S::Canceled), Guard::None, &[N::Canceled]),
 ];
 
 /// The facts a guard needs, so rules can be evaluated for diagrams without a full order.

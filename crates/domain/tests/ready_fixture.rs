@@ -87,8 +87,6 @@ fn as_ordered_reproduces_kuper_totals() {
 /// The event format tells Kuper `order.changed`; listing the very lines that were ordered in
 /// another order is not a change of the composition.
 #[test]
-#[ignore = "bug: composition::compute compares the collected lines with the ordered ones \
-            position by position, so the exact order listed in reverse gives changed = true"]
 fn same_lines_in_another_order_are_not_a_change() {
     let facts = Facts { code_sent: false, eta_sent: false, synthesize: true };
     let order = order_in(Scheme::KuperDelivery, false, OrderState::Assembled, facts);

@@ -58,18 +58,18 @@ const CASES: &[Case] = &[
     // A: Kuper's courier took an order we had not declared ready: Kuper decides, flagged.
     case(A, &[S::Created, S::InWork, S::Assembled], W::OrderReceived, O::OutOfOrder, Some(S::Shipping), false),
     // Repeats of a move already applied.
-    case(ALL, &[S::Shipping], W::OrderReceived, O::Duplicate, None, false),
-    case(ALL, &[S::Delivering], W::OrderDelivering, O::Duplicate, None, false),
+    case(A, &[S::Shipping], W::OrderReceived, O::Duplicate, None, false),
+    case(A, &[S::Delivering], W::OrderDelivering, O::Duplicate, None, false),
     case(ALL, &[S::Delivered], W::OrderDelivered, O::Duplicate, None, false),
     case(ALL, &[S::Canceled], W::OrderCanceled, O::Duplicate, None, false),
     case(ALL, NOT_FINAL, W::OrderCreated, O::Duplicate, None, false),
     // Backward moves are recorded, never applied.
-    case(ALL, &[S::Delivering], W::OrderReceived, O::Recorded, None, false),
-    case(ALL, &[S::Delivered], W::OrderReceived, O::Recorded, None, false),
-    case(ALL, &[S::Delivered], W::OrderDelivering, O::Recorded, None, false),
+    case(A, &[S::Delivering], W::OrderReceived, O::Recorded, None, false),
+    case(A, &[S::Delivered], W::OrderReceived, O::Recorded, None, false),
+    case(A, &[S::Delivered], W::OrderDelivering, O::Recorded, None, false),
     // After the end nothing moves.
-    case(ALL, &[S::Canceled], W::OrderReceived, O::Recorded, None, false),
-    case(ALL, &[S::Canceled], W::OrderDelivering, O::Recorded, None, false),
+    case(A, &[S::Canceled], W::OrderReceived, O::Recorded, None, false),
+    case(A, &[S::Canceled], W::OrderDelivering, O::Recorded, None, false),
     case(ALL, &[S::Canceled], W::OrderDelivered, O::Recorded, None, false),
     case(ALL, &[S::Delivered], W::OrderCanceled, O::Recorded, None, false),
     // Kuper may cancel in any state before the end (§6), and what we still meant to send dies.
@@ -83,8 +83,9 @@ const CASES: &[Case] = &[
     case(B_C, &OrderState::ALL, W::CourierAssigned, O::OutOfOrder, None, false),
     case(B_C, &OrderState::ALL, W::CourierArrived, O::OutOfOrder, None, false),
     case(A, &[S::Delivered, S::Canceled], W::CourierAssigned, O::OutOfOrder, None, false),
-    // C: Kuper echoing the merchant's own delivery steps.
-    case(&[Scheme::MerchantDelivery], &[S::Delivering], W::OrderDelivering, O::Duplicate, None, false),
+    // B, C: received/delivering are not Kuper's steps there; recorded once, the state is kept.
+    case(B_C, &OrderState::ALL, W::OrderReceived, O::OutOfOrder, None, false),
+    case(B_C, &OrderState::ALL, W::OrderDelivering, O::OutOfOrder, None, false),
 ];
 
 #[test]
@@ -135,7 +136,10 @@ fn kuper_cancellation_is_recorded_with_its_reason() {
         let order = order_in(scheme, false, S::Assembled, FACTS);
         let d = apply_webhook(&order, &webhook(&order, W::OrderCanceled));
         let c = d.order.cancellation.as_ref().expect("cancellation kept");
-        assert_eq!((c.by, c.slug.as_str(), c.description.as_str()), (CanceledBy::Kuper, "customer_request", "Клиент передумал"));
+        assert_eq!(
+            (c.by, c.slug.as_str(), c.description.as_str()),
+            (CanceledBy::Kuper, "customer_request", "Клиент передумал")
+        );
         assert_eq!(d.order.kuper_state, KuperState::Canceled);
         // Any slug is accepted from Kuper, and a missing reason does not block the cancellation.
         let bare = apply_webhook(&order, &webhook_raw(&order, "order.canceled", json!({})));
@@ -228,7 +232,13 @@ fn kuper_rank(s: KuperState) -> u8 {
 fn invariants(order: &Order, env: &WebhookEnvelope) -> Vec<String> {
     let d = apply_webhook(order, env);
     let mut problems = Vec::new();
-    let here = format!("{} + {}: {:?} {}", cell(order.scheme, order.restaurant, order.state), env.event_type, d.outcome, d.note);
+    let here = format!(
+        "{} + {}: {:?} {}",
+        cell(order.scheme, order.restaurant, order.state),
+        env.event_type,
+        d.outcome,
+        d.note
+    );
     let mut check = |ok: bool, what: &str| {
         if !ok {
             problems.push(format!("{here}: {what}"));
@@ -243,8 +253,14 @@ fn invariants(order: &Order, env: &WebhookEnvelope) -> Vec<String> {
     check(d.outcome != O::Recorded || after.state == order.state, "a recorded webhook moved the state");
     check(d.outcome == O::Duplicate || d.outcome == O::Recorded || after != order, "applied but nothing changed");
     check(!d.supersede_pending || after.state.is_final(), "superseded notifications of a live order");
-    check(after.state != S::Canceled || order.state == S::Canceled || env.event == Some(W::OrderCanceled), "canceled without order.canceled");
-    check(after.payment_state == order.payment_state || env.event == Some(W::OrderPaid), "payment changed by another event");
+    check(
+        after.state != S::Canceled || order.state == S::Canceled || env.event == Some(W::OrderCanceled),
+        "canceled without order.canceled",
+    );
+    check(
+        after.payment_state == order.payment_state || env.event == Some(W::OrderPaid),
+        "payment changed by another event",
+    );
     check(env.event.is_some() || after == order, "an unknown event changed the order");
     if matches!(env.event, Some(W::CourierAssigned | W::CourierArrived)) && order.scheme != Scheme::KuperDelivery {
         check(matches!(d.outcome, O::OutOfOrder | O::Duplicate) && after.state == order.state, "courier outside A");
@@ -271,7 +287,9 @@ fn every_webhook_in_every_state_keeps_the_invariants() {
         for restaurant in BOOLS {
             for state in OrderState::ALL {
                 for paid in BOOLS {
-                    for kuper_state in [KuperState::Ready, KuperState::ReadyToShip, KuperState::Shipped, KuperState::Canceled] {
+                    for kuper_state in
+                        [KuperState::Ready, KuperState::ReadyToShip, KuperState::Shipped, KuperState::Canceled]
+                    {
                         let mut order = order_in(scheme, restaurant, state, FACTS);
                         order.payment_state = if paid { PaymentState::Paid } else { PaymentState::NotPaid };
                         order.kuper_state = kuper_state;

@@ -143,8 +143,16 @@ pub struct OutboxRecord {
 #[derive(Debug, Clone)]
 pub enum IngestResult {
     /// `order.created`: the answer to give (the same on every retry).
-    Created { order_id: i64, answer: CreatedAnswer, duplicate: bool },
-    Applied { order_id: i64, outcome: WebhookOutcome, note: String },
+    Created {
+        order_id: i64,
+        answer: CreatedAnswer,
+        duplicate: bool,
+    },
+    Applied {
+        order_id: i64,
+        outcome: WebhookOutcome,
+        note: String,
+    },
     /// A known event for an order we do not have (Kuper retries after `order.created`).
     UnknownOrder,
     /// Forward compatibility: stored and counted.
@@ -227,8 +235,20 @@ pub trait Store: Send + Sync + 'static {
     /// Records an exchange not tied to an order change (refused webhooks, for instance).
     async fn record_exchange(&self, order_id: Option<i64>, exchange: Exchange) -> Result<()>;
 
-    async fn apply_action(&self, reference: &str, action: ActionRequest, policy: &Policy, exchange: Exchange) -> Result<ActionResult>;
-    async fn verify_pickup_code(&self, reference: &str, code: &str, policy: &Policy, exchange: Exchange) -> Result<PickupVerification>;
+    async fn apply_action(
+        &self,
+        reference: &str,
+        action: ActionRequest,
+        policy: &Policy,
+        exchange: Exchange,
+    ) -> Result<ActionResult>;
+    async fn verify_pickup_code(
+        &self,
+        reference: &str,
+        code: &str,
+        policy: &Policy,
+        exchange: Exchange,
+    ) -> Result<PickupVerification>;
 
     async fn find_order(&self, reference: &str) -> Result<Option<StoredOrder>>;
     async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<StoredOrder>>;
@@ -265,7 +285,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Err(StoreError::Config("PostgreSQL support is not built yet (database.url); use sqlite://PATH".into()))
     } else {
-        Err(StoreError::Config(format!("unsupported database.url scheme in {:?}; expected sqlite://PATH", redact_url(url))))
+        Err(StoreError::Config(format!(
+            "unsupported database.url scheme in {:?}; expected sqlite://PATH",
+            redact_url(url)
+        )))
     }
 }
 

@@ -348,7 +348,8 @@ impl Store for SqliteStore {
     ) -> Result<ActionResult> {
         let now = now_ms();
         let mut tx = self.begin().await?;
-        let found = find_order_in(&mut tx, reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
+        let found =
+            find_order_in(&mut tx, reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
         let action = match request {
             ActionRequest::Action(a) => a,
             ActionRequest::GeneratePickupCode => {
@@ -422,7 +423,8 @@ impl Store for SqliteStore {
         let now = now_ms();
         let now_s = now / 1000;
         let mut tx = self.begin().await?;
-        let found = find_order_in(&mut tx, reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
+        let found =
+            find_order_in(&mut tx, reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
         let mut order = found.order.clone();
         let Some(pickup) = order.pickup.as_mut() else {
             return Err(StoreError::Conflict("no pickup code was issued for this order".into()));
@@ -458,7 +460,11 @@ impl Store for SqliteStore {
         };
         save_order(&mut tx, found.id, &order, now).await?;
         exchange.outcome = Some(if valid { "valid" } else { "invalid" }.into());
-        exchange.detail = Some(format!("pickup code verification: {} (attempts left {})", if valid { "valid" } else { "wrong code" }, result.attempts_left));
+        exchange.detail = Some(format!(
+            "pickup code verification: {} (attempts left {})",
+            if valid { "valid" } else { "wrong code" },
+            result.attempts_left
+        ));
         insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
         tx.commit().await?;
         Ok(result)
@@ -521,7 +527,8 @@ impl Store for SqliteStore {
         let now = now_ms();
         let mut tx = self.begin().await?;
         let record = fetch_outbox(&mut tx, id).await?;
-        let holder: Option<String> = sqlx::query_scalar("SELECT lease_owner FROM outbox WHERE id = ?").bind(id).fetch_one(&mut *tx).await?;
+        let holder: Option<String> =
+            sqlx::query_scalar("SELECT lease_owner FROM outbox WHERE id = ?").bind(id).fetch_one(&mut *tx).await?;
         if holder.as_deref() != Some(owner) || record.status != OutboxStatus::Pending {
             // Our lease expired and someone else owns the record now: keep their result,
             // but keep the evidence of ours.
@@ -592,9 +599,11 @@ impl Store for SqliteStore {
     }
 
     async fn next_due_at(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT MIN(COALESCE(lease_until, next_attempt_at)) FROM outbox WHERE status = 'pending'")
-            .fetch_one(&self.reader)
-            .await?)
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(COALESCE(lease_until, next_attempt_at)) FROM outbox WHERE status = 'pending'",
+        )
+        .fetch_one(&self.reader)
+        .await?)
     }
 
     async fn release_stale_leases(&self, owner: &str) -> Result<u64> {
@@ -610,11 +619,13 @@ impl Store for SqliteStore {
     }
 
     async fn list_outbox(&self, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxRecord>> {
-        let rows = sqlx::query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2"))
-            .bind(status.map(|s| s.as_str()))
-            .bind(limit)
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2"
+        ))
+        .bind(status.map(|s| s.as_str()))
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
         rows.iter().map(outbox_from_row).collect()
     }
 
@@ -641,7 +652,11 @@ impl Store for SqliteStore {
         )
         .fetch_one(&self.reader)
         .await?;
-        Ok(OutboxStats { pending: row.try_get("pending")?, dead: row.try_get("dead")?, oldest_pending_at: row.try_get("oldest")? })
+        Ok(OutboxStats {
+            pending: row.try_get("pending")?,
+            dead: row.try_get("dead")?,
+            oldest_pending_at: row.try_get("oldest")?,
+        })
     }
 }
 
@@ -670,7 +685,8 @@ async fn operator_decision(
         .await?;
     exchange.outcome = Some(to.into());
     exchange.event = Some(record.event.clone());
-    exchange.detail = Some(format!("{note}: {} (last error: {})", record.event, record.last_error.clone().unwrap_or_default()));
+    exchange.detail =
+        Some(format!("{note}: {} (last error: {})", record.event, record.last_error.clone().unwrap_or_default()));
     insert_event(&mut tx, Some(record.order_id), Some(outbox_id), now, &exchange).await?;
     let updated = fetch_outbox(&mut tx, outbox_id).await?;
     tx.commit().await?;

@@ -80,7 +80,9 @@ pub fn valid_action(kind: ActionKind) -> Action {
         ActionKind::EstimatedDeliveryTime => Action::EstimatedDeliveryTime { at: ETA.into() },
         ActionKind::Delivering => Action::Delivering,
         ActionKind::Delivered => Action::Delivered { positions: None },
-        ActionKind::Cancel => Action::Cancel { reason: CANCEL_REASON.into(), description: "Нет товара".into() },
+        ActionKind::Cancel => {
+            Action::Cancel { reason: CANCEL_REASON.into(), description: "Нет товара".into() }
+        }
     }
 }
 
