@@ -64,11 +64,19 @@ impl Default for Server {
 #[serde(default, deny_unknown_fields)]
 pub struct Database {
     pub url: String,
+    /// How long a write waits for a lock held by another process (ms).
+    pub busy_timeout_ms: u64,
 }
 
 impl Default for Database {
     fn default() -> Self {
-        Self { url: "sqlite://kuper-bridge.db".into() }
+        Self { url: "sqlite://kuper-bridge.db".into(), busy_timeout_ms: 5000 }
+    }
+}
+
+impl Database {
+    pub fn store_options(&self) -> kuper_bridge_storage::StoreOptions {
+        kuper_bridge_storage::StoreOptions { busy_timeout: std::time::Duration::from_millis(self.busy_timeout_ms) }
     }
 }
 

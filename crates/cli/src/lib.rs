@@ -36,7 +36,7 @@ impl Running {
 
 /// Opens storage, applies migrations and starts serving on `listener`.
 pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::TcpListener) -> anyhow::Result<Running> {
-    let store = kuper_bridge_storage::open(&config.database.url).await?;
+    let store = kuper_bridge_storage::open(&config.database.url, &config.database.store_options()).await?;
     store.migrate().await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();

@@ -105,7 +105,7 @@ fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    let store = kuper_bridge_storage::open(&config.database.url).await?;
+    let store = kuper_bridge_storage::open(&config.database.url, &config.database.store_options()).await?;
     store.migrate().await?;
     Ok(store)
 }

@@ -278,10 +278,23 @@ pub enum ActionRequest {
     GeneratePickupCode,
 }
 
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long a write waits for another process's write lock before failing (then the
+    /// webhook is answered 503 and Kuper retries).
+    pub busy_timeout: std::time::Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { busy_timeout: std::time::Duration::from_secs(5) }
+    }
+}
+
 /// Opens the store named by a `database.url`.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(SqliteStore::open(url, options).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Err(StoreError::Config("PostgreSQL support is not built yet (database.url); use sqlite://PATH".into()))
     } else {

@@ -33,14 +33,14 @@ const OUTBOX_COLUMNS: &str =
 const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id";
 
 impl SqliteStore {
-    pub async fn open(url: &str) -> Result<Self> {
+    pub async fn open(url: &str, store_options: &crate::StoreOptions) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("database.url: {e}")))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(store_options.busy_timeout);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
@@ -49,7 +49,7 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.read_only(false))
+            .connect_with(options)
             .await?;
         Ok(Self { writer, reader, signal: Arc::new(Notify::new()) })
     }
