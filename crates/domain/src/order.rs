@@ -36,6 +36,7 @@ pub struct PickupCode {
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     pub original_order_id: Option<String>,
+    #[serde(rename = "orderUUID")]
     pub order_uuid: Option<String>,
     pub number: String,
     pub store_id: String,
