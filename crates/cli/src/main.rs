@@ -1,3 +1,5 @@
+mod sandbox;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kuper_bridge::config::{self, Config};
@@ -23,7 +25,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway: webhook receiver, REST API and notification dispatcher.
-    Serve,
+    Serve(ServeArgs),
+    /// The Kuper simulator (a fake Kuper for sandboxes and tests).
+    Sim {
+        #[command(subcommand)]
+        command: SimCommand,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Configuration commands.
@@ -43,6 +50,52 @@ enum Command {
     },
     /// Print the Mermaid state and sequence diagrams generated from the state machines.
     Diagrams,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Also run a fake Kuper in this process, point the gateway at it and feed it demo orders
+    /// of every scheme. For trying kuper-bridge out; never in production.
+    #[arg(long)]
+    sandbox: bool,
+    /// Where the sandbox's fake Kuper listens.
+    #[arg(long, default_value = "127.0.0.1:9090", requires = "sandbox")]
+    sandbox_listen: String,
+    /// How many demo orders of each scheme the sandbox sends at start.
+    #[arg(long, default_value_t = 1, requires = "sandbox")]
+    demo_orders: u32,
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// Serve a fake Kuper: /auth/token, the notification endpoints (validated against the
+    /// protocol), the pull API, fault injection and the /sim/v1 control API.
+    Serve(SimServeArgs),
+}
+
+#[derive(clap::Args)]
+struct SimServeArgs {
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    listen: String,
+    #[arg(long, default_value = "sim-client")]
+    client_id: String,
+    #[arg(long, default_value = "sim-secret")]
+    client_secret: String,
+    /// Static Client-Token values accepted on /v3 and /v1 (repeatable).
+    #[arg(long = "client-token", default_value = "sim-client-token")]
+    client_tokens: Vec<String>,
+    /// Lifetime of issued tokens, seconds.
+    #[arg(long, default_value_t = 300)]
+    token_ttl_secs: u64,
+    /// brief: pickup code after ready_for_delivery; v3: before it.
+    #[arg(long, default_value = "brief")]
+    profile: kuper_bridge_sim::Profile,
+    /// How a repeated notification is answered: 422 (as observed) or 202.
+    #[arg(long, default_value = "422")]
+    repeat: kuper_bridge_sim::RepeatPolicy,
+    /// Seed of the order generator.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]
@@ -150,9 +203,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Serve => {
-            let config = load(cli.config.as_deref())?;
+        Command::Sim { command: SimCommand::Serve(args) } => {
+            init_logging(&Config::default());
+            let listener = tokio::net::TcpListener::bind(&args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let sim_config = kuper_bridge_sim::SimConfig {
+                client_id: args.client_id,
+                client_secret: args.client_secret,
+                client_tokens: args.client_tokens,
+                token_ttl: std::time::Duration::from_secs(args.token_ttl_secs),
+                profile: args.profile,
+                repeat: args.repeat,
+                seed: args.seed,
+            };
+            tracing::info!(listen = %args.listen, control = %format!("http://{}/sim/v1/orders", args.listen), "fake Kuper is serving");
+            kuper_bridge_sim::serve(listener, sim_config, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => {
+            let mut config = load(cli.config.as_deref())?;
             init_logging(&config);
+            let mut sandbox = None;
+            if args.sandbox {
+                sandbox = Some(sandbox::start(&mut config, &args.sandbox_listen).await?);
+            }
             let resolved = config.resolve().map_err(|p| anyhow::anyhow!("configuration:\n- {}", p.join("\n- ")))?;
             for w in &resolved.warnings {
                 tracing::warn!(warning = %w, "configuration");
@@ -168,9 +243,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 database = %kuper_bridge_storage::redact_url(&config.database.url),
                 "kuper-bridge is serving"
             );
+            if let Some(sim) = &sandbox {
+                sandbox::feed(&config, &running, sim, args.demo_orders).await;
+            }
             shutdown_signal().await;
             tracing::info!("shutting down");
             running.stop().await;
+            if let Some(sim) = sandbox {
+                sim.shutdown().await;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
