@@ -50,11 +50,50 @@ pub fn order_view(state: &AppState, o: &StoredOrder) -> Value {
     v
 }
 
-fn outbox_view(r: &OutboxRecord) -> Value {
+fn outbox_view(r: &OutboxRecord, who: &Caller) -> Value {
     let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
     if let Some(obj) = v.as_object_mut() {
-        let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::String(r.body.clone()));
+        let mut body: Value = serde_json::from_str(&r.body).unwrap_or(Value::String(r.body.clone()));
+        hide_codes(&mut body, who);
         obj.insert("body".into(), body);
+    }
+    v
+}
+
+/// Pickup codes are the customer's secret: only `admin` callers see them in bodies kept for
+/// audit (the notification to Kuper must carry the code, so the audit log has it).
+fn hide_codes(v: &mut Value, who: &Caller) {
+    if who.require(Scope::Admin).is_ok() {
+        return;
+    }
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map.iter_mut() {
+                if matches!(k.as_str(), "pickupCode" | "code") && x.is_string() {
+                    *x = Value::String("[hidden]".into());
+                } else {
+                    hide_codes(x, who);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|x| hide_codes(x, who)),
+        _ => {}
+    }
+}
+
+fn events_view(events: &[kuper_bridge_storage::EventRecord], who: &Caller) -> Value {
+    let mut v = serde_json::to_value(events).unwrap_or(Value::Null);
+    for e in v.as_array_mut().into_iter().flatten() {
+        for key in ["body", "response"] {
+            let Some(Ok(mut parsed)) = e.get(key).and_then(Value::as_str).map(serde_json::from_str::<Value>) else {
+                continue;
+            };
+            let before = parsed.clone();
+            hide_codes(&mut parsed, who);
+            if parsed != before {
+                e[key] = Value::String(parsed.to_string());
+            }
+        }
     }
     v
 }
@@ -131,10 +170,10 @@ pub async fn order_events(
     headers: HeaderMap,
     Path(reference): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller(&state, &headers, Scope::Read)?;
+    let who = caller(&state, &headers, Scope::Read)?;
     let o = load(&state, &reference).await?;
     let events = state.store.order_events(o.id).await?;
-    Ok(Json(json!({"order": o.order.display_ref(), "events": events})))
+    Ok(Json(json!({"order": o.order.display_ref(), "events": events_view(&events, &who)})))
 }
 
 fn parse_body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
@@ -282,7 +321,12 @@ pub async fn action(
         method: Some("POST".into()),
         path: Some(format!("/api/v1/orders/{reference}/{}", kind.as_str())),
         headers: Some(redact_headers(&headers)),
-        body: Some(String::from_utf8_lossy(&bytes).into_owned()),
+        // A pickup code given by the store is kept on the order, not in the audit entry.
+        body: Some(if kind == ActionKind::PickupCode {
+            "[pickup code request]".into()
+        } else {
+            String::from_utf8_lossy(&bytes).into_owned()
+        }),
         request_id: Some(request_id(&headers)),
         detail: Some(format!("by {}", who.name)),
         ..Default::default()
@@ -342,7 +386,7 @@ pub async fn list_outbox(
     headers: HeaderMap,
     Query(q): Query<OutboxQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    caller(&state, &headers, Scope::Read)?;
+    let who = caller(&state, &headers, Scope::Read)?;
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(OutboxStatus::parse(s).ok_or_else(|| {
@@ -350,7 +394,7 @@ pub async fn list_outbox(
         })?),
     };
     let records = state.store.list_outbox(status, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
-    Ok(Json(json!({"records": records.iter().map(outbox_view).collect::<Vec<_>>()})))
+    Ok(Json(json!({"records": records.iter().map(|r| outbox_view(r, &who)).collect::<Vec<_>>()})))
 }
 
 pub async fn get_outbox(
@@ -358,15 +402,15 @@ pub async fn get_outbox(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    caller(&state, &headers, Scope::Read)?;
-    let records = state.store.list_outbox(None, i64::MAX).await?;
-    let record = records
-        .iter()
-        .find(|r| r.id == id)
+    let who = caller(&state, &headers, Scope::Read)?;
+    let record = state
+        .store
+        .get_outbox(id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("outbox record {id} not found")))?;
     let attempts = state.store.outbox_attempts(id).await?;
-    let mut v = outbox_view(record);
-    v["history"] = serde_json::to_value(attempts).unwrap_or(Value::Null);
+    let mut v = outbox_view(&record, &who);
+    v["history"] = events_view(&attempts, &who);
     Ok(Json(v))
 }
 
@@ -383,7 +427,7 @@ pub async fn operator(replay: bool, state: AppState, headers: HeaderMap, id: i64
     };
     let record = if replay { state.store.replay(id, exchange).await? } else { state.store.skip(id, exchange).await? };
     tracing::info!(outbox_id = id, caller = %who.name, replay, "operator decision on a dead letter");
-    Ok((StatusCode::ACCEPTED, Json(outbox_view(&record))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(outbox_view(&record, &who))).into_response())
 }
 
 pub async fn ready(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {

@@ -130,6 +130,7 @@ pub fn router(state: AppState) -> Router {
         // bounds every other route.
         .layer(RequestBodyLimitLayer::new(limit.saturating_add(1024)))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
@@ -152,6 +153,43 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .observe(took.as_secs_f64());
     tracing::info!(request_id = %rid, method, route, status, latency_ms = took.as_secs_f64() * 1000.0, "http request");
     response
+}
+
+/// Errors produced outside our handlers (body limit, path and query rejections, unknown
+/// methods, timeouts) get the same JSON error body as ours.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        503 => "unavailable",
+        _ => "error",
+    };
+    let message = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_string(),
+        m => m.to_string(),
+    };
+    let mut out = axum::response::IntoResponse::into_response(ApiError::new(status, code, message));
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 /// Serves until `shutdown` resolves; in-flight requests finish.

@@ -37,7 +37,14 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
         warn!(request_id = %rid, "webhook refused: wrong or missing credentials");
         let err = ApiError::unauthorized();
         record_refusal(&state, base, None, &err, started).await;
-        return err.into_response();
+        let mut resp = err.into_response();
+        if !state.webhook_auth.basic.is_empty() {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"kuper-bridge\""),
+            );
+        }
+        return resp;
     }
 
     let bytes = match axum::body::to_bytes(body, state.body_limit).await {

@@ -222,13 +222,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
-            let mut config = load(cli.config.as_deref())?;
+            let mut config = match config::load(cli.config.as_deref()) {
+                Ok((c, _)) => c,
+                Err(e) => {
+                    eprintln!("configuration cannot be read:\n{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             init_logging(&config);
             let mut sandbox = None;
             if args.sandbox {
                 sandbox = Some(sandbox::start(&mut config, &args.sandbox_listen).await?);
             }
-            let resolved = config.resolve().map_err(|p| anyhow::anyhow!("configuration:\n- {}", p.join("\n- ")))?;
+            let resolved = match config.resolve() {
+                Ok(r) => r,
+                Err(problems) => {
+                    eprintln!("configuration has {} problem(s) (see `kuper-bridge config check`):", problems.len());
+                    for p in problems {
+                        eprintln!("- {p}");
+                    }
+                    return Ok(ExitCode::from(2));
+                }
+            };
             for w in &resolved.warnings {
                 tracing::warn!(warning = %w, "configuration");
             }

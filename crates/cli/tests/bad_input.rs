@@ -78,6 +78,7 @@ async fn bad_webhooks_get_their_status_and_change_nothing() {
         ),
         ("unknown order", good_auth(), json!({"event_type": "order.paid", "payload": {"originalOrderId": "H000"}}).to_string(), 404, "order_not_found"),
         ("oversized body", good_auth(), format!("{{\"event_type\":\"order.paid\",\"pad\":\"{}\"}}", "x".repeat(1024 * 1024 + 10)), 413, "payload_too_large"),
+        ("far oversized body", good_auth(), "x".repeat(3 * 1024 * 1024), 413, "payload_too_large"),
     ];
     for (what, auth, body, status, code) in cases {
         let (got, answer) = post_webhook(&env, auth, body).await;
@@ -192,6 +193,15 @@ async fn bad_rest_requests_get_their_status_and_change_nothing() {
     assert_eq!(got, 422, "{v}");
     assert_eq!(v["error"]["details"]["field"], "positions[0].id");
     assert_eq!(snapshot(&env, &id).await, before);
+    let first = env.order(&id).await["ordered"]["positions"][0]["id"].clone();
+    let replaced = json!({"positions": [
+        {"id": first, "quantity": 0, "replacedByID": "NEW-1"},
+        {"id": "NEW-1", "quantity": 1, "price": "99.999"}
+    ]});
+    let (got, v) = env.act(&id, "ready", replaced).await;
+    assert_eq!(got, 422, "prices have at most two places: {v}");
+    assert_eq!(v["error"]["details"]["field"], "positions[1].price");
+    assert_eq!(snapshot(&env, &id).await, before);
     env.shutdown().await;
 }
 
@@ -245,6 +255,17 @@ async fn pickup_code_guessing_is_locked_out() {
     let text = events.to_string();
     assert!(text.contains("\"locked\""), "the lock-out is audited");
     assert!(!text.contains("0003"), "tried codes are not kept in the audit log");
+    // The code itself is the customer's secret: read-only callers never see it.
+    assert!(!text.contains("7306"), "events hide the code from a read key: {text}");
+    let (_, outbox) = env.call("GET", "/api/v1/outbox", None, READ_KEY).await;
+    assert!(!outbox.to_string().contains("7306"), "{outbox}");
+    let (_, outbox) = env.call("GET", "/api/v1/outbox", None, ADMIN_KEY).await;
+    assert!(outbox.to_string().contains("7306"), "an admin sees what was sent to Kuper");
+    // A code given by the store must not clash with another active order of the same store.
+    let other = id_of(&env.create_order(json!({"store": "27", "shipmentMethod": "pickup"})).await);
+    assert_eq!(env.act(&other, "start-assembly", json!({})).await.0, 202);
+    let (status, v) = env.act(&other, "pickup-code", json!({"code": "7306"})).await;
+    assert_eq!(status, 409, "{v}");
     env.shutdown().await;
 }
 

@@ -114,6 +114,8 @@ pub fn compute(
         } else if let Some(known) = replacement_prices.get(id) {
             let price = line.price.unwrap_or(known.price);
             let discount = line.discount_price.or(if line.price.is_some() { None } else { Some(known.discount_price) });
+            check_money(price, &field("price"))?;
+            check_money(discount.unwrap_or(price), &field("discountPrice"))?;
             price_replacement(line, price, discount.unwrap_or(price), &field)?
         } else {
             if !named_as_replacement.contains(id) {
@@ -128,9 +130,9 @@ pub fn compute(
                     format!("replacement line {id} must carry its price"),
                 ));
             };
-            check_amount(price, &field("price"))?;
+            check_money(price, &field("price"))?;
             let discount = line.discount_price.unwrap_or(price);
-            check_amount(discount, &field("discountPrice"))?;
+            check_money(discount, &field("discountPrice"))?;
             price_replacement(line, price, discount, &field)?
         };
         if !line.marking_codes.is_empty() && Decimal::from(line.marking_codes.len()) != out.quantity {
@@ -269,6 +271,15 @@ fn unit_weight(original_weight: Decimal, original_quantity: Decimal) -> Decimal 
 
 fn mul(a: Decimal, b: Decimal, field: &str) -> Result<Decimal, DomainError> {
     a.checked_mul(b).ok_or_else(|| DomainError::invalid(field, "out of range"))
+}
+
+/// A price: an amount in roubles with at most two places (kopecks).
+fn check_money(v: Decimal, field: &str) -> Result<(), DomainError> {
+    check_amount(v, field)?;
+    if v.normalize().scale() > 2 {
+        return Err(DomainError::invalid(field, "at most two decimal places (kopecks)"));
+    }
+    Ok(())
 }
 
 fn check_amount(v: Decimal, field: &str) -> Result<(), DomainError> {

@@ -264,6 +264,7 @@ pub trait Store: Send + Sync + 'static {
     async fn release_stale_leases(&self, owner: &str) -> Result<u64>;
 
     async fn list_outbox(&self, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxRecord>>;
+    async fn get_outbox(&self, outbox_id: i64) -> Result<Option<OutboxRecord>>;
     async fn outbox_attempts(&self, outbox_id: i64) -> Result<Vec<EventRecord>>;
     async fn replay(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord>;
     async fn skip(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord>;

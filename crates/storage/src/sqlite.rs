@@ -204,6 +204,24 @@ async fn supersede_pending(conn: &mut SqliteConnection, order_id: i64, now: i64,
     Ok(done.rows_affected())
 }
 
+async fn pickup_code_in_use(
+    conn: &mut SqliteConnection,
+    store_id: &str,
+    code: &str,
+    except_order: i64,
+) -> Result<bool> {
+    let clash: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM orders WHERE store_id = ? AND id <> ? AND state NOT IN ('delivered', 'canceled')
+         AND json_extract(data, '$.pickup.code') = ?",
+    )
+    .bind(store_id)
+    .bind(except_order)
+    .bind(code)
+    .fetch_one(conn)
+    .await?;
+    Ok(clash > 0)
+}
+
 fn generate_code(len: usize) -> String {
     let mut rng = rand::rng();
     (0..len.clamp(4, 12)).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
@@ -351,20 +369,21 @@ impl Store for SqliteStore {
         let found =
             find_order_in(&mut tx, reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
         let action = match request {
+            ActionRequest::Action(Action::PickupCode { code }) => {
+                // A code must identify one active order at the store's desk.
+                if pickup_code_in_use(&mut tx, &found.order.store_id, code.trim(), found.id).await? {
+                    return Err(StoreError::Conflict(
+                        "this pickup code is in use by another active order of the store".into(),
+                    ));
+                }
+                Action::PickupCode { code }
+            }
             ActionRequest::Action(a) => a,
             ActionRequest::GeneratePickupCode => {
                 // Unique among the store's active orders, so a code identifies one order at the desk.
                 let mut code = generate_code(policy.pickup_code_length);
                 for _ in 0..20 {
-                    let clash: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM orders WHERE store_id = ? AND state NOT IN ('delivered', 'canceled')
-                         AND json_extract(data, '$.pickup.code') = ?",
-                    )
-                    .bind(&found.order.store_id)
-                    .bind(&code)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    if clash == 0 {
+                    if !pickup_code_in_use(&mut tx, &found.order.store_id, &code, found.id).await? {
                         break;
                     }
                     code = generate_code(policy.pickup_code_length);
@@ -627,6 +646,14 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn get_outbox(&self, outbox_id: i64) -> Result<Option<OutboxRecord>> {
+        let row = sqlx::query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?"))
+            .bind(outbox_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(outbox_from_row).transpose()
     }
 
     async fn outbox_attempts(&self, outbox_id: i64) -> Result<Vec<EventRecord>> {
