@@ -38,6 +38,11 @@ async fn post_webhook(env: &Env, auth: Option<(&str, String)>, body: impl Into<r
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// (what, credentials, body, expected status, expected error code)
+type WebhookCase = (&'static str, Option<(&'static str, String)>, String, u16, &'static str);
+/// (what, path, body, API key, expected status, expected error code)
+type RestCase<'a> = (&'static str, &'a str, Option<Value>, &'static str, u16, &'static str);
+
 fn good_auth() -> Option<(&'static str, String)> {
     Some(("authorization", basic(WEBHOOK_USER)))
 }
@@ -59,7 +64,7 @@ async fn bad_webhooks_get_their_status_and_change_nothing() {
     let before = snapshot(&env, &id).await;
 
     let paid = json!({"event_type": "order.paid", "payload": {"originalOrderId": id}}).to_string();
-    let cases: Vec<(&str, Option<(&str, String)>, String, u16, &str)> = vec![
+    let cases: Vec<WebhookCase> = vec![
         ("no credentials", None, paid.clone(), 401, "unauthorized"),
         ("wrong password", Some(("authorization", basic("kuper:wrong"))), paid.clone(), 401, "unauthorized"),
         ("wrong bearer", Some(("authorization", "Bearer nope".into())), paid.clone(), 401, "unauthorized"),
@@ -164,7 +169,7 @@ async fn bad_rest_requests_get_their_status_and_change_nothing() {
     let before = snapshot(&env, &id).await;
     let ready = format!("/api/v1/orders/{id}/ready");
     let cancel = format!("/api/v1/orders/{id}/cancel");
-    let cases: Vec<(&str, &str, Option<Value>, &str, u16, &str)> = vec![
+    let cases: Vec<RestCase> = vec![
         ("no key", &ready, Some(json!({})), "", 401, "unauthorized"),
         ("wrong key", &ready, Some(json!({})), "not-a-key-0000000000", 401, "unauthorized"),
         ("read key writes", &ready, Some(json!({})), READ_KEY, 403, "forbidden"),
