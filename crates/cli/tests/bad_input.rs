@@ -297,3 +297,36 @@ async fn locked_database_answers_503_then_recovers() {
     assert_eq!(env.order(&id).await["state"], "created", "the refused action left no trace");
     env.shutdown().await;
 }
+
+/// Secrets never reach the audit log: webhook passwords and tokens, API keys, the OAuth
+/// client secret and access tokens. Read straight from the database, refused requests included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_audit_log() {
+    let env = Env::new().await;
+    let id = id_of(&env.create_order(json!({"store": "1184"})).await);
+    assert_eq!(env.act(&id, "start-assembly", json!({})).await.0, 202);
+    env.wait_accepted(&id, &["order.in_work"]).await;
+    let paid = json!({"event_type": "order.paid", "payload": {"originalOrderId": id}}).to_string();
+    post_webhook(&env, Some(("authorization", "Bearer kuper-bearer-token".into())), paid.clone()).await;
+    post_webhook(&env, Some(("client-token", "kuper-client-token".into())), paid.clone()).await;
+    post_webhook(&env, Some(("authorization", basic("kuper:guessed-password"))), paid).await;
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&env.config.database.url).await.unwrap();
+    let rows: Vec<(Option<String>, Option<String>, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT headers, body, response, detail FROM events").fetch_all(&mut db).await.unwrap();
+    assert!(rows.len() >= 6, "the exchanges were recorded");
+    let all: String =
+        rows.iter().flat_map(|r| [&r.0, &r.1, &r.2, &r.3]).flatten().cloned().collect::<Vec<_>>().join("\n");
+    for secret in [
+        basic(WEBHOOK_USER).trim_start_matches("Basic ").to_string(),
+        basic("kuper:guessed-password").trim_start_matches("Basic ").to_string(),
+        "secret".into(),
+        "kuper-bearer-token".into(),
+        "kuper-client-token".into(),
+        ADMIN_KEY.into(),
+        "sim-secret".into(),
+    ] {
+        assert!(!all.contains(&secret), "{secret:?} leaked into the audit log");
+    }
+    assert!(all.contains("[redacted]"), "headers are kept, redacted");
+    env.shutdown().await;
+}
