@@ -68,8 +68,12 @@ fn hide_codes(v: &mut Value, who: &Caller) {
     }
     match v {
         Value::Object(map) => {
+            // `code` is the pickup code in the v3 body and in requests; in an error object
+            // (which has a message) it is the error's code and stays.
+            let is_error = map.contains_key("message");
             for (k, x) in map.iter_mut() {
-                if matches!(k.as_str(), "pickupCode" | "code") && x.is_string() {
+                let secret = k == "pickupCode" || (k == "code" && !is_error);
+                if secret && x.is_string() {
                     *x = Value::String("[hidden]".into());
                 } else {
                     hide_codes(x, who);

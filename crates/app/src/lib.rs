@@ -41,6 +41,28 @@ pub struct AppState {
     pub metrics: AppMetrics,
     pub registry: Arc<Registry>,
     pub verify_limiter: Arc<VerifyLimiter>,
+    pub unauthenticated_audit: Arc<AuditBudget>,
+}
+
+/// How many refused, unauthenticated requests per minute are written to the audit log.
+pub struct AuditBudget {
+    per_minute: u32,
+    window: Mutex<(Instant, u32)>,
+}
+
+impl AuditBudget {
+    pub fn new(per_minute: u32) -> Self {
+        Self { per_minute, window: Mutex::new((Instant::now(), 0)) }
+    }
+
+    pub fn admit(&self) -> bool {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.0.elapsed() >= Duration::from_secs(60) {
+            *w = (Instant::now(), 0);
+        }
+        w.1 += 1;
+        w.1 <= self.per_minute
+    }
 }
 
 pub fn request_id(headers: &HeaderMap) -> String {
@@ -117,7 +139,9 @@ pub fn router(state: AppState) -> Router {
         api = api.route(&format!("/api/v1/orders/{{ref}}/{}", kind.as_str()), action_route(kind));
     }
     let request_id = HeaderName::from_static(REQUEST_ID);
-    let limit = state.body_limit;
+    // The webhook reads its body itself, after checking credentials, to answer a JSON 413 and
+    // audit it; every other route is bounded here.
+    let api = api.layer(RequestBodyLimitLayer::new(state.body_limit));
     Router::new()
         .route(&state.webhook_path, post(webhook::receive))
         .route("/healthz", get(webhook::health))
@@ -126,9 +150,6 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        // The webhook handler enforces its own limit to answer with a JSON 413; this layer
-        // bounds every other route.
-        .layer(RequestBodyLimitLayer::new(limit.saturating_add(1024)))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -139,7 +160,11 @@ pub fn router(state: AppState) -> Router {
 /// Latency histogram per route and one grep-able log line per request.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    // Only standard methods become labels: anyone can invent a method per request.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m.to_string(),
+        _ => "other".to_string(),
+    };
     let route =
         request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let rid = request_id(request.headers());

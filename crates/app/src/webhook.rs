@@ -17,6 +17,20 @@ use tracing::{info, warn};
 /// Body kept in the audit entry of a refused request (unauthenticated bodies are not trusted
 /// with disk space).
 const REFUSED_BODY_KEEP: usize = 2048;
+/// Headers kept in an audit entry; a client can send many kilobytes of them.
+const MAX_AUDIT_HEADERS: usize = 4096;
+
+fn cap(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("…");
+    }
+    s
+}
 
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
@@ -27,7 +41,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
         direction: "in".into(),
         method: Some("POST".into()),
         path: Some(path),
-        headers: Some(redact_headers(&headers)),
+        headers: Some(cap(redact_headers(&headers), MAX_AUDIT_HEADERS)),
         request_id: Some(rid.clone()),
         ..Default::default()
     };
@@ -36,7 +50,11 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
         state.metrics.webhook("unknown", "unauthorized");
         warn!(request_id = %rid, "webhook refused: wrong or missing credentials");
         let err = ApiError::unauthorized();
-        record_refusal(&state, base, None, &err, started).await;
+        // Anyone can send these: the audit log takes a bounded number per minute (the rest
+        // are counted and logged), so a flood cannot fill the disk or starve Kuper's writes.
+        if state.unauthenticated_audit.admit() {
+            record_refusal(&state, base, None, &err, started).await;
+        }
         let mut resp = err.into_response();
         if !state.webhook_auth.basic.is_empty() {
             resp.headers_mut().insert(
@@ -49,9 +67,16 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
 
     let bytes = match axum::body::to_bytes(body, state.body_limit).await {
         Ok(b) => b,
-        Err(_) => {
-            state.metrics.webhook("unknown", "too_large");
-            let err = ApiError::payload_too_large(state.body_limit);
+        Err(e) => {
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            let err = if too_large {
+                state.metrics.webhook("unknown", "too_large");
+                ApiError::payload_too_large(state.body_limit)
+            } else {
+                state.metrics.webhook("unknown", "bad_request");
+                ApiError::bad_request(format!("the body could not be read: {e}"))
+            };
             record_refusal(&state, base, None, &err, started).await;
             return err.into_response();
         }
@@ -83,13 +108,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
     match state.store.ingest_webhook(&env, exchange, &state.policy, &answer).await {
         Ok(result) => {
             let (status, body) = answer(&result);
-            let outcome = match &result {
-                IngestResult::Created { duplicate: true, .. } => "duplicate",
-                IngestResult::Created { .. } => "created",
-                IngestResult::Applied { outcome, .. } => outcome.as_str(),
-                IngestResult::UnknownOrder => "unknown_order",
-                IngestResult::UnknownEvent => "unknown_event",
-            };
+            let outcome = result.outcome();
             state.metrics.webhook(&event_label, outcome);
             let order_id = match &result {
                 IngestResult::Created { order_id, .. } | IngestResult::Applied { order_id, .. } => Some(*order_id),

@@ -12,9 +12,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[derive(Default)]
 pub struct Config {
     pub server: Server,
     pub database: Database,
@@ -28,14 +27,54 @@ pub struct Config {
     pub log: Log,
     /// Later features (forwarding, acceptance hook, reconciliation) are parsed so that a
     /// config written for them is not refused; `config check` says they are not active yet.
-    pub subscribers: Vec<toml_value::Value>,
-    pub acceptance_hook: Option<toml_value::Value>,
-    pub reconciliation: Option<toml_value::Value>,
+    pub subscribers: Vec<serde_json::Value>,
+    pub acceptance_hook: Option<serde_json::Value>,
+    pub reconciliation: Option<serde_json::Value>,
 }
 
-/// A loosely typed value for sections that are accepted but not yet interpreted.
-pub mod toml_value {
-    pub type Value = serde_json::Value;
+/// Environment values are typed by their look (`12345678` is a number, `true` a boolean);
+/// ids and secrets are strings whatever they look like. The error never echoes the value.
+mod lenient {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+
+    impl Scalar {
+        fn into_string(self) -> String {
+            match self {
+                Scalar::S(s) => s,
+                Scalar::I(i) => i.to_string(),
+                Scalar::U(u) => u.to_string(),
+                Scalar::F(f) => f.to_string(),
+                Scalar::B(b) => b.to_string(),
+            }
+        }
+    }
+
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Scalar::deserialize(d).map(Scalar::into_string).map_err(|_| serde::de::Error::custom("expected a string"))
+    }
+
+    pub fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            Many(Vec<Scalar>),
+            One(Scalar),
+        }
+        match OneOrMany::deserialize(d).map_err(|_| serde::de::Error::custom("expected a list of strings"))? {
+            OneOrMany::Many(v) => Ok(v.into_iter().map(Scalar::into_string).collect()),
+            OneOrMany::One(s) => Ok(vec![s.into_string()]),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,14 +119,17 @@ impl Database {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Kuper {
     pub base_url: String,
     pub auth: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub client_id: String,
+    #[serde(deserialize_with = "lenient::string")]
     pub client_secret: String,
     pub client_secret_file: Option<PathBuf>,
+    #[serde(deserialize_with = "lenient::string")]
     pub client_token: String,
     pub client_token_file: Option<PathBuf>,
     pub notification_format: String,
@@ -117,17 +159,21 @@ impl Default for Kuper {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookAuthConfig {
+    #[serde(deserialize_with = "lenient::strings")]
     pub basic: Vec<String>,
+    #[serde(deserialize_with = "lenient::strings")]
     pub bearer: Vec<String>,
+    #[serde(deserialize_with = "lenient::strings")]
     pub header_tokens: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    #[serde(deserialize_with = "lenient::string")]
     pub id: String,
     #[serde(default)]
     pub delivery: Option<String>,
@@ -158,11 +204,11 @@ impl Default for Defaults {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub key: String,
     #[serde(default)]
     pub key_file: Option<PathBuf>,
@@ -173,7 +219,7 @@ pub struct ApiKeyConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Dispatcher {
-    /// Delay before retry n, seconds (the last repeats).
+    /// Delay before retry n, milliseconds (the last repeats).
     pub retry_schedule_ms: Vec<u64>,
     pub jitter: f64,
     pub throttle_floor_ms: u64,
@@ -246,7 +292,8 @@ pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), String> {
     if let Some(p) = &used {
         figment = figment.merge(Toml::file(p));
     }
-    figment = figment.merge(Env::prefixed("KUPER_BRIDGE_").split("__"));
+    // KUPER_BRIDGE_CONFIG names the file (the --config flag's variable), it is not a key.
+    figment = figment.merge(Env::prefixed("KUPER_BRIDGE_").ignore(&["config"]).split("__"));
     let config: Config =
         figment.extract().map_err(|e| e.into_iter().map(|e| format!("- {e}")).collect::<Vec<_>>().join("\n"))?;
     Ok((config, used))
@@ -420,8 +467,25 @@ impl Config {
         if !(0.0..=0.9).contains(&d.jitter) {
             problems.push("dispatcher.jitter: between 0 and 0.9".into());
         }
-        if d.concurrency == 0 || d.request_timeout_ms == 0 || d.poll_interval_ms == 0 {
-            problems.push("dispatcher: concurrency, request_timeout_ms and poll_interval_ms must be positive".into());
+        if d.concurrency == 0 || d.concurrency > 1024 {
+            problems.push("dispatcher.concurrency: between 1 and 1024".into());
+        }
+        if !(100..=600_000).contains(&d.request_timeout_ms) || !(100..=600_000).contains(&d.connect_timeout_ms) {
+            problems.push("dispatcher.request_timeout_ms / connect_timeout_ms: between 100 and 600000".into());
+        }
+        if !(10..=3_600_000).contains(&d.poll_interval_ms) {
+            problems.push("dispatcher.poll_interval_ms: between 10 and 3600000".into());
+        }
+        if d.retry_schedule_ms.iter().any(|ms| *ms > 24 * 3_600_000) || d.give_up_after_secs == 0 {
+            problems.push("dispatcher: retry delays at most 24 h, give_up_after_secs positive".into());
+        }
+        if !(4..=12).contains(&self.pickup.code_length) {
+            problems.push("pickup.code_length: between 4 and 12 (6 recommended)".into());
+        }
+        if self.pickup.max_attempts == 0 || self.pickup.lockout_secs < 0 || self.pickup.client_failures_per_minute == 0
+        {
+            problems
+                .push("pickup: max_attempts and client_failures_per_minute positive, lockout_secs not negative".into());
         }
         if !self.subscribers.is_empty() || self.acceptance_hook.is_some() || self.reconciliation.is_some() {
             warnings.push(
@@ -432,6 +496,9 @@ impl Config {
             return Err(problems);
         }
         let request_timeout = Duration::from_millis(d.request_timeout_ms);
+        // Worst case of one attempt: wait for another sender's token fetch, fetch, send,
+        // forced refresh, resend.
+        let attempt_budget = request_timeout * 5;
         Ok(Resolved {
             policy: Policy {
                 stores,
@@ -464,7 +531,8 @@ impl Config {
                 },
                 concurrency: d.concurrency,
                 poll_interval: Duration::from_millis(d.poll_interval_ms),
-                lease: request_timeout * 2 + Duration::from_secs(30),
+                attempt_budget,
+                lease: attempt_budget + Duration::from_secs(30),
                 release_stale_leases_on_start: self.database.url.starts_with("sqlite:"),
             },
             warnings,
@@ -507,6 +575,22 @@ mod tests {
         for needle in ["server.listen", "kuper.auth", "timezone_offset", "webhook_auth.basic[0]"] {
             assert!(problems.iter().any(|p| p.contains(needle)), "{needle} missing in {problems:?}");
         }
+    }
+
+    #[test]
+    fn secrets_and_ids_that_look_like_numbers_stay_strings() {
+        let toml = r#"
+            [kuper]
+            client_secret = 12345678
+            [webhook_auth]
+            basic = "kuper:secret"
+            [[stores]]
+            id = 1184
+        "#;
+        let c: Config = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)).extract().unwrap();
+        assert_eq!(c.kuper.client_secret, "12345678");
+        assert_eq!(c.webhook_auth.basic, vec!["kuper:secret".to_string()], "a single value is a list of one");
+        assert_eq!(c.stores[0].id, "1184");
     }
 
     #[test]

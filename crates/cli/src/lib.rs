@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 /// A started service: the HTTP server and (unless disabled) the dispatcher.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Held while serving: one dispatching process per SQLite database (the OS drops it
+    /// when the process dies, even by SIGKILL).
+    _lock: Option<std::fs::File>,
     pub store: Arc<dyn Store>,
     pub shutdown: CancellationToken,
     pub tasks: Vec<JoinHandle<()>>,
@@ -36,6 +39,7 @@ impl Running {
 
 /// Opens storage, applies migrations and starts serving on `listener`.
 pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::TcpListener) -> anyhow::Result<Running> {
+    let lock = if config.server.dispatcher { lock_sqlite(&config.database.url)? } else { None };
     let store = kuper_bridge_storage::open(&config.database.url, &config.database.store_options()).await?;
     store.migrate().await?;
     let addr = listener.local_addr()?;
@@ -56,6 +60,7 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
         metrics: app_metrics,
         registry: Arc::new(registry),
         verify_limiter: Arc::new(VerifyLimiter::new(config.pickup.client_failures_per_minute)),
+        unauthenticated_audit: Arc::new(kuper_bridge_app::AuditBudget::new(60)),
     };
     let mut tasks = Vec::new();
     let app = kuper_bridge_app::router(state);
@@ -71,5 +76,30 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move { dispatcher.run(token).await }));
     }
-    Ok(Running { addr, store, shutdown, tasks })
+    Ok(Running { addr, _lock: lock, store, shutdown, tasks })
+}
+
+/// SQLite leases assume one dispatcher per database file: a second `serve` on the same file
+/// would release the first one's leases at start and send notifications twice.
+fn lock_sqlite(url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(rest) = url.strip_prefix("sqlite:") else { return Ok(None) };
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.contains(":memory:") {
+        return Ok(None);
+    }
+    let lock_path = format!("{path}.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| anyhow::anyhow!("cannot open {lock_path}: {e}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "another kuper-bridge process is serving {path} (lock {lock_path}); SQLite supports one serving process per database"
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!("cannot lock {lock_path}: {e}")),
+    }
 }

@@ -186,12 +186,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     for w in &r.warnings {
                         println!("warning: {w}");
                     }
+                    let auth = match &r.dispatcher.auth {
+                        kuper_bridge_dispatcher::KuperAuth::OAuth { client_id, .. } => {
+                            format!("oauth (client_id {client_id:?})")
+                        }
+                        kuper_bridge_dispatcher::KuperAuth::ClientToken { .. } => "client-token".to_string(),
+                    };
+                    println!("listen:          {} (webhook {})", config.server.listen, config.server.webhook_path);
+                    println!("database:        {}", kuper_bridge_storage::redact_url(&config.database.url));
                     println!(
-                        "ok: {} store(s) configured, {} API key(s), database {}",
-                        config.stores.len(),
-                        r.api_keys.len(),
-                        kuper_bridge_storage::redact_url(&config.database.url)
+                        "kuper:           {} via {auth}, format {}",
+                        config.kuper.base_url, config.kuper.notification_format
                     );
+                    println!("notifications:   {}", r.dispatcher.notifications_url());
+                    println!(
+                        "webhook auth:    {} basic, {} bearer, {} client-token credential(s)",
+                        r.webhook_auth.basic.len(),
+                        r.webhook_auth.bearer.len(),
+                        r.webhook_auth.header_tokens.len()
+                    );
+                    println!(
+                        "stores:          {} listed; default delivery {}, restaurant {}",
+                        config.stores.len(),
+                        config.defaults.delivery,
+                        config.defaults.restaurant
+                    );
+                    println!(
+                        "api keys:        {}",
+                        r.api_keys.iter().map(|k| format!("{} {:?}", k.name, k.scopes)).collect::<Vec<_>>().join(", ")
+                    );
+                    println!("ok");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(problems) => {

@@ -35,7 +35,9 @@ pub struct DispatcherConfig {
     pub concurrency: usize,
     /// Safety-net poll when no commit signal arrives.
     pub poll_interval: Duration,
-    /// Longer than the request timeout plus a margin, so a live sender never loses its lease.
+    /// The most one attempt may take (token wait and fetch, send, refresh, resend).
+    pub attempt_budget: Duration,
+    /// Longer than the attempt budget plus a margin, so a live sender never loses its lease.
     pub lease: Duration,
     /// SQLite runs one process per database: leases left by a killed process can be dropped
     /// at start instead of waiting for them to expire.
@@ -47,6 +49,11 @@ impl DispatcherConfig {
         join_url(&self.base_url, &self.notifications_path)
     }
 }
+
+/// Shortest sleep of the dispatcher loop.
+const MIN_SLEEP_MS: i64 = 5;
+/// Kuper's answer is kept as evidence up to this size.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 pub fn join_url(base: &str, path: &str) -> String {
     format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
@@ -106,27 +113,33 @@ impl Dispatcher {
                 break;
             }
             let capacity = self.config.concurrency.saturating_sub(inflight.len());
-            let mut claimed = 0;
-            if capacity > 0 {
-                match self.store.claim_due(&self.owner, now_ms(), lease_ms, capacity as i64).await {
-                    Ok(records) => {
-                        claimed = records.len();
-                        for record in records {
-                            let me = self.clone();
-                            inflight.spawn(async move { me.process(record).await });
-                        }
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "outbox claim failed; retrying shortly");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                            _ = shutdown.cancelled() => break,
-                        }
-                        continue;
-                    }
+            if capacity == 0 {
+                // Every slot is busy: only a finished send can make room.
+                tokio::select! {
+                    _ = inflight.join_next() => {}
+                    _ = shutdown.cancelled() => break,
                 }
+                continue;
             }
-            if claimed > 0 && claimed == capacity {
+            let claimed = match self.store.claim_due(&self.owner, now_ms(), lease_ms, capacity as i64).await {
+                Ok(records) => {
+                    let n = records.len();
+                    for record in records {
+                        let me = self.clone();
+                        inflight.spawn(async move { me.process_bounded(record).await });
+                    }
+                    n
+                }
+                Err(e) => {
+                    warn!(error = %e, "outbox claim failed; retrying shortly");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+            if claimed == capacity {
                 continue;
             }
             let wait = self.time_to_next_due().await;
@@ -142,31 +155,71 @@ impl Dispatcher {
 
     async fn time_to_next_due(&self) -> Duration {
         let poll = self.config.poll_interval;
-        match self.store.next_due_at().await {
+        let now = now_ms();
+        match self.store.next_due_at(now).await {
             Ok(Some(at)) => {
-                let ms = (at - now_ms()).clamp(0, i64::try_from(poll.as_millis()).unwrap_or(i64::MAX));
+                // The floor keeps a clock edge (due "now" but not yet claimable) from spinning.
+                let ms = (at - now).clamp(MIN_SLEEP_MS, i64::try_from(poll.as_millis()).unwrap_or(i64::MAX));
                 Duration::from_millis(ms as u64)
             }
             _ => poll,
         }
     }
 
+    /// An attempt never outlives its lease: past the budget it is abandoned (and recorded as
+    /// a timeout in doubt), so no second claim can run beside it.
+    async fn process_bounded(&self, record: OutboxRecord) {
+        let id = record.id;
+        let lease = record.lease.clone();
+        if tokio::time::timeout(self.config.attempt_budget, self.process(record.clone())).await.is_err() {
+            warn!(outbox_id = id, "attempt exceeded its budget; abandoned");
+            if let Some(lease) = lease {
+                let next = now_ms() + 1000;
+                let report = AttemptReport {
+                    outcome: AttemptOutcome::Retry { next_attempt_at: next, in_doubt: true },
+                    status: None,
+                    error: Some("attempt exceeded its time budget".into()),
+                    exchange: Exchange {
+                        kind: "notification".into(),
+                        direction: "out".into(),
+                        event: Some(record.event.clone()),
+                        outcome: Some("retry".into()),
+                        detail: Some("attempt exceeded its time budget (token endpoint or Kuper too slow)".into()),
+                        ..Default::default()
+                    },
+                };
+                if let Err(e) = self.store.complete_attempt(id, &lease, report).await {
+                    warn!(outbox_id = id, error = %e, "could not record the abandoned attempt");
+                }
+            }
+        }
+    }
+
     /// One delivery attempt of one record, recorded whatever happens.
-    pub async fn process(&self, record: OutboxRecord) {
+    async fn process(&self, record: OutboxRecord) {
         let started = Instant::now();
-        let mut first = self.send(&record, false).await;
+        let (mut first, used) = self.send(&record, None).await;
         let mut detail = Vec::new();
         if matches!(first.status, Some(401 | 403)) && self.tokens.is_oauth() {
-            // The token expired or was revoked early: refresh and retry once at once.
+            // The token expired or was revoked early: refresh (once for all senders that saw
+            // the same token refused) and retry once at once.
             detail.push(format!("{} with the cached token; refreshed and retried", first.status.unwrap_or_default()));
             self.metrics.token_refreshes.inc();
-            self.tokens.invalidate().await;
-            first = self.send(&record, true).await;
+            first = self.send(&record, used).await.0;
         }
         let t = first;
         let message = kuper_bridge_wire::kuper_error::error_message(&t.body);
-        let verdict =
-            classify(t.status, t.failure.clone(), &message, &record, t.retry_after, &self.config.retry, now_ms());
+        let repeat = kuper_bridge_wire::kuper_error::is_repeat(&t.body, &record.event);
+        let verdict = classify(
+            t.status,
+            t.failure.clone(),
+            &message,
+            repeat,
+            &record,
+            t.retry_after,
+            &self.config.retry,
+            now_ms(),
+        );
         let event = record.event.clone();
         let (outcome, report_outcome, label) = match verdict {
             Verdict::Delivered { repeat } => {
@@ -210,46 +263,66 @@ impl Dispatcher {
             request_id: Some(format!("kb-outbox-{}", record.id)),
         };
         let report = AttemptReport { outcome: report_outcome, status: t.status.map(i64::from), error, exchange };
-        if let Err(e) = self.store.complete_attempt(record.id, &self.owner, report).await {
+        let Some(lease) = record.lease.as_deref() else {
+            warn!(outbox_id = record.id, "claimed record without a lease token");
+            return;
+        };
+        if let Err(e) = self.store.complete_attempt(record.id, lease, report).await {
             // The lease will expire and the record will be tried again: at-least-once.
             warn!(outbox_id = record.id, error = %e, "could not record the attempt");
         }
     }
 
-    async fn send(&self, record: &OutboxRecord, fresh_token: bool) -> Try {
+    /// One HTTP try. `refused` is the token generation Kuper just refused (refresh it first).
+    /// Returns the try and the token generation used.
+    async fn send(&self, record: &OutboxRecord, refused: Option<u64>) -> (Try, Option<u64>) {
         let started = Instant::now();
+        let key = if record.idempotency_key.is_empty() {
+            format!("kb-outbox-{}", record.id)
+        } else {
+            record.idempotency_key.clone()
+        };
         let mut request = self
             .client
             .post(self.config.notifications_url())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("Idempotency-Key", format!("kb-outbox-{}", record.id))
+            .header("Idempotency-Key", key)
             .body(record.body.clone());
         let shown_headers;
+        let mut generation = None;
         match &self.config.auth {
-            KuperAuth::OAuth { .. } => match self.tokens.get(fresh_token).await {
-                Ok(token) => {
-                    request = request.bearer_auth(token);
-                    shown_headers = r#"{"content-type":"application/json","authorization":"Bearer [redacted]"}"#;
+            KuperAuth::OAuth { .. } => {
+                let token = match refused {
+                    Some(g) => self.tokens.refresh_after(g).await,
+                    None => self.tokens.get().await,
+                };
+                match token {
+                    Ok((token, g)) => {
+                        generation = Some(g);
+                        request = request.bearer_auth(token);
+                        shown_headers = r#"{"content-type":"application/json","authorization":"Bearer [redacted]"}"#;
+                    }
+                    Err(e) => {
+                        let t = Try {
+                            status: None,
+                            body: String::new(),
+                            retry_after: None,
+                            failure: Some(Failure::Token(e.to_string())),
+                            latency: started.elapsed(),
+                            request_headers: String::new(),
+                        };
+                        return (t, None);
+                    }
                 }
-                Err(e) => {
-                    return Try {
-                        status: None,
-                        body: String::new(),
-                        retry_after: None,
-                        failure: Some(Failure::Token(e.to_string())),
-                        latency: started.elapsed(),
-                        request_headers: String::new(),
-                    };
-                }
-            },
+            }
             KuperAuth::ClientToken { token } => {
                 request = request.header("Client-Token", token).header("Api-Version", "3.0");
                 shown_headers =
                     r#"{"content-type":"application/json","client-token":"[redacted]","api-version":"3.0"}"#;
             }
         }
-        match request.send().await {
-            Ok(resp) => {
+        let t = match request.send().await {
+            Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 let retry_after = resp
                     .headers()
@@ -258,7 +331,15 @@ impl Dispatcher {
                     .and_then(|s| s.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
                 // The status arrived even if the body does not: the status alone decides.
-                let body = resp.text().await.unwrap_or_default();
+                // The body is only evidence, so it is read up to a bound.
+                let mut body = Vec::new();
+                while let Ok(Some(chunk)) = resp.chunk().await {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_ANSWER_BYTES {
+                        break;
+                    }
+                }
+                let body = String::from_utf8_lossy(&body).into_owned();
                 Try {
                     status: Some(status),
                     body,
@@ -276,7 +357,8 @@ impl Dispatcher {
                 latency: started.elapsed(),
                 request_headers: shown_headers.into(),
             },
-        }
+        };
+        (t, generation)
     }
 }
 

@@ -111,10 +111,12 @@ impl RetryPolicy {
 }
 
 /// Decides the fate of an attempt. Pure apart from the jitter.
+#[allow(clippy::too_many_arguments)]
 pub fn classify(
     status: Option<u16>,
     failure: Option<Failure>,
     message: &str,
+    repeat: bool,
     record: &OutboxRecord,
     retry_after: Option<Duration>,
     policy: &RetryPolicy,
@@ -123,7 +125,7 @@ pub fn classify(
     let mut rng = rand::rng();
     let give_up_ms = i64::try_from(policy.give_up_after.as_millis()).unwrap_or(i64::MAX);
     let retry = |floor: Option<Duration>, in_doubt: bool, rng: &mut rand::rngs::ThreadRng| {
-        if now_ms.saturating_sub(record.created_at) >= give_up_ms {
+        if now_ms.saturating_sub(record.retry_since) >= give_up_ms {
             return Verdict::Dead {
                 reason: format!("gave up after {} attempts over {:?}", record.attempts, policy.give_up_after),
             };
@@ -133,8 +135,9 @@ pub fn classify(
     };
     match (status, failure) {
         (Some(200..=299), _) => Verdict::Delivered { repeat: false },
-        (Some(422), _) if record.in_doubt && kuper_bridge_wire::kuper_error::looks_like_repeat(message) => {
-            // An earlier attempt reached Kuper but its answer never reached us.
+        (Some(422), _) if record.in_doubt && repeat => {
+            // An earlier attempt reached Kuper but its answer never reached us, and Kuper says
+            // this very event was already applied.
             Verdict::Delivered { repeat: true }
         }
         (Some(s @ (400 | 404 | 405 | 422)), _) => {
@@ -142,13 +145,12 @@ pub fn classify(
         }
         (Some(429), _) => retry(Some(policy.throttle_floor), false, &mut rng),
         (Some(401 | 403), _) => retry(None, false, &mut rng),
-        (Some(408), _) => retry(Some(policy.throttle_floor), true, &mut rng),
+        (Some(408), _) | (None, Some(Failure::Timeout)) => retry(Some(policy.throttle_floor), true, &mut rng),
         (Some(500..=599), _) => retry(None, true, &mut rng),
         (Some(s), _) if (300..400).contains(&s) => {
             Verdict::Dead { reason: format!("Kuper answered a redirect ({s}); check kuper.base_url") }
         }
         (Some(s), _) => Verdict::Dead { reason: format!("unexpected status {s}: {message}") },
-        (None, Some(Failure::Timeout)) => retry(Some(policy.throttle_floor), true, &mut rng),
         (None, Some(f)) => {
             let in_doubt = f.in_doubt();
             retry(None, in_doubt, &mut rng)
@@ -177,6 +179,9 @@ mod tests {
             last_error: None,
             created_at: 0,
             sent_at: None,
+            lease: Some("t/1/1".into()),
+            retry_since: 0,
+            idempotency_key: "kb-test".into(),
         }
     }
 
@@ -208,6 +213,7 @@ mod tests {
                 *status,
                 failure.clone(),
                 "order.in_work already applied",
+                true,
                 &record(1, *in_doubt),
                 None,
                 &p,
@@ -222,7 +228,8 @@ mod tests {
             assert_eq!(got, *expected, "{status:?} {failure:?} in_doubt={in_doubt}");
         }
         // A 422 that is not a repeat stays dead even after an in-doubt attempt.
-        let v = classify(Some(422), None, "order_of_events: ready before in_work", &record(2, true), None, &p, 0);
+        let v =
+            classify(Some(422), None, "order_of_events: ready before in_work", false, &record(2, true), None, &p, 0);
         assert!(matches!(v, Verdict::Dead { .. }));
     }
 
@@ -254,7 +261,7 @@ mod tests {
     #[test]
     fn gives_up_after_the_orders_lifetime() {
         let p = RetryPolicy { give_up_after: Duration::from_secs(10), ..no_jitter() };
-        let v = classify(Some(503), None, "", &record(7, false), None, &p, 11_000);
+        let v = classify(Some(503), None, "", false, &record(7, false), None, &p, 11_000);
         assert!(matches!(v, Verdict::Dead { .. }), "{v:?}");
     }
 }

@@ -42,6 +42,7 @@ struct TokenAnswer {
 struct Cached {
     token: String,
     refresh_at: Instant,
+    generation: u64,
 }
 
 pub struct TokenCache {
@@ -49,30 +50,41 @@ pub struct TokenCache {
     url: String,
     auth: KuperAuth,
     cached: Mutex<Option<Cached>>,
+    generations: std::sync::atomic::AtomicU64,
 }
 
 impl TokenCache {
     pub fn new(client: reqwest::Client, url: String, auth: KuperAuth) -> Self {
-        Self { client, url, auth, cached: Mutex::new(None) }
+        Self { client, url, auth, cached: Mutex::new(None), generations: std::sync::atomic::AtomicU64::new(0) }
     }
 
     pub fn is_oauth(&self) -> bool {
         matches!(self.auth, KuperAuth::OAuth { .. })
     }
 
-    /// A valid token; `force` skips the cache (after Kuper refused the cached one).
-    pub async fn get(&self, force: bool) -> Result<String, TokenError> {
+    /// A valid token and its generation.
+    pub async fn get(&self) -> Result<(String, u64), TokenError> {
+        self.obtain(None).await
+    }
+
+    /// Kuper refused the token of generation `refused`: fetch a new one unless another sender
+    /// already did (then that one is returned). However many sends saw the refusal at once,
+    /// one token request goes out.
+    pub async fn refresh_after(&self, refused: u64) -> Result<(String, u64), TokenError> {
+        self.obtain(Some(refused)).await
+    }
+
+    async fn obtain(&self, refused: Option<u64>) -> Result<(String, u64), TokenError> {
         let KuperAuth::OAuth { client_id, client_secret } = &self.auth else {
             return Err(TokenError::Malformed("client-token auth has no OAuth token".into()));
         };
-        // Holding the lock across the request is the single-flight: concurrent callers wait
-        // for this refresh instead of starting their own.
+        // Holding the lock across the request is the single flight: concurrent callers wait
+        // for this fetch instead of starting their own.
         let mut cached = self.cached.lock().await;
-        if !force {
-            if let Some(c) = cached.as_ref() {
-                if Instant::now() < c.refresh_at {
-                    return Ok(c.token.clone());
-                }
+        if let Some(c) = cached.as_ref() {
+            let refused_this_one = refused == Some(c.generation);
+            if !refused_this_one && Instant::now() < c.refresh_at {
+                return Ok((c.token.clone(), c.generation));
             }
         }
         let form = [
@@ -87,14 +99,13 @@ impl TokenCache {
             return Err(TokenError::Refused { status });
         }
         let answer: TokenAnswer = resp.json().await.map_err(|e| TokenError::Malformed(e.to_string()))?;
-        let ttl = Duration::from_secs(answer.expires_in.unwrap_or(300));
+        // An absurd expires_in must neither overflow the clock nor keep a token for ever.
+        let ttl = Duration::from_secs(answer.expires_in.unwrap_or(300).clamp(10, 24 * 3600));
         // Refresh a little early so a token never expires in flight.
         let margin = (ttl / 10).max(Duration::from_secs(5)).min(ttl / 2);
-        *cached = Some(Cached { token: answer.access_token.clone(), refresh_at: Instant::now() + ttl - margin });
-        Ok(answer.access_token)
-    }
-
-    pub async fn invalidate(&self) {
-        *self.cached.lock().await = None;
+        let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let refresh_at = Instant::now().checked_add(ttl - margin).unwrap_or_else(Instant::now);
+        *cached = Some(Cached { token: answer.access_token.clone(), refresh_at, generation });
+        Ok((answer.access_token, generation))
     }
 }

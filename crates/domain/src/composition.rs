@@ -157,7 +157,7 @@ pub fn compute(
             "nothing collected: cancel the order (reason out_of_stock) instead of sending an empty composition",
         ));
     }
-    let totals = totals_of(&lines);
+    let totals = totals_of(&lines)?;
     // The listing order of lines is not a change; compare as sorted sets.
     let mut as_ordered_ids: Vec<(&str, Decimal, Option<Decimal>)> =
         ordered.iter().map(|p| (p.id.as_str(), p.quantity.normalize(), p.weight.map(|w| w.normalize()))).collect();
@@ -169,11 +169,17 @@ pub fn compute(
     Ok(Composition { lines, totals, changed })
 }
 
-pub fn totals_of(lines: &[PositionOut]) -> TotalsOut {
-    TotalsOut {
-        total_price: round_kopecks(lines.iter().map(|l| l.total_price_before_discount).sum()),
-        discount_total_price: round_kopecks(lines.iter().map(|l| l.total_price).sum()),
-    }
+pub fn totals_of(lines: &[PositionOut]) -> Result<TotalsOut, DomainError> {
+    let sum = |f: fn(&PositionOut) -> Decimal| {
+        lines
+            .iter()
+            .try_fold(Decimal::ZERO, |acc, l| acc.checked_add(f(l)))
+            .ok_or_else(|| DomainError::invalid("positions", "total out of range"))
+    };
+    Ok(TotalsOut {
+        total_price: round_kopecks(sum(|l| l.total_price_before_discount)?),
+        discount_total_price: round_kopecks(sum(|l| l.total_price)?),
+    })
 }
 
 fn price_ordered_line(

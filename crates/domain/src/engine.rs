@@ -228,6 +228,13 @@ fn fill_composition(n: &mut NotificationData, c: &Composition) {
 /// events: they never fail, they move the order forward or are recorded as they are.
 pub fn apply_webhook(order: &Order, env: &WebhookEnvelope) -> WebhookDecision {
     let mut next = order.clone();
+    // An order first known by one id learns the other the first time Kuper sends both.
+    if next.original_order_id.is_none() {
+        next.original_order_id = env.identity.original_order_id.clone();
+    }
+    if next.order_uuid.is_none() {
+        next.order_uuid = env.identity.order_uuid.clone();
+    }
     let Some(event) = env.event else {
         return WebhookDecision {
             order: next,

@@ -74,6 +74,15 @@ impl Order {
         self.cancellation.as_ref().map(|c| Cancellation { slug: c.slug.clone(), description: c.description.clone() })
     }
 
+    /// Kuper itself ended the order (its cancel, or its courier delivered in scheme A).
+    pub fn ended_by_kuper(&self) -> bool {
+        match self.state {
+            OrderState::Canceled => self.cancellation.as_ref().is_some_and(|c| c.by == CanceledBy::Kuper),
+            OrderState::Delivered => self.scheme == Scheme::KuperDelivery,
+            _ => false,
+        }
+    }
+
     /// The reference an operator sees first.
     pub fn display_ref(&self) -> &str {
         self.original_order_id.as_deref().or(self.order_uuid.as_deref()).unwrap_or(&self.number)

@@ -17,6 +17,27 @@ pub enum TargetAuth {
     HeaderToken(String),
 }
 
+impl std::str::FromStr for TargetAuth {
+    type Err = String;
+
+    /// `basic:USER:PASS`, `bearer:TOKEN` or `header:TOKEN`, as the CLI's `--auth` takes them.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (kind, value) = text
+            .split_once(':')
+            .ok_or_else(|| format!("auth {text:?}: expected basic:USER:PASS, bearer:TOKEN or header:TOKEN"))?;
+        if value.is_empty() {
+            return Err(format!("auth {kind}: the credential is empty"));
+        }
+        match kind.to_ascii_lowercase().as_str() {
+            "basic" if value.contains(':') => Ok(TargetAuth::Basic(value.to_owned())),
+            "basic" => Err("auth basic: expected basic:USER:PASS".to_owned()),
+            "bearer" => Ok(TargetAuth::Bearer(value.to_owned())),
+            "header" | "header_token" | "client-token" => Ok(TargetAuth::HeaderToken(value.to_owned())),
+            other => Err(format!("auth {other:?}: expected basic, bearer or header")),
+        }
+    }
+}
+
 /// The merchant's answer, or why there was none.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Answer {
@@ -83,4 +104,19 @@ pub fn body_value(bytes: &[u8]) -> Value {
         return Value::Null;
     }
     serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cli_auth() {
+        assert_eq!("basic:kuper:secret".parse(), Ok(TargetAuth::Basic("kuper:secret".into())));
+        assert_eq!("bearer:t".parse(), Ok(TargetAuth::Bearer("t".into())));
+        assert_eq!("header:t".parse(), Ok(TargetAuth::HeaderToken("t".into())));
+        assert!("basic:nopass".parse::<TargetAuth>().is_err());
+        assert!("bearer:".parse::<TargetAuth>().is_err());
+        assert!("magic:x".parse::<TargetAuth>().is_err());
+    }
 }

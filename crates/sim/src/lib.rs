@@ -22,6 +22,8 @@ mod http;
 mod model;
 mod money;
 mod net;
+mod ops;
+pub mod runner;
 mod tokens;
 pub mod validate;
 mod world;

@@ -137,6 +137,12 @@ pub struct OutboxRecord {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub sent_at: Option<i64>,
+    /// The lease token of the current claim (`owner/id/attempt`), if any.
+    pub lease: Option<String>,
+    /// The give-up clock starts here: creation, or the operator's last replay.
+    pub retry_since: i64,
+    /// Sent as `Idempotency-Key`; unique per notification ever.
+    pub idempotency_key: String,
 }
 
 /// What the webhook receiver learned from storing a webhook.
@@ -157,6 +163,19 @@ pub enum IngestResult {
     UnknownOrder,
     /// Forward compatibility: stored and counted.
     UnknownEvent,
+}
+
+impl IngestResult {
+    /// The outcome label for the audit log and the metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            IngestResult::Created { duplicate: true, .. } => "duplicate",
+            IngestResult::Created { .. } => "created",
+            IngestResult::Applied { outcome, .. } => outcome.as_str(),
+            IngestResult::UnknownOrder => "unknown_order",
+            IngestResult::UnknownEvent => "unknown_event",
+        }
+    }
 }
 
 /// What a merchant action committed.
@@ -256,10 +275,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Leases up to `limit` due outbox records, each the head of its order's queue.
     async fn claim_due(&self, owner: &str, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxRecord>>;
-    /// Records an attempt and its outcome; `owner` must still hold the lease.
-    async fn complete_attempt(&self, id: i64, owner: &str, report: AttemptReport) -> Result<()>;
-    /// Earliest `next_attempt_at` among pending records (for the dispatcher's sleep).
-    async fn next_due_at(&self) -> Result<Option<i64>>;
+    /// Records an attempt and its outcome; `lease` (the record's lease token from the claim)
+    /// must still be current, otherwise the result is only kept as evidence.
+    async fn complete_attempt(&self, id: i64, lease: &str, report: AttemptReport) -> Result<()>;
+    /// When the next head of a queue becomes claimable (for the dispatcher's sleep).
+    async fn next_due_at(&self, now_ms: i64) -> Result<Option<i64>>;
     /// Drops leases left by a process that is gone (single-process backends only).
     async fn release_stale_leases(&self, owner: &str) -> Result<u64>;
 

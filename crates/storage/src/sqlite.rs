@@ -29,7 +29,11 @@ pub struct SqliteStore {
 
 const ORDER_COLUMNS: &str = "id, data, created_at, updated_at";
 const OUTBOX_COLUMNS: &str =
-    "id, order_id, kind, event, body, status, attempts, next_attempt_at, in_doubt, last_status, last_error, created_at, sent_at";
+    "id, order_id, kind, event, body, status, attempts, next_attempt_at, in_doubt, last_status, last_error, created_at, sent_at, lease_owner, retry_since, idempotency_key";
+/// A pending record that is the head of its order's queue (no earlier pending or dead record:
+/// per-order FIFO, protocol.md §9), due, and not under a live lease. Binds ?1 = now.
+const HEAD_DUE: &str = "o.status = 'pending' AND o.next_attempt_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until <= ?1)
+    AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.id < o.id AND p.status IN ('pending', 'dead'))";
 const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id";
 
 impl SqliteStore {
@@ -77,10 +81,14 @@ fn outbox_from_row(row: &SqliteRow) -> Result<OutboxRecord> {
         kind: row.try_get("kind")?,
         event: row.try_get("event")?,
         body: row.try_get("body")?,
-        status: OutboxStatus::parse(&status).unwrap_or(OutboxStatus::Pending),
+        status: OutboxStatus::parse(&status)
+            .ok_or_else(|| StoreError::Unavailable(format!("outbox row with unknown status {status:?}")))?,
         attempts: row.try_get("attempts")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
         in_doubt: row.try_get::<i64, _>("in_doubt")? != 0,
+        lease: row.try_get("lease_owner")?,
+        retry_since: row.try_get::<Option<i64>, _>("retry_since")?.unwrap_or(row.try_get("created_at")?),
+        idempotency_key: row.try_get::<Option<String>, _>("idempotency_key")?.unwrap_or_default(),
         last_status: row.try_get("last_status")?,
         last_error: row.try_get("last_error")?,
         created_at: row.try_get("created_at")?,
@@ -329,16 +337,7 @@ impl Store for SqliteStore {
         let (status, response) = respond(&result);
         exchange.status = Some(i64::from(status));
         exchange.response = Some(response);
-        exchange.outcome = Some(
-            match &result {
-                IngestResult::Created { duplicate: true, .. } => "duplicate",
-                IngestResult::Created { .. } => "created",
-                IngestResult::Applied { outcome, .. } => outcome.as_str(),
-                IngestResult::UnknownOrder => "unknown_order",
-                IngestResult::UnknownEvent => "unknown_event",
-            }
-            .to_string(),
-        );
+        exchange.outcome = Some(result.outcome().to_string());
         if let IngestResult::Applied { note, .. } = &result {
             exchange.detail = Some(note.clone());
         }
@@ -368,37 +367,43 @@ impl Store for SqliteStore {
         let mut tx = self.begin().await?;
         let found =
             find_order_in(&mut tx, reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
+        let supplied_code = matches!(request, ActionRequest::Action(Action::PickupCode { .. }));
         let action = match request {
-            ActionRequest::Action(Action::PickupCode { code }) => {
-                // A code must identify one active order at the store's desk.
-                if pickup_code_in_use(&mut tx, &found.order.store_id, code.trim(), found.id).await? {
-                    return Err(StoreError::Conflict(
-                        "this pickup code is in use by another active order of the store".into(),
-                    ));
-                }
-                Action::PickupCode { code }
-            }
             ActionRequest::Action(a) => a,
             ActionRequest::GeneratePickupCode => {
                 // Unique among the store's active orders, so a code identifies one order at the desk.
                 let mut code = generate_code(policy.pickup_code_length);
-                for _ in 0..20 {
-                    if !pickup_code_in_use(&mut tx, &found.order.store_id, &code, found.id).await? {
-                        break;
+                let mut tries = 0;
+                while pickup_code_in_use(&mut tx, &found.order.store_id, &code, found.id).await? {
+                    tries += 1;
+                    if tries >= 20 {
+                        return Err(StoreError::Conflict(
+                            "no free pickup code found; the store has too many active codes for pickup.code_length"
+                                .into(),
+                        ));
                     }
                     code = generate_code(policy.pickup_code_length);
                 }
                 Action::PickupCode { code }
             }
         };
+        // The rules first: a refused action is a 409 whatever its input.
         let decision = engine::apply_action(&found.order, action, policy)?;
+        if supplied_code {
+            let code = decision.order.pickup.as_ref().map(|p| p.code.clone()).unwrap_or_default();
+            if pickup_code_in_use(&mut tx, &found.order.store_id, &code, found.id).await? {
+                return Err(StoreError::Conflict(
+                    "this pickup code is in use by another active order of the store".into(),
+                ));
+            }
+        }
         save_order(&mut tx, found.id, &decision.order, now).await?;
         let mut ids = Vec::with_capacity(decision.notifications.len());
         for n in &decision.notifications {
             let body = serde_json::to_string(&n.render(policy.notification_format))?;
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO outbox (order_id, kind, event, body, status, next_attempt_at, created_at, updated_at)
-                 VALUES (?, 'notification', ?, ?, 'pending', ?, ?, ?) RETURNING id",
+                "INSERT INTO outbox (order_id, kind, event, body, status, next_attempt_at, created_at, updated_at, retry_since, idempotency_key)
+                 VALUES (?, 'notification', ?, ?, 'pending', ?, ?, ?, ?, ?) RETURNING id",
             )
             .bind(found.id)
             .bind(n.event.as_str())
@@ -406,6 +411,8 @@ impl Store for SqliteStore {
             .bind(now)
             .bind(now)
             .bind(now)
+            .bind(now)
+            .bind(format!("kb-{}", uuid::Uuid::new_v4()))
             .fetch_one(&mut *tx)
             .await?;
             ids.push(id);
@@ -519,17 +526,21 @@ impl Store for SqliteStore {
     }
 
     async fn claim_due(&self, owner: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxRecord>> {
+        // A read first: an idle dispatcher must not take the write lock every poll.
+        let due: Option<i64> = sqlx::query_scalar(&format!("SELECT o.id FROM outbox o WHERE {HEAD_DUE} LIMIT 1"))
+            .bind(now)
+            .fetch_optional(&self.reader)
+            .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin().await?;
-        // Only the head of each order's queue is eligible: a pending or dead earlier record
-        // holds back everything after it (per-order FIFO; protocol.md §9).
+        // Each claim gets its own lease token (owner/id/attempt), so a result that comes back
+        // after its lease expired and the record was claimed again is recognised as late.
         let rows = sqlx::query(&format!(
-            "UPDATE outbox SET lease_until = ?1 + ?2, lease_owner = ?3, attempts = attempts + 1,
+            "UPDATE outbox SET lease_until = ?1 + ?2, lease_owner = ?3 || '/' || id || '/' || (attempts + 1), attempts = attempts + 1,
                  in_doubt = CASE WHEN lease_until IS NOT NULL THEN 1 ELSE in_doubt END, updated_at = ?1
-             WHERE id IN (
-                 SELECT o.id FROM outbox o
-                 WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until <= ?1)
-                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.id < o.id AND p.status IN ('pending', 'dead'))
-                 ORDER BY o.next_attempt_at, o.id LIMIT ?4)
+             WHERE id IN (SELECT o.id FROM outbox o WHERE {HEAD_DUE} ORDER BY o.next_attempt_at, o.id LIMIT ?4)
              RETURNING {OUTBOX_COLUMNS}"
         ))
         .bind(now)
@@ -542,13 +553,11 @@ impl Store for SqliteStore {
         rows.iter().map(outbox_from_row).collect()
     }
 
-    async fn complete_attempt(&self, id: i64, owner: &str, report: AttemptReport) -> Result<()> {
+    async fn complete_attempt(&self, id: i64, lease: &str, report: AttemptReport) -> Result<()> {
         let now = now_ms();
         let mut tx = self.begin().await?;
         let record = fetch_outbox(&mut tx, id).await?;
-        let holder: Option<String> =
-            sqlx::query_scalar("SELECT lease_owner FROM outbox WHERE id = ?").bind(id).fetch_one(&mut *tx).await?;
-        if holder.as_deref() != Some(owner) || record.status != OutboxStatus::Pending {
+        if record.lease.as_deref() != Some(lease) || record.status != OutboxStatus::Pending {
             // Our lease expired and someone else owns the record now: keep their result,
             // but keep the evidence of ours.
             let mut e = report.exchange;
@@ -597,11 +606,31 @@ impl Store for SqliteStore {
                 .await?;
             }
             AttemptOutcome::Dead => {
+                // Kuper ended the order while this was in flight: its refusal is moot, and a
+                // dead letter would only hold up nothing and alarm an operator.
+                let moot = {
+                    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?"))
+                        .bind(record.order_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let order = order_from_row(&row)?.order;
+                    // Our own cancel refused because Kuper already has the order final.
+                    let cancel_already_final = record.event == NotificationEvent::Canceled.as_str()
+                        && order.state == kuper_bridge_domain::OrderState::Canceled
+                        && report.status == Some(422);
+                    order.state.is_final() && (order.ended_by_kuper() || cancel_already_final)
+                };
+                let (status, error) = if moot {
+                    ("skipped", format!("moot, Kuper ended the order: {}", report.error.clone().unwrap_or_default()))
+                } else {
+                    ("dead", report.error.clone().unwrap_or_default())
+                };
                 sqlx::query(
-                    "UPDATE outbox SET status = 'dead', lease_until = NULL, lease_owner = NULL, last_status = ?, last_error = ?, updated_at = ? WHERE id = ?",
+                    "UPDATE outbox SET status = ?, lease_until = NULL, lease_owner = NULL, last_status = ?, last_error = ?, updated_at = ? WHERE id = ?",
                 )
+                .bind(status)
                 .bind(report.status)
-                .bind(&report.error)
+                .bind(error)
                 .bind(now)
                 .bind(id)
                 .execute(&mut *tx)
@@ -617,20 +646,27 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn next_due_at(&self) -> Result<Option<i64>> {
+    async fn next_due_at(&self, now: i64) -> Result<Option<i64>> {
+        // Only heads of queues can become due; a record waiting behind another is woken by
+        // the commit that finishes its predecessor.
         Ok(sqlx::query_scalar(
-            "SELECT MIN(COALESCE(lease_until, next_attempt_at)) FROM outbox WHERE status = 'pending'",
+            "SELECT MIN(CASE WHEN o.lease_until IS NOT NULL AND o.lease_until > ?1 THEN o.lease_until ELSE o.next_attempt_at END)
+             FROM outbox o WHERE o.status = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.id < o.id AND p.status IN ('pending', 'dead'))",
         )
+        .bind(now)
         .fetch_one(&self.reader)
         .await?)
     }
 
     async fn release_stale_leases(&self, owner: &str) -> Result<u64> {
         let mut tx = self.begin().await?;
+        let prefix = format!("{owner}/");
         let done = sqlx::query(
-            "UPDATE outbox SET lease_until = NULL, lease_owner = NULL, in_doubt = 1 WHERE status = 'pending' AND lease_owner IS NOT NULL AND lease_owner <> ?",
+            "UPDATE outbox SET lease_until = NULL, lease_owner = NULL, in_doubt = 1
+             WHERE status = 'pending' AND lease_owner IS NOT NULL AND substr(lease_owner, 1, length(?1)) <> ?1",
         )
-        .bind(owner)
+        .bind(&prefix)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -703,8 +739,11 @@ async fn operator_decision(
             record.status.as_str()
         )));
     }
-    sqlx::query("UPDATE outbox SET status = ?, next_attempt_at = ?, in_doubt = 0, updated_at = ? WHERE id = ?")
+    // A replay starts a fresh retry schedule and give-up clock; the attempts so far stay in
+    // the timeline.
+    sqlx::query("UPDATE outbox SET status = ?, next_attempt_at = ?, attempts = 0, retry_since = ?, in_doubt = 0, updated_at = ? WHERE id = ?")
         .bind(to)
+        .bind(now)
         .bind(now)
         .bind(now)
         .bind(outbox_id)
@@ -724,6 +763,8 @@ async fn operator_decision(
 
 /// Constant-time comparison: a wrong code takes as long as a right one.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
     use subtle::ConstantTimeEq;
-    a.ct_eq(b).into()
+    // Comparing digests keeps even the length of the secret out of the timing.
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }

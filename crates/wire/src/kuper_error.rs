@@ -54,10 +54,31 @@ fn truncate(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
-/// Kuper answers a repeated notification with 422 [v3 QA]; the text is the only hint.
-pub fn looks_like_repeat(message: &str) -> bool {
-    let lower = message.to_lowercase();
-    ["already", "repeat", "duplicate", "повтор", "уже"].iter().any(|w| lower.contains(w))
+/// Kuper answers a repeated notification with 422 [v3 QA]. Only a structured marker counts:
+/// an error type `repeat`/`duplicate`/`already_processed`, or a message that names this very
+/// event together with "already". A loose word match would turn real refusals ("order already
+/// handed to the courier") into deliveries.
+pub fn is_repeat(body: &str, event: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<Value>(body) else {
+        return false;
+    };
+    let repeat_type = |t: &str| matches!(t, "repeat" | "duplicate" | "already_processed" | "already_applied");
+    let mut types = Vec::new();
+    let mut messages = Vec::new();
+    if let Some(errors) = value.get("errors").and_then(Value::as_array) {
+        for e in errors {
+            types.extend(e.get("type").and_then(Value::as_str));
+            messages.extend(e.get("message").and_then(Value::as_str));
+        }
+    }
+    if let Some(err) = value.get("error") {
+        types.extend(err.get("type").and_then(Value::as_str));
+        for key in ["detail", "title", "message"] {
+            messages.extend(err.get(key).and_then(Value::as_str));
+        }
+    }
+    types.into_iter().any(repeat_type)
+        || messages.iter().any(|m| m.contains(event) && m.to_lowercase().contains("already"))
 }
 
 #[cfg(test)]
@@ -77,7 +98,18 @@ mod tests {
             r#"{"error":{"type":"repeat","title":"Unprocessable","status":422,"detail":"order.in_work already applied"}}"#,
         );
         assert!(m.contains("already applied"));
-        assert!(looks_like_repeat(&m));
+    }
+
+    #[test]
+    fn repeats_need_a_structured_marker() {
+        let typed = r#"{"errors":[{"type":"repeat","field":"event.type","message":"x"}],"code":422}"#;
+        assert!(is_repeat(typed, "order.in_work"));
+        let named = r#"{"error":{"type":"unprocessable","detail":"order.in_work already applied"}}"#;
+        assert!(is_repeat(named, "order.in_work"));
+        assert!(!is_repeat(named, "order.assembled"), "another event's repeat is not ours");
+        let loose = r#"{"error":{"type":"order_of_events","detail":"order already handed to the courier"}}"#;
+        assert!(!is_repeat(loose, "order.canceled"));
+        assert!(!is_repeat("already", "order.in_work"));
     }
 
     #[test]

@@ -305,19 +305,20 @@ fn read_position(index: usize, value: &Value) -> Result<PositionIn, ParseError> 
         .ok_or_else(|| ParseError::at(format!("{path}.price"), "missing"))?;
     let discount_price = field_decimal(m, "discountPrice", &format!("{path}.discountPrice"))?.unwrap_or(price);
     let weight = field_decimal(m, "weight", &format!("{path}.weight"))?.filter(|w| !w.is_zero());
+    // Far above any real order, far below where decimal arithmetic could overflow.
+    let limit = Decimal::from(1_000_000_000u64);
     for (name, v) in [
         ("quantity", quantity),
         ("originalQuantity", original_quantity),
         ("price", price),
         ("discountPrice", discount_price),
+        ("weight", weight.unwrap_or_default()),
     ] {
         if v.is_sign_negative() {
             return Err(ParseError::at(format!("{path}.{name}"), "must not be negative"));
         }
-    }
-    if let Some(w) = weight {
-        if w.is_sign_negative() {
-            return Err(ParseError::at(format!("{path}.weight"), "must not be negative"));
+        if v > limit {
+            return Err(ParseError::at(format!("{path}.{name}"), "too large"));
         }
     }
     let name = optional_string(m, "name", &format!("{path}.name"))?;

@@ -17,8 +17,8 @@ use crate::driver::TargetAuth;
 use crate::faults::{FaultSpec, OutageSpec};
 use crate::generate::{generate, OrderParams};
 use crate::model::Integration;
-use crate::validate::check_created_answer;
-use crate::world::{now_moscow, OrderRecord, WebhookRecord};
+use crate::ops::{Delivery, WebhookRequest};
+use crate::world::{now_moscow, OrderRecord};
 
 /// Upper bound of `repeat`, so that a typo cannot keep the simulator busy for minutes.
 const MAX_REPEAT: u32 = 100;
@@ -115,56 +115,31 @@ pub(super) async fn create_order(State(app): State<Arc<App>>, body: Bytes) -> Re
         positions: request.positions,
     };
     let now = now_moscow();
-
-    let (index, original_order_id, order_uuid, created) = {
+    let generated = {
         let mut world = app.world();
-        let generated = loop {
+        loop {
             match generate(&mut world.rng, &params, now) {
                 Ok(order) if world.contains_id(&order.original_order_id) => continue,
                 Ok(order) => break order,
                 Err(error) => return control_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
             }
-        };
-        let created = json!({
-            "event_type": "order.created",
-            "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-            "payload": generated.payload,
-        });
-        let record =
-            OrderRecord::new(generated, integration, params.restaurant, request.target.clone(), request.auth.clone());
-        let ids = (record.original_order_id.clone(), record.order_uuid.clone());
-        // Known before the webhook goes out: a merchant may notify before it answers.
-        let index = world.insert(record);
-        (index, ids.0, ids.1, created)
-    };
-
-    let body = serde_json::to_vec(&created).unwrap_or_default();
-    let answer = app.driver.send(&request.target, request.auth.as_ref(), body).await;
-    let mut check = check_created_answer(answer.status, &answer.body);
-    if let Some(error) = &answer.error {
-        check.problems.push(error.clone());
-        check.ok = false;
-    }
-    {
-        let mut world = app.world();
-        world.set_number(index, check.number.clone());
-        if let Some(order) = world.order_mut(index) {
-            order.webhooks.push(WebhookRecord::new("order.created", &answer));
-            order.created_check = Some(check.clone());
         }
-    }
-    let mut merchant_answer = json!({"status": answer.status, "body": answer.body});
-    if let (Some(error), Some(map)) = (&answer.error, merchant_answer.as_object_mut()) {
+    };
+    let delivery =
+        Delivery { integration, restaurant: params.restaurant, target: request.target.clone(), auth: request.auth };
+    let placed = app.place_order(generated, delivery, now).await;
+    let mut merchant_answer = json!({"status": placed.answer.status, "body": placed.answer.body});
+    if let (Some(error), Some(map)) = (&placed.answer.error, merchant_answer.as_object_mut()) {
         map.insert("error".into(), json!(error));
     }
     (
         StatusCode::CREATED,
         Json(json!({
-            "originalOrderId": original_order_id,
-            "orderUUID": order_uuid,
-            "number": check.number,
+            "originalOrderId": placed.original_order_id,
+            "orderUUID": placed.order_uuid,
+            "number": placed.check.number,
             "merchantAnswer": merchant_answer,
-            "check": {"ok": check.ok, "problems": check.problems},
+            "check": {"ok": placed.check.ok, "problems": placed.check.problems},
         })),
     )
         .into_response()
@@ -196,48 +171,14 @@ pub(super) async fn send_webhook(State(app): State<Arc<App>>, Path(id): Path<Str
             format!("repeat must be between 1 and {MAX_REPEAT}"),
         );
     }
-    let (index, target, auth, event, bytes) = {
-        let world = app.world();
-        let Some(index) = world.find(&id) else {
-            return order_not_found(&id);
-        };
-        let Some(order) = world.order(index) else {
-            return order_not_found(&id);
-        };
-        let (event, bytes) = match (&request.raw, &request.event) {
-            // A JSON string is sent as its text, so that tests can send malformed JSON.
-            (Some(Value::String(text)), event) => (event.clone(), text.clone().into_bytes()),
-            (Some(raw), event) => (event.clone(), serde_json::to_vec(raw).unwrap_or_default()),
-            (None, Some(event)) => {
-                let body = json!({
-                    "event_type": event,
-                    "timestamp": now_moscow().to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-                    "payload": order.webhook_payload(event, request.payload.as_ref()),
-                });
-                (Some(event.clone()), serde_json::to_vec(&body).unwrap_or_default())
-            }
-            (None, None) => return control_error(StatusCode::BAD_REQUEST, "bad_request", "give event (or raw)"),
-        };
-        (index, order.target.clone(), order.auth.clone(), event, bytes)
+    let Some(index) = app.world().find(&id) else {
+        return order_not_found(&id);
     };
-
-    // Kuper changes its own view when it decides, whatever the merchant answers; a raw body is
-    // a test of the merchant's input handling and changes nothing.
-    if request.raw.is_none() {
-        if let (Some(event), Some(order)) = (&event, app.world().order_mut(index)) {
-            order.apply_webhook(event);
-        }
-    }
-
-    let label = event.clone().unwrap_or_else(|| "raw".to_owned());
-    let mut attempts = Vec::with_capacity(repeat as usize);
-    for _ in 0..repeat {
-        let answer = app.driver.send(&target, auth.as_ref(), bytes.clone()).await;
-        if let Some(order) = app.world().order_mut(index) {
-            order.webhooks.push(WebhookRecord::new(&label, &answer));
-        }
-        attempts.push(answer);
-    }
+    let webhook = WebhookRequest { event: request.event, payload: request.payload, raw: request.raw, repeat };
+    let attempts = match app.send_webhook(index, &webhook).await {
+        Ok(attempts) => attempts,
+        Err(message) => return control_error(StatusCode::BAD_REQUEST, "bad_request", message),
+    };
     let last = attempts.last().cloned();
     let mut reply = json!({
         "status": last.as_ref().and_then(|a| a.status),

@@ -141,7 +141,8 @@ pub(super) async fn token(
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "invalid client credentials");
     }
     let ttl = app.config.token_ttl;
-    let access_token = app.tokens().issue(ttl, Instant::now());
+    let after_seq = app.last_seq();
+    let access_token = app.tokens().issue(ttl, Instant::now(), after_seq);
     Json(json!({
         "access_token": access_token,
         // Whole seconds, rounded down, so a client never trusts a token longer than it lives.

@@ -70,6 +70,11 @@ impl App {
         self.seq.fetch_add(1, Ordering::SeqCst) + 1
     }
 
+    /// The sequence number of the last notification that arrived.
+    pub fn last_seq(&self) -> u64 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.release.notify_waiters();
