@@ -587,7 +587,8 @@ mod tests {
             [[stores]]
             id = 1184
         "#;
-        let c: Config = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)).extract().unwrap();
+        let c: Config =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)).extract().unwrap();
         assert_eq!(c.kuper.client_secret, "12345678");
         assert_eq!(c.webhook_auth.basic, vec!["kuper:secret".to_string()], "a single value is a list of one");
         assert_eq!(c.stores[0].id, "1184");

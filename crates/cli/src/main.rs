@@ -71,6 +71,58 @@ enum SimCommand {
     /// Serve a fake Kuper: /auth/token, the notification endpoints (validated against the
     /// protocol), the pull API, fault injection and the /sim/v1 control API.
     Serve(SimServeArgs),
+    /// Run the conformance scenarios against a merchant endpoint (exit 0 only if all pass).
+    ///
+    /// During the run a fake Kuper serves on --listen: the merchant under test must send its
+    /// notifications (and get its tokens) there. With --merchant-api the runner performs the
+    /// store's actions through kuper-bridge's REST API; without it, it waits for the
+    /// merchant's own notifications.
+    Run(SimRunArgs),
+    /// List the conformance scenarios.
+    Scenarios,
+}
+
+#[derive(clap::Args)]
+struct SimRunArgs {
+    /// The merchant's webhook URL, e.g. http://127.0.0.1:8080/kuper-webhook.
+    #[arg(long)]
+    target: String,
+    /// Where the fake Kuper listens during the run.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    listen: String,
+    /// How Kuper authenticates to the merchant: basic:USER:PASS, bearer:TOKEN or header:TOKEN.
+    #[arg(long, default_value = "basic:kuper:secret")]
+    auth: String,
+    /// kuper-bridge's base URL, to perform the store's actions through its REST API.
+    #[arg(long, requires = "api_key")]
+    merchant_api: Option<String>,
+    /// API key (write scope) for --merchant-api.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// The notification body format the merchant is expected to send.
+    #[arg(long, default_value = "brief")]
+    format: String,
+    /// Run only these scenarios (repeatable; a trailing * matches a prefix). Default: all.
+    #[arg(long = "scenario")]
+    scenarios: Vec<String>,
+    /// Seed of the order generator; the same seed gives the same orders.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// brief: pickup code after ready_for_delivery; v3: before it.
+    #[arg(long, default_value = "brief")]
+    profile: kuper_bridge_sim::Profile,
+    /// How a repeated notification is answered: 422 or 202.
+    #[arg(long, default_value = "422")]
+    repeat: kuper_bridge_sim::RepeatPolicy,
+    /// Seconds each step waits for the merchant's notification.
+    #[arg(long, default_value_t = 10)]
+    deadline_secs: u64,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Write one Mermaid sequence diagram per scenario (the observed exchange) into this folder.
+    #[arg(long)]
+    diagrams: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -245,6 +297,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kuper_bridge_sim::serve(listener, sim_config, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sim { command: SimCommand::Scenarios } => {
+            for s in kuper_bridge_sim::runner::catalogue() {
+                println!("{:<32} {}", s.name, s.description);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sim { command: SimCommand::Run(args) } => sim_run(args).await,
         Command::Serve(args) => {
             let mut config = match config::load(cli.config.as_deref()) {
                 Ok((c, _)) => c,
@@ -392,6 +451,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn sim_run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
+    use kuper_bridge_sim::runner::{self, RunOptions};
+    let mut opts = RunOptions::new(args.target);
+    opts.auth = args.auth.parse().map_err(|e| anyhow::anyhow!("--auth: {e}"))?;
+    opts.merchant_api = args.merchant_api;
+    opts.api_key = args.api_key;
+    opts.format = args.format.parse().map_err(|e| anyhow::anyhow!("--format: {e}"))?;
+    opts.scenarios = args.scenarios;
+    opts.seed = args.seed;
+    opts.profile = args.profile;
+    opts.repeat = args.repeat;
+    opts.deadline = std::time::Duration::from_secs(args.deadline_secs.max(1));
+    if let Err(e) = opts.check() {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!("fake Kuper for this run: http://{} (the merchant must send its notifications here)", args.listen);
+    let mut progress = |event: runner::ProgressEvent| eprintln!("{}", event.line());
+    let report = runner::run(listener, kuper_bridge_sim::SimConfig::default(), opts, &mut progress).await;
+    println!("{}", report.table());
+    if let Some(path) = &args.junit {
+        std::fs::write(path, report.junit()).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(dir) = &args.diagrams {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        report.write_diagrams(dir).with_context(|| format!("cannot write diagrams into {}", dir.display()))?;
+    }
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn init_logging(config: &Config) {

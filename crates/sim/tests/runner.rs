@@ -23,6 +23,8 @@ enum Flaw {
     CreatedOk,
     /// Sends `order.assembled` twice.
     AssembledTwice,
+    /// Names orders by identifiers Kuper never gave.
+    Stranger,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -205,6 +207,9 @@ async fn action(
         order.ended = true;
     }
     let mut payload = json!({"orderUUID": order.uuid, "number": order.number});
+    if double.flaw == Flaw::Stranger {
+        payload = json!({"orderUUID": "sim:00000000-0000-4000-8000-000000000000", "number": "X-1"});
+    }
     if event_format {
         payload["order_id"] = json!(order.id);
     }
@@ -292,6 +297,16 @@ async fn assembled_twice_names_repeat() {
     assert!(result.failures.iter().any(|f| f.starts_with("repeat: order.assembled was already accepted")));
     // The flow itself went on: the rest of the path was accepted.
     assert!(result.exchange.iter().any(|l| l.what == "order.ready_for_delivery" && l.ok));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_about_an_unknown_order_are_reported() {
+    let mut setup = Setup::new(Flaw::Stranger, &["a-happy-path"]);
+    setup.tune = |o| o.deadline = Duration::from_millis(500);
+    let report = setup.run(1).await;
+    let rules = report.results[0].rules();
+    assert_eq!(rules, ["unknown_order", "missing_notification"], "{:#?}", report.results[0].failures);
+    assert!(report.results[0].exchange.iter().any(|l| l.answer.as_deref() == Some("404 unknown_order")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

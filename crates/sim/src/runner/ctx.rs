@@ -64,8 +64,9 @@ struct Tracked {
 
 /// Something the merchant sent, for putting in arrival order.
 enum Arrival {
-    /// A notification of the order at this position in the scenario.
-    Notification(usize, Box<NotificationRecord>),
+    /// A notification of the order at this position in the scenario (`None`: of no order
+    /// Kuper knows, such as one naming a wrong order id).
+    Notification(Option<usize>, Box<NotificationRecord>),
     /// A token issued after the notification with this sequence number had arrived.
     Token(u64),
 }
@@ -99,6 +100,9 @@ pub(super) struct Ctx<'a> {
     orders: Vec<Value>,
     tracked: Vec<Tracked>,
     tokens_seen: u64,
+    /// The last notification before this scenario: later ones tied to no order are its own.
+    first_seq: u64,
+    strays_seen: HashSet<u64>,
     /// Rejections this scenario provokes on purpose (a 401 after the tokens are revoked).
     tolerated: Vec<&'static str>,
     format_reported: bool,
@@ -117,6 +121,8 @@ impl<'a> Ctx<'a> {
             orders: Vec::new(),
             tracked: Vec::new(),
             tokens_seen: app.tokens().issued(),
+            first_seq: app.last_seq(),
+            strays_seen: HashSet::new(),
             tolerated: Vec::new(),
             format_reported: false,
         }
@@ -201,9 +207,20 @@ impl<'a> Ctx<'a> {
             };
             if let Some(tracked) = self.tracked.get_mut(position) {
                 let new = snapshot.notifications.into_iter().filter(|n| tracked.seen.insert(n.seq));
-                fresh.extend(new.map(|n| Arrival::Notification(position, Box::new(n))));
+                fresh.extend(new.map(|n| Arrival::Notification(Some(position), Box::new(n))));
             }
         }
+        // Notifications Kuper could not tie to any order, sent since this scenario began.
+        let strays: Vec<NotificationRecord> = self
+            .app
+            .world()
+            .log()
+            .iter()
+            .filter(|n| n.original_order_id.is_none() && n.seq > self.first_seq)
+            .cloned()
+            .collect();
+        let strays = strays.into_iter().filter(|n| self.strays_seen.insert(n.seq));
+        fresh.extend(strays.map(|n| Arrival::Notification(None, Box::new(n))));
         fresh.sort_by_key(Arrival::key);
         for arrival in fresh {
             match arrival {
@@ -219,8 +236,11 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn transcribe(&mut self, position: usize, record: NotificationRecord) {
-        let id = self.id(OrderRef(position));
+    fn transcribe(&mut self, position: Option<usize>, record: NotificationRecord) {
+        let id = match position {
+            Some(position) => self.id(OrderRef(position)),
+            None => "unknown to Kuper".to_owned(),
+        };
         let event = record.event.clone().unwrap_or_else(|| "unreadable notification".to_owned());
         let (answer, ok) = match record.verdict {
             Verdict::Accepted => (format!("{} accepted", record.status), true),

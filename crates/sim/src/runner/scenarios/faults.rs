@@ -60,15 +60,16 @@ pub(super) async fn kuper_outage(ctx: &mut Ctx<'_>) -> Step {
     let order = ctx.create(OrderKind::A, |_| true).await?;
     steps::perform(ctx, order, Op::StartAssembly).await?;
     ctx.start_outage();
-    // The store goes on working; the merchant must keep the notifications and retry.
-    let mut posted = ctx.post_action(order, "assembled", json!({})).await;
-    if posted.is_ok() {
-        posted = ctx.post_action(order, "ready", json!({})).await;
+    // The store goes on working; the merchant must keep the notifications and retry. The
+    // second action comes once the first notification has met the outage, so that it is
+    // queued behind a failing one (and the transcript does not depend on timing).
+    let mut hit = ctx.post_action(order, "assembled", json!({})).await;
+    if hit.is_ok() {
+        hit = ctx.wait_for_fault(order).await;
     }
-    let hit = match posted {
-        Ok(()) => ctx.wait_for_fault(order).await,
-        Err(abort) => Err(abort),
-    };
+    if hit.is_ok() {
+        hit = ctx.post_action(order, "ready", json!({})).await;
+    }
     // Always end the outage: later scenarios must not inherit it.
     ctx.end_outage();
     hit?;

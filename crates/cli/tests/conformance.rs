@@ -1,0 +1,39 @@
+//! The conformance runner (`kuper-bridge sim run`) against the real gateway: every scenario
+//! of the catalogue passes, in both notification formats.
+
+mod common;
+use common::*;
+use kuper_bridge_sim::runner::{self, RunOptions};
+
+async fn conformance(format: &str) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let kuper_url = format!("http://{}", listener.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = base_config(dir.path(), &kuper_url);
+    config.kuper.notification_format = format.into();
+    let app = start_app(&config).await;
+
+    let mut opts = RunOptions::new(format!("{}{}", app.url(), config.server.webhook_path));
+    opts.merchant_api = Some(app.url());
+    opts.api_key = Some(ADMIN_KEY.into());
+    opts.format = format.parse().unwrap();
+    opts.check().unwrap();
+    let mut progress = |_: runner::ProgressEvent| {};
+    let report = runner::run(listener, kuper_bridge_sim::SimConfig::default(), opts, &mut progress).await;
+    assert_eq!(report.results.len(), runner::catalogue().len(), "every scenario ran");
+    assert!(report.passed(), "conformance failed in the {format} format:\n{}", report.table());
+    let junit = report.junit();
+    assert_eq!(junit.matches("<testcase").count(), runner::catalogue().len());
+    assert!(!junit.contains("<failure"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_passes_in_the_brief_format() {
+    conformance("brief").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_passes_in_the_event_format() {
+    conformance("event").await;
+}
