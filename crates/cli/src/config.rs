@@ -133,7 +133,8 @@ pub struct Kuper {
     pub client_token: String,
     pub client_token_file: Option<PathBuf>,
     pub notification_format: String,
-    pub notifications_path: String,
+    /// Default: `/ofm/api/v1/notifications` with `oauth`, `/v3/notifications` with `client-token`.
+    pub notifications_path: Option<String>,
     pub token_path: String,
     /// Send `order.assembled` before `ready_for_delivery` when the store skipped it.
     pub synthesize_assembled: bool,
@@ -151,7 +152,7 @@ impl Default for Kuper {
             client_token: String::new(),
             client_token_file: None,
             notification_format: "brief".into(),
-            notifications_path: "/ofm/api/v1/notifications".into(),
+            notifications_path: None,
             token_path: "/auth/token".into(),
             synthesize_assembled: true,
             cancel_reasons: DEFAULT_CANCEL_REASONS.iter().map(|s| s.to_string()).collect(),
@@ -517,7 +518,10 @@ impl Config {
             api_keys,
             dispatcher: DispatcherConfig {
                 base_url: self.kuper.base_url.clone(),
-                notifications_path: self.kuper.notifications_path.clone(),
+                notifications_path: self.kuper.notifications_path.clone().unwrap_or_else(|| {
+                    if self.kuper.auth == "client-token" { "/v3/notifications" } else { "/ofm/api/v1/notifications" }
+                        .into()
+                }),
                 token_path: self.kuper.token_path.clone(),
                 auth,
                 request_timeout,

@@ -5,12 +5,17 @@ mod common;
 use common::*;
 use kuper_bridge_sim::runner::{self, RunOptions};
 
-async fn conformance(format: &str) {
+async fn conformance(format: &str, auth: &str) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let kuper_url = format!("http://{}", listener.local_addr().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let mut config = base_config(dir.path(), &kuper_url);
     config.kuper.notification_format = format.into();
+    if auth == "client-token" {
+        // The v3 API: a static Client-Token plus Api-Version: 3.0, to /v3/notifications.
+        config.kuper.auth = "client-token".into();
+        config.kuper.client_token = kuper_bridge_sim::SimConfig::default().client_tokens[0].clone();
+    }
     let app = start_app(&config).await;
 
     let mut opts = RunOptions::new(format!("{}{}", app.url(), config.server.webhook_path));
@@ -21,7 +26,7 @@ async fn conformance(format: &str) {
     let mut progress = |_: runner::ProgressEvent| {};
     let report = runner::run(listener, kuper_bridge_sim::SimConfig::default(), opts, &mut progress).await;
     assert_eq!(report.results.len(), runner::catalogue().len(), "every scenario ran");
-    assert!(report.passed(), "conformance failed in the {format} format:\n{}", report.table());
+    assert!(report.passed(), "conformance failed with {auth} auth in the {format} format:\n{}", report.table());
     let junit = report.junit();
     assert_eq!(junit.matches("<testcase").count(), runner::catalogue().len());
     assert!(!junit.contains("<failure"));
@@ -29,11 +34,21 @@ async fn conformance(format: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_scenario_passes_in_the_brief_format() {
-    conformance("brief").await;
+async fn every_scenario_passes_with_oauth_in_the_brief_format() {
+    conformance("brief", "oauth").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_scenario_passes_in_the_event_format() {
-    conformance("event").await;
+async fn every_scenario_passes_with_oauth_in_the_event_format() {
+    conformance("event", "oauth").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_passes_with_client_token_in_the_brief_format() {
+    conformance("brief", "client-token").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_passes_with_client_token_in_the_event_format() {
+    conformance("event", "client-token").await;
 }

@@ -1,0 +1,1409 @@
+//! `kuper-bridge-bench`: drives a real `kuper-bridge` process over loopback and prints what
+//! it sustains. The simulator (the fake Kuper) runs in this process; the gateway is the
+//! release binary, spawned with a temporary configuration and database. See BENCHMARKS.md.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use kuper_bridge_bench::stats::{fmt_ms, thousands, Summary};
+use kuper_bridge_bench::{body, fifo, procfs};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const WEBHOOK_USER: &str = "kuper";
+const WEBHOOK_PASSWORD: &str = "secret";
+const API_KEY: &str = "bench-admin-key-0123456789";
+const POSITIONS: usize = 20;
+const A_FLOW: [&str; 3] = ["order.in_work", "order.assembled", "order.ready_for_delivery"];
+const A_ACTIONS: [&str; 3] = ["start-assembly", "assembled", "ready"];
+const MIB: f64 = 1024.0 * 1024.0;
+
+// Targets (the benchmark issue).
+const TARGET_INGEST_RPS: f64 = 5000.0;
+const TARGET_P99_AT_1000: Duration = Duration::from_millis(20);
+const TARGET_ACTION_P50: Duration = Duration::from_millis(5);
+const TARGET_DISPATCH_RPS: f64 = 2000.0;
+const TARGET_IDLE_RSS_MIB: f64 = 30.0;
+const TARGET_PEAK_RSS_MIB: f64 = 150.0;
+
+/// Benchmark a running kuper-bridge: webhook ingest, action → Kuper latency, dispatch
+/// throughput, resources, and the HTTP and SQLite ceilings of this machine.
+///
+/// Spawns the `kuper-bridge` binary found next to this one (build it first:
+/// `cargo build --release -p kuper-bridge`) on a temporary SQLite database, with the Kuper
+/// simulator in this process as Kuper. Progress goes to stderr, the table to stdout.
+#[derive(Parser)]
+#[command(name = "kuper-bridge-bench", version)]
+struct Args {
+    /// Smoke mode: small counts, under 30 s (CI; no thresholds).
+    #[arg(long)]
+    quick: bool,
+    /// order.created webhooks per concurrency level (default 5000; --quick 300). The dispatch
+    /// run uses a fifth of it (100..=2000 orders).
+    #[arg(long)]
+    orders: Option<usize>,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The gateway binary (default: kuper-bridge next to this binary).
+    #[arg(long)]
+    gateway_bin: Option<PathBuf>,
+    /// Where the temporary database directory is created (default: the system temp dir).
+    /// The disk under it is what is measured.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Concurrent connections of the closed-loop runs.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 32])]
+    concurrency: Vec<usize>,
+    /// Request rates of the fixed-rate (open-loop) runs, requests per second.
+    #[arg(long, value_delimiter = ',', default_values_t = [200u32, 1000])]
+    rates: Vec<u32>,
+    /// Keep the temporary directory (database, config, gateway log) and print its path.
+    #[arg(long)]
+    keep: bool,
+}
+
+struct Plan {
+    quick: bool,
+    ingest_count: usize,
+    level_cap: Duration,
+    healthz_count: usize,
+    healthz_cap: Duration,
+    rate_duration: Duration,
+    latency_samples: usize,
+    latency_gap: Duration,
+    dispatch_orders: usize,
+    storage_commits: usize,
+    storage_cap: Duration,
+    warmup: usize,
+}
+
+impl Plan {
+    fn from(args: &Args) -> Self {
+        if args.quick {
+            let n = args.orders.unwrap_or(300);
+            Plan {
+                quick: true,
+                ingest_count: n,
+                level_cap: Duration::from_secs(3),
+                healthz_count: 2000,
+                healthz_cap: Duration::from_secs(1),
+                rate_duration: Duration::from_millis(1500),
+                latency_samples: 20,
+                latency_gap: Duration::from_millis(20),
+                dispatch_orders: (n / 5).clamp(20, 60),
+                storage_commits: 300,
+                storage_cap: Duration::from_secs(2),
+                warmup: 50,
+            }
+        } else {
+            let n = args.orders.unwrap_or(5000);
+            Plan {
+                quick: false,
+                ingest_count: n,
+                level_cap: Duration::from_secs(120),
+                healthz_count: (n * 4).max(20_000),
+                healthz_cap: Duration::from_secs(10),
+                rate_duration: Duration::from_secs(10),
+                latency_samples: 200,
+                latency_gap: Duration::from_millis(50),
+                dispatch_orders: (n / 5).clamp(100, 2000),
+                storage_commits: 3000,
+                storage_cap: Duration::from_secs(10),
+                warmup: 200,
+            }
+        }
+    }
+}
+
+fn progress(msg: impl AsRef<str>) {
+    eprintln!("[bench {}] {}", chrono::Utc::now().format("%H:%M:%S"), msg.as_ref());
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("kuper-bridge-bench: correctness checks failed (see the table); figures are not thresholds");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("kuper-bridge-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway process
+
+struct Gateway {
+    child: tokio::process::Child,
+    pid: u32,
+    url: String,
+    db: PathBuf,
+    log: PathBuf,
+}
+
+impl Gateway {
+    fn status_bytes(&self, field: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        procfs::status_bytes(&text, field)
+    }
+
+    fn rss(&self) -> Option<u64> {
+        self.status_bytes("VmRSS")
+    }
+
+    fn peak_rss(&self) -> Option<u64> {
+        self.status_bytes("VmHWM")
+    }
+
+    fn cpu_secs(&self) -> Option<f64> {
+        cpu_secs_of(&format!("/proc/{}/stat", self.pid))
+    }
+
+    /// Sizes of the database file and its WAL.
+    fn db_bytes(&self) -> (u64, u64) {
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.db.clone().into_os_string();
+        wal.push("-wal");
+        (size(&self.db), size(Path::new(&wal)))
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Fails with the gateway's last log lines if the process has exited.
+    fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("the gateway exited ({status}); its last log lines:\n{}", self.log_tail());
+        }
+        Ok(())
+    }
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+static CLK_TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+fn cpu_secs_of(stat_path: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(stat_path).ok()?;
+    let ticks = procfs::stat_cpu_ticks(&text)?;
+    Some(ticks as f64 / *CLK_TCK.get_or_init(clock_ticks))
+}
+
+fn own_cpu_secs() -> f64 {
+    cpu_secs_of("/proc/self/stat").unwrap_or(0.0)
+}
+
+fn find_gateway(explicit: Option<&Path>) -> Result<PathBuf> {
+    const HINT: &str = "build it first: cargo build --release -p kuper-bridge";
+    if let Some(p) = explicit {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        bail!("--gateway-bin {}: no such file; {HINT}", p.display());
+    }
+    let exe = std::env::current_exe().context("cannot locate this binary")?;
+    let dir = exe.parent().ok_or_else(|| anyhow!("{} has no parent directory", exe.display()))?;
+    let candidate = dir.join("kuper-bridge");
+    if candidate.is_file() {
+        return Ok(candidate);
+    }
+    bail!("the gateway binary {} is missing; {HINT} (or pass --gateway-bin PATH)", candidate.display())
+}
+
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+async fn spawn_gateway(bin: &Path, dir: &Path, sim_url: &str, http: &reqwest::Client) -> Result<Gateway> {
+    let port = free_port()?;
+    let db = dir.join("kuper-bridge.db");
+    let config = format!(
+        r#"# written by kuper-bridge-bench
+[server]
+listen = "127.0.0.1:{port}"
+
+[database]
+url = {db_url}
+
+[kuper]
+base_url = {sim}
+client_id = "sim-client"
+client_secret = "sim-secret"
+
+[webhook_auth]
+basic = ["{WEBHOOK_USER}:{WEBHOOK_PASSWORD}"]
+
+[[api_keys]]
+name = "bench"
+key = "{API_KEY}"
+scopes = ["admin"]
+
+[log]
+level = "warn"
+format = "json"
+"#,
+        db_url = toml_str(&format!("sqlite://{}", db.display())),
+        sim = toml_str(sim_url),
+    );
+    let config_path = dir.join("kuper-bridge.toml");
+    std::fs::write(&config_path, config).with_context(|| format!("cannot write {}", config_path.display()))?;
+    let log = dir.join("gateway.log");
+    let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.arg("--config").arg(&config_path).arg("serve").current_dir(dir);
+    // Only our config counts: no environment override may change what is measured.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("KUPER_BRIDGE_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("RUST_LOG", "warn").stdin(std::process::Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
+    let child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
+    let pid = child.id().ok_or_else(|| anyhow!("the gateway exited at once"))?;
+    let mut gw = Gateway { child, pid, url: format!("http://127.0.0.1:{port}"), db, log };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        gw.check_alive()?;
+        if let Ok(r) = http.get(format!("{}/healthz", gw.url)).send().await {
+            if r.status().is_success() {
+                return Ok(gw);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the gateway did not answer /healthz within 30 s; its log:\n{}", gw.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load
+
+#[derive(Clone)]
+enum Target {
+    Webhook { url: String, template: Arc<String>, seq: Arc<AtomicU64> },
+    Healthz { url: String },
+}
+
+#[derive(serde::Deserialize)]
+struct CreatedAnswer {
+    status: String,
+}
+
+impl Target {
+    async fn send(&self, client: &reqwest::Client) -> Result<(), String> {
+        match self {
+            Target::Webhook { url, template, seq } => {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let uuid = format!("bench:{}", uuid::Uuid::new_v4());
+                let payload = body::fill(template, &body::order_id(n), &uuid);
+                let resp = client
+                    .post(url)
+                    .basic_auth(WEBHOOK_USER, Some(WEBHOOK_PASSWORD))
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(payload)
+                    .send()
+                    .await
+                    .map_err(|e| format!("transport: {e}"))?;
+                let status = resp.status().as_u16();
+                let bytes = resp.bytes().await.map_err(|e| format!("body: {e}"))?;
+                if status != 200 {
+                    return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)));
+                }
+                match serde_json::from_slice::<CreatedAnswer>(&bytes) {
+                    Ok(a) if a.status == "created" => Ok(()),
+                    _ => Err(format!("200 without status created: {}", String::from_utf8_lossy(&bytes))),
+                }
+            }
+            Target::Healthz { url } => {
+                let resp = client.get(url).send().await.map_err(|e| format!("transport: {e}"))?;
+                let status = resp.status().as_u16();
+                let _ = resp.bytes().await.map_err(|e| format!("body: {e}"))?;
+                if status == 200 {
+                    Ok(())
+                } else {
+                    Err(format!("HTTP {status}"))
+                }
+            }
+        }
+    }
+}
+
+fn load_client(pool: usize) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(pool)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+struct ClosedLoop {
+    concurrency: usize,
+    ok: usize,
+    errors: usize,
+    first_error: Option<String>,
+    elapsed: Duration,
+    rps: f64,
+    latency: Summary,
+    /// Throughput of the first and the second half of the successful requests: a gateway
+    /// that slows down as its database grows shows it here.
+    halves: (f64, f64),
+    client_cpu_s: f64,
+    gateway_cpu_s: f64,
+}
+
+impl ClosedLoop {
+    fn to_json(&self) -> Value {
+        json!({
+            "concurrency": self.concurrency,
+            "ok": self.ok,
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "rps": self.rps,
+            "latency": self.latency.to_json(),
+            "rps_first_half": self.halves.0,
+            "rps_second_half": self.halves.1,
+            "client_cpu_s": self.client_cpu_s,
+            "gateway_cpu_s": self.gateway_cpu_s,
+        })
+    }
+}
+
+/// `concurrency` connections, each sending its next request as soon as the previous one is
+/// answered, until `count` requests were sent or `cap` has passed.
+async fn closed_loop(
+    target: &Target,
+    concurrency: usize,
+    count: usize,
+    cap: Duration,
+    gw: &Gateway,
+) -> Result<ClosedLoop> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let (cpu0, own0) = (gw.cpu_secs().unwrap_or(0.0), own_cpu_secs());
+    let mut workers = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let client = load_client(1)?;
+        let target = target.clone();
+        let next = next.clone();
+        workers.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut errors = 0usize;
+            let mut first_error = None;
+            while next.fetch_add(1, Ordering::Relaxed) < count && started.elapsed() < cap {
+                let t = Instant::now();
+                match target.send(&client).await {
+                    Ok(()) => samples.push((t.elapsed(), started.elapsed())),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            (samples, errors, first_error)
+        }));
+    }
+    let mut samples = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for w in workers {
+        let (s, e, f) = w.await.context("a load worker panicked")?;
+        samples.extend(s);
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    let elapsed = started.elapsed();
+    let mut done: Vec<Duration> = samples.iter().map(|s| s.1).collect();
+    done.sort_unstable();
+    let halves = halves(&done);
+    let ok = samples.len();
+    Ok(ClosedLoop {
+        concurrency,
+        ok,
+        errors,
+        first_error,
+        elapsed,
+        rps: ok as f64 / elapsed.as_secs_f64().max(1e-9),
+        latency: Summary::of(samples.into_iter().map(|s| s.0).collect()),
+        halves,
+        client_cpu_s: own_cpu_secs() - own0,
+        gateway_cpu_s: gw.cpu_secs().unwrap_or(0.0) - cpu0,
+    })
+}
+
+fn halves(done: &[Duration]) -> (f64, f64) {
+    let n = done.len();
+    if n < 4 {
+        return (0.0, 0.0);
+    }
+    let mid = n / 2;
+    let t_mid = done[mid - 1].as_secs_f64().max(1e-9);
+    let t_end = done[n - 1].as_secs_f64();
+    (mid as f64 / t_mid, (n - mid) as f64 / (t_end - t_mid).max(1e-9))
+}
+
+struct OpenLoop {
+    rate: u32,
+    sent: usize,
+    ok: usize,
+    errors: usize,
+    first_error: Option<String>,
+    achieved_rps: f64,
+    /// From the request's scheduled send time: includes any queueing (no coordinated omission).
+    latency: Summary,
+    /// From the moment the request actually left.
+    service: Summary,
+}
+
+/// Requests at a fixed rate whatever the answers (open loop), at most 512 in flight.
+async fn open_loop(target: &Target, rate: u32, duration: Duration) -> Result<OpenLoop> {
+    let client = load_client(512)?;
+    let inflight = Arc::new(tokio::sync::Semaphore::new(512));
+    let n = (f64::from(rate) * duration.as_secs_f64()).round() as usize;
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let scheduled = started + period * u32::try_from(i).unwrap_or(u32::MAX);
+        tokio::time::sleep_until(scheduled).await;
+        let (client, target, inflight) = (client.clone(), target.clone(), inflight.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = inflight.acquire_owned().await;
+            let sent = tokio::time::Instant::now();
+            let r = target.send(&client).await;
+            let now = tokio::time::Instant::now();
+            (r, now - scheduled, now - sent, now)
+        }));
+    }
+    let mut lat = Vec::with_capacity(n);
+    let mut service = Vec::with_capacity(n);
+    let mut errors = 0;
+    let mut first_error = None;
+    let mut last = started;
+    for t in tasks {
+        let (r, l, s, at) = t.await.context("a request task panicked")?;
+        last = last.max(at);
+        match r {
+            Ok(()) => {
+                lat.push(l);
+                service.push(s);
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let ok = lat.len();
+    Ok(OpenLoop {
+        rate,
+        sent: n,
+        ok,
+        errors,
+        first_error,
+        achieved_rps: ok as f64 / (last - started).as_secs_f64().max(1e-9),
+        latency: Summary::of(lat),
+        service: Summary::of(service),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage ceiling
+
+struct StorageCeiling {
+    commits: usize,
+    rps: f64,
+    latency: Summary,
+    row_bytes: usize,
+}
+
+/// Raw SQLite: one row of the size of what the gateway writes per webhook (the body twice:
+/// raw in the audit log, parsed in the order document), one row per transaction, WAL,
+/// synchronous=FULL, on a file next to the gateway's database.
+async fn storage_ceiling(dir: &Path, payload: &str, count: usize, cap: Duration) -> Result<StorageCeiling> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    use sqlx::{ConnectOptions, Connection};
+    let path = dir.join("ceiling.db");
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let mut conn = options.connect().await.with_context(|| format!("cannot open {}", path.display()))?;
+    sqlx::query(
+        "CREATE TABLE rows (id INTEGER PRIMARY KEY, original_order_id TEXT UNIQUE, at INTEGER NOT NULL, data TEXT NOT NULL, body TEXT NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await?;
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        if started.elapsed() > cap {
+            break;
+        }
+        let t = Instant::now();
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT INTO rows (original_order_id, at, data, body) VALUES (?, ?, ?, ?)")
+            .bind(body::order_id(i as u64))
+            .bind(i as i64)
+            .bind(payload)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        samples.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    conn.close().await?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    let commits = samples.len();
+    Ok(StorageCeiling {
+        commits,
+        rps: commits as f64 / elapsed.as_secs_f64().max(1e-9),
+        latency: Summary::of(samples),
+        row_bytes: payload.len() * 2,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control calls (simulator and REST API)
+
+struct Ctl {
+    http: reqwest::Client,
+    sim: String,
+    app: String,
+}
+
+impl Ctl {
+    async fn create_sim_order(&self, positions: &Value) -> Result<String> {
+        let body = json!({
+            "target": format!("{}/kuper-webhook", self.app),
+            "auth": {"basic": format!("{WEBHOOK_USER}:{WEBHOOK_PASSWORD}")},
+            "store": "1184",
+            "positions": positions,
+        });
+        let resp = self.http.post(format!("{}/sim/v1/orders", self.sim)).json(&body).send().await?;
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.context("simulator answer is not JSON")?;
+        if status != 201 || v["merchantAnswer"]["status"] != 200 || v["check"]["ok"] != true {
+            bail!("creating an order through the simulator failed (HTTP {status}): {v}");
+        }
+        v["originalOrderId"].as_str().map(str::to_string).ok_or_else(|| anyhow!("no originalOrderId in {v}"))
+    }
+
+    async fn create_sim_orders(&self, positions: &Value, count: usize, concurrency: usize) -> Result<Vec<String>> {
+        let next = Arc::new(AtomicUsize::new(0));
+        let ctl = Arc::new(Ctl { http: self.http.clone(), sim: self.sim.clone(), app: self.app.clone() });
+        let positions = Arc::new(positions.clone());
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency.min(count.max(1)) {
+            let (next, ctl, positions) = (next.clone(), ctl.clone(), positions.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    ids.push(ctl.create_sim_order(&positions).await?);
+                }
+                Ok::<_, anyhow::Error>(ids)
+            }));
+        }
+        let mut ids = Vec::with_capacity(count);
+        for t in tasks {
+            ids.extend(t.await.context("an order-creating task panicked")??);
+        }
+        Ok(ids)
+    }
+
+    async fn act(&self, id: &str, action: &str) -> Result<u16> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/orders/{id}/{action}", self.app))
+            .bearer_auth(API_KEY)
+            .json(&json!({}))
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let _ = resp.bytes().await?;
+        Ok(status)
+    }
+
+    async fn outbox(&self, status: &str) -> Result<usize> {
+        let v: Value = self
+            .http
+            .get(format!("{}/api/v1/outbox?status={status}&limit=1000", self.app))
+            .bearer_auth(API_KEY)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(v["records"].as_array().map(Vec::len).unwrap_or(0))
+    }
+
+    async fn wait_drained(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.outbox("pending").await? == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the outbox still has pending notifications after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn sim_order(&self, id: &str) -> Result<Value> {
+        Ok(self.http.get(format!("{}/sim/v1/orders/{id}", self.sim)).send().await?.error_for_status()?.json().await?)
+    }
+
+    async fn sim_log(&self) -> Result<Vec<Value>> {
+        let v: Value = self
+            .http
+            .get(format!("{}/sim/v1/notifications", self.sim))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        match v {
+            Value::Array(a) => Ok(a),
+            other => bail!("the simulator log is not an array: {other}"),
+        }
+    }
+}
+
+fn unix_ms(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0)
+}
+
+fn at_ms(record: &Value) -> Option<i64> {
+    let at = record["at"].as_str()?;
+    Some(chrono::DateTime::parse_from_rfc3339(at).ok()?.timestamp_millis())
+}
+
+fn ms_duration(ms: f64) -> Duration {
+    Duration::from_secs_f64(ms.max(0.0) / 1e3)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Action → Kuper latency
+
+struct ActionLatency {
+    samples: usize,
+    /// REST call: request sent → 202.
+    round_trip: Summary,
+    /// 202 → the simulator's arrival timestamp (1 ms resolution, +0.5 ms mid-point).
+    to_kuper: Summary,
+    /// Request sent → arrival: what a store system waits for, end to end.
+    end_to_end: Summary,
+    /// 202 → seen by polling the simulator every ~1 ms (an upper bound).
+    polled: Summary,
+    /// Notifications that arrived before the 202 reached the client.
+    before_202: usize,
+}
+
+async fn action_latency(ctl: &Ctl, ids: &[String], gap: Duration) -> Result<ActionLatency> {
+    let mut rt = Vec::new();
+    let mut to_kuper = Vec::new();
+    let mut e2e = Vec::new();
+    let mut polled = Vec::new();
+    let mut before = 0;
+    // The first one also fetches the OAuth token and opens the connection to Kuper: not idle.
+    for (i, id) in ids.iter().enumerate() {
+        tokio::time::sleep(gap).await;
+        let sent_sys = unix_ms(SystemTime::now());
+        let sent = Instant::now();
+        let status = ctl.act(id, "start-assembly").await?;
+        let t202 = Instant::now();
+        let t202_sys = unix_ms(SystemTime::now());
+        if status != 202 {
+            bail!("start-assembly on {id} answered {status}, not 202");
+        }
+        let deadline = t202 + Duration::from_secs(10);
+        let arrived = loop {
+            let v = ctl.sim_order(id).await?;
+            let found = v["notifications"]
+                .as_array()
+                .and_then(|n| n.iter().find(|r| r["event"] == "order.in_work" && r["verdict"] == "accepted").cloned());
+            if let Some(r) = found {
+                break r;
+            }
+            if Instant::now() > deadline {
+                bail!("order.in_work of {id} did not reach the simulator within 10 s: {v}");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let seen = t202.elapsed();
+        let at = at_ms(&arrived).ok_or_else(|| anyhow!("no arrival time in {arrived}"))? as f64 + 0.5;
+        if i == 0 {
+            continue;
+        }
+        rt.push(t202 - sent);
+        if at < t202_sys {
+            before += 1;
+        }
+        to_kuper.push(ms_duration(at - t202_sys));
+        e2e.push(ms_duration(at - sent_sys));
+        polled.push(seen);
+    }
+    Ok(ActionLatency {
+        samples: rt.len(),
+        round_trip: Summary::of(rt),
+        to_kuper: Summary::of(to_kuper),
+        end_to_end: Summary::of(e2e),
+        polled: Summary::of(polled),
+        before_202: before,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch throughput and FIFO
+
+struct Dispatch {
+    orders: usize,
+    expected: usize,
+    accepted: usize,
+    rejected: usize,
+    faults: usize,
+    fifo_violations: usize,
+    incomplete: usize,
+    action_errors: usize,
+    actions_elapsed: Duration,
+    actions_rps: f64,
+    /// First action sent → last notification accepted by the simulator.
+    elapsed: Duration,
+    rps: f64,
+    /// Last action answered → last notification accepted.
+    tail: Duration,
+    gateway_cpu_s: f64,
+}
+
+async fn dispatch(ctl: &Ctl, ids: &[String], concurrency: usize, gw: &Gateway) -> Result<Dispatch> {
+    let cpu0 = gw.cpu_secs().unwrap_or(0.0);
+    let ids_arc = Arc::new(ids.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let ctl_arc = Arc::new(Ctl { http: ctl.http.clone(), sim: ctl.sim.clone(), app: ctl.app.clone() });
+    let first_sys = unix_ms(SystemTime::now());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (ids, next, errors, ctl) = (ids_arc.clone(), next.clone(), errors.clone(), ctl_arc.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(id) = ids.get(i) else { break };
+                // An order's actions one after the other (a store does them in sequence);
+                // different orders at once.
+                for action in A_ACTIONS {
+                    match ctl.act(id, action).await {
+                        Ok(202) => {}
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.context("an action task panicked")?;
+    }
+    let actions_elapsed = started.elapsed();
+    let actions_done_sys = unix_ms(SystemTime::now());
+    ctl.wait_drained(Duration::from_secs(300)).await?;
+    let gateway_cpu_s = gw.cpu_secs().unwrap_or(0.0) - cpu0;
+    let log = ctl.sim_log().await?;
+    let ours: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let mut arrivals = Vec::new();
+    let mut accepted_arrivals = Vec::new();
+    let (mut accepted, mut rejected, mut faults) = (0, 0, 0);
+    let mut last_at = 0i64;
+    for r in &log {
+        let Some(order) = r["originalOrderId"].as_str().filter(|o| ours.contains(o)) else { continue };
+        let event = r["event"].as_str().unwrap_or("");
+        let seq = r["seq"].as_u64().unwrap_or(0);
+        match r["verdict"].as_str() {
+            Some("accepted") | Some("repeat_accepted") => {
+                accepted += 1;
+                last_at = last_at.max(at_ms(r).unwrap_or(0));
+                accepted_arrivals.push(fifo::Arrival::new(order, event, seq));
+            }
+            Some("rejected") => rejected += 1,
+            _ => faults += 1,
+        }
+        if r["verdict"] != "fault" {
+            arrivals.push(fifo::Arrival::new(order, event, seq));
+        }
+    }
+    let elapsed = ms_duration(last_at as f64 + 0.5 - first_sys);
+    Ok(Dispatch {
+        orders: ids.len(),
+        expected: ids.len() * A_FLOW.len(),
+        accepted,
+        rejected,
+        faults,
+        fifo_violations: fifo::fifo_violations(&A_FLOW, &arrivals),
+        incomplete: fifo::incomplete_orders(&A_FLOW, ids, &accepted_arrivals),
+        action_errors: errors.load(Ordering::Relaxed),
+        actions_elapsed,
+        actions_rps: (ids.len() * A_ACTIONS.len()) as f64 / actions_elapsed.as_secs_f64().max(1e-9),
+        elapsed,
+        rps: accepted as f64 / elapsed.as_secs_f64().max(1e-9),
+        tail: ms_duration(last_at as f64 + 0.5 - actions_done_sys),
+        gateway_cpu_s,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem = procfs::status_bytes(&meminfo, "MemTotal").map(|b| b as f64 / MIB / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": model,
+        "mem_gib": mem,
+        "kernel": kernel,
+        "loadavg": loadavg(),
+    })
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+fn mib(bytes: Option<u64>) -> f64 {
+    bytes.map(|b| b as f64 / MIB).unwrap_or(f64::NAN)
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "✓"
+    } else {
+        "✗"
+    }
+}
+
+struct Row {
+    figure: String,
+    value: String,
+    target: String,
+    mark: String,
+}
+
+fn row(figure: impl Into<String>, value: impl Into<String>, target: impl Into<String>, mark: impl Into<String>) -> Row {
+    Row { figure: figure.into(), value: value.into(), target: target.into(), mark: mark.into() }
+}
+
+async fn run(args: Args) -> Result<bool> {
+    let plan = Plan::from(&args);
+    if args.concurrency.is_empty() || args.concurrency.contains(&0) {
+        bail!("--concurrency needs positive numbers, e.g. 1,8,32");
+    }
+    if args.rates.contains(&0) {
+        bail!("--rates needs positive numbers, e.g. 200,1000");
+    }
+    let bin = find_gateway(args.gateway_bin.as_deref())?;
+    let machine = machine();
+    let run_started = Instant::now();
+    let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    progress(format!(
+        "{} mode; gateway {}; {} × {}; load average {}",
+        if plan.quick { "quick" } else { "full" },
+        bin.display(),
+        machine["nproc"],
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["loadavg"].as_str().unwrap_or("?")
+    ));
+
+    let parent = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir(),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("kuper-bridge-bench-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("cannot create a temporary directory in {}", parent.display()))?;
+    let dir = tmp.path().to_path_buf();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let canonical = dir.canonicalize().unwrap_or(dir.clone());
+    let (device, fs) = procfs::mount_of(&mounts, &canonical.to_string_lossy()).unwrap_or_default();
+    progress(format!("database directory {} ({fs} on {device})", dir.display()));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the simulator")?;
+    let sim = kuper_bridge_sim::start(listener, kuper_bridge_sim::SimConfig::default()).await?;
+    let sim_url = sim.base_url();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let mut gw = spawn_gateway(&bin, &dir, &sim_url, &http).await?;
+    let ctl = Ctl { http: http.clone(), sim: sim_url.clone(), app: gw.url.clone() };
+    progress(format!("gateway pid {} at {}, simulator at {sim_url}", gw.pid, gw.url));
+
+    let result = measure(&plan, &args, &mut gw, &ctl, &dir).await;
+    let outcome = match result {
+        Ok(mut report) => {
+            report.json["machine"] = machine;
+            report.json["machine"]["loadavg_end"] = json!(loadavg());
+            report.json["machine"]["db_dir"] = json!({"path": dir.display().to_string(), "fs": fs, "device": device});
+            report.json["date"] = json!(date);
+            report.json["mode"] = json!(if plan.quick { "quick" } else { "full" });
+            report.json["gateway_bin"] = json!(bin.display().to_string());
+            report.json["wall_s"] = json!(run_started.elapsed().as_secs_f64());
+            print_table(&report, &date, &fs, &device);
+            if let Some(path) = &args.json {
+                std::fs::write(path, serde_json::to_string_pretty(&report.json)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                progress(format!("figures written to {}", path.display()));
+            }
+            Ok(report.correct)
+        }
+        Err(e) => Err(e.context(format!("gateway log tail:\n{}", gw.log_tail()))),
+    };
+    let _ = gw.child.kill().await;
+    sim.shutdown().await;
+    if args.keep {
+        let kept = tmp.keep();
+        progress(format!("kept {}", kept.display()));
+    }
+    progress(format!("done in {:.1} s", run_started.elapsed().as_secs_f64()));
+    outcome
+}
+
+struct Report {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    json: Value,
+    correct: bool,
+}
+
+async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Path) -> Result<Report> {
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let mut correct = true;
+
+    // Idle: the gateway has started, migrated and is waiting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_idle = gw.rss();
+    progress(format!("idle RSS {:.1} MiB", mib(rss_idle)));
+
+    let template = Arc::new(body::order_created_template(POSITIONS)?);
+    let fixture: Value = serde_json::from_str(body::FIXTURE)?;
+    let positions = Value::Array(body::positions(&fixture, POSITIONS)?);
+    let sample_body = body::fill(&template, &body::order_id(0), "bench:00000000-0000-0000-0000-000000000000");
+
+    // Storage ceiling, while the gateway is idle.
+    progress(format!("storage ceiling: {} single-row commits on {}", plan.storage_commits, dir.display()));
+    let ceiling = storage_ceiling(dir, &sample_body, plan.storage_commits, plan.storage_cap).await?;
+    progress(format!(
+        "  {:.0} commits/s, p50 {}, p99 {}",
+        ceiling.rps,
+        fmt_ms(ceiling.latency.p50),
+        fmt_ms(ceiling.latency.p99)
+    ));
+
+    // Webhook ingest.
+    let webhook = Target::Webhook {
+        url: format!("{}/kuper-webhook", gw.url),
+        template: template.clone(),
+        seq: Arc::new(AtomicU64::new(1)),
+    };
+    progress(format!("warm-up: {} order.created", plan.warmup));
+    let warm = closed_loop(&webhook, 8, plan.warmup, plan.level_cap, gw).await?;
+    if warm.errors > 0 {
+        bail!("warm-up: {} of {} webhooks failed: {}", warm.errors, plan.warmup, warm.first_error.unwrap_or_default());
+    }
+    let mut stored_orders = warm.ok;
+    let cpu_ingest0 = gw.cpu_secs().unwrap_or(0.0);
+    let mut ingest = Vec::new();
+    for &c in &args.concurrency {
+        progress(format!(
+            "order.created × {} ({POSITIONS} positions, {} B), {c} connection(s)",
+            plan.ingest_count,
+            sample_body.len()
+        ));
+        let r = closed_loop(&webhook, c, plan.ingest_count, plan.level_cap, gw).await?;
+        gw.check_alive()?;
+        progress(format!(
+            "  {:.0} req/s, p50 {}, p99 {}, p99.9 {}, errors {}{}",
+            r.rps,
+            fmt_ms(r.latency.p50),
+            fmt_ms(r.latency.p99),
+            fmt_ms(r.latency.p999),
+            r.errors,
+            r.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        ));
+        stored_orders += r.ok;
+        ingest.push(r);
+    }
+    let ingest_cpu = gw.cpu_secs().unwrap_or(0.0) - cpu_ingest0;
+    let ingest_ok: usize = ingest.iter().map(|r| r.ok).sum();
+    let (db_after_ingest, wal_after_ingest) = gw.db_bytes();
+
+    // HTTP ceiling: the same closed loop against /healthz.
+    let healthz = Target::Healthz { url: format!("{}/healthz", gw.url) };
+    let mut ceilings = Vec::new();
+    for &c in &args.concurrency {
+        progress(format!("GET /healthz × {}, {c} connection(s)", plan.healthz_count));
+        let r = closed_loop(&healthz, c, plan.healthz_count, plan.healthz_cap, gw).await?;
+        progress(format!("  {:.0} req/s, p50 {}, p99 {}", r.rps, fmt_ms(r.latency.p50), fmt_ms(r.latency.p99)));
+        ceilings.push(r);
+    }
+
+    // Fixed rate.
+    let mut fixed = Vec::new();
+    for &rate in &args.rates {
+        progress(format!("order.created at {rate} req/s for {:.1} s", plan.rate_duration.as_secs_f64()));
+        let r = open_loop(&webhook, rate, plan.rate_duration).await?;
+        gw.check_alive()?;
+        progress(format!(
+            "  achieved {:.0} req/s, p50 {}, p99 {}, errors {}",
+            r.achieved_rps,
+            fmt_ms(r.latency.p50),
+            fmt_ms(r.latency.p99),
+            r.errors
+        ));
+        stored_orders += r.ok;
+        fixed.push(r);
+    }
+
+    // Action → Kuper, idle.
+    let n_lat = plan.latency_samples + 1;
+    progress(format!("action → Kuper: {n_lat} orders through the simulator, one start-assembly at a time"));
+    let lat_ids = ctl.create_sim_orders(&positions, n_lat, 4).await?;
+    stored_orders += lat_ids.len();
+    ctl.wait_drained(Duration::from_secs(30)).await?;
+    let lat = action_latency(ctl, &lat_ids, plan.latency_gap).await?;
+    progress(format!(
+        "  202 → Kuper p50 {}, p99 {} (request → 202 p50 {}; polled p50 {})",
+        fmt_ms(lat.to_kuper.p50),
+        fmt_ms(lat.to_kuper.p99),
+        fmt_ms(lat.round_trip.p50),
+        fmt_ms(lat.polled.p50)
+    ));
+    ctl.wait_drained(Duration::from_secs(30)).await?;
+
+    // Dispatch throughput.
+    progress(format!("dispatch: {} orders through the simulator", plan.dispatch_orders));
+    let (db0, wal0) = gw.db_bytes();
+    let cpu_life0 = gw.cpu_secs().unwrap_or(0.0);
+    let create_started = Instant::now();
+    let ids = ctl.create_sim_orders(&positions, plan.dispatch_orders, 16).await?;
+    let create_elapsed = create_started.elapsed();
+    stored_orders += ids.len();
+    progress(format!(
+        "  created in {:.1} s; {} actions from 32 connections (3 per order, in sequence per order)",
+        create_elapsed.as_secs_f64(),
+        ids.len() * 3
+    ));
+    let d = dispatch(ctl, &ids, 32, gw).await?;
+    let lifecycle_cpu = gw.cpu_secs().unwrap_or(0.0) - cpu_life0;
+    let (db1, wal1) = gw.db_bytes();
+    progress(format!(
+        "  {}/{} notifications accepted, {:.0}/s (first action → last arrival {:.2} s), FIFO violations {}, rejected {}",
+        d.accepted,
+        d.expected,
+        d.rps,
+        d.elapsed.as_secs_f64(),
+        d.fifo_violations,
+        d.rejected
+    ));
+
+    // Resources after the load.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    gw.check_alive()?;
+    let rss_after = gw.rss();
+    let rss_peak = gw.peak_rss();
+    let (db_end, wal_end) = gw.db_bytes();
+
+    // ---- correctness
+    let ingest_errors: usize =
+        ingest.iter().map(|r| r.errors).sum::<usize>() + fixed.iter().map(|r| r.errors).sum::<usize>();
+    if ingest_errors > 0 {
+        correct = false;
+        notes.push(format!("{ingest_errors} webhook(s) were not answered 200 created"));
+    }
+    if d.fifo_violations > 0 || d.incomplete > 0 || d.rejected > 0 || d.action_errors > 0 || d.accepted < d.expected {
+        correct = false;
+        notes.push(format!(
+            "dispatch: {} FIFO violation(s), {} incomplete order(s), {} rejection(s), {} action error(s)",
+            d.fifo_violations, d.incomplete, d.rejected, d.action_errors
+        ));
+    }
+
+    // ---- table
+    let best_ingest = ingest.iter().map(|r| r.rps).fold(0.0, f64::max);
+    for r in &ingest {
+        let is_best = (r.rps - best_ingest).abs() < f64::EPSILON;
+        rows.push(row(
+            format!("order.created, {} conn.", r.concurrency),
+            format!(
+                "**{} /s** · p50 {} · p99 {} · p99.9 {} · {} errors",
+                thousands(r.rps),
+                fmt_ms(r.latency.p50),
+                fmt_ms(r.latency.p99),
+                fmt_ms(r.latency.p999),
+                r.errors
+            ),
+            if is_best { "≥ 5,000 /s" } else { "" },
+            if is_best { mark(best_ingest >= TARGET_INGEST_RPS) } else { "" },
+        ));
+    }
+    for r in &fixed {
+        let target = if r.rate == 1000 { "p99 ≤ 20 ms" } else { "" };
+        let m = if r.rate == 1000 { mark(r.latency.p99 <= TARGET_P99_AT_1000 && r.errors == 0) } else { "" };
+        rows.push(row(
+            format!("order.created at {} /s (fixed rate)", thousands(f64::from(r.rate))),
+            format!(
+                "p50 {} · p99 {} · achieved {} /s · {} errors",
+                fmt_ms(r.latency.p50),
+                fmt_ms(r.latency.p99),
+                thousands(r.achieved_rps),
+                r.errors
+            ),
+            target,
+            m,
+        ));
+    }
+    rows.push(row(
+        "action 202 → notification at Kuper (idle)",
+        format!(
+            "p50 {} · p99 {} ({} samples; request → 202 p50 {})",
+            fmt_ms(lat.to_kuper.p50),
+            fmt_ms(lat.to_kuper.p99),
+            lat.samples,
+            fmt_ms(lat.round_trip.p50)
+        ),
+        "p50 ≤ 5 ms",
+        mark(lat.to_kuper.p50 <= TARGET_ACTION_P50),
+    ));
+    rows.push(row(
+        "dispatch to Kuper",
+        format!(
+            "**{} notifications/s** ({} in {:.2} s; actions {} /s) · FIFO violations {} · rejected {}",
+            thousands(d.rps),
+            d.accepted,
+            d.elapsed.as_secs_f64(),
+            thousands(d.actions_rps),
+            d.fifo_violations,
+            d.rejected
+        ),
+        "≥ 2,000 /s; FIFO 0",
+        mark(d.rps >= TARGET_DISPATCH_RPS && d.fifo_violations == 0),
+    ));
+    rows.push(row(
+        "gateway RSS idle (after start)",
+        format!("{:.1} MiB (after the load: {:.1} MiB)", mib(rss_idle), mib(rss_after)),
+        "≤ 30 MiB",
+        mark(mib(rss_idle) <= TARGET_IDLE_RSS_MIB),
+    ));
+    rows.push(row(
+        "gateway RSS peak (VmHWM)",
+        format!("{:.1} MiB", mib(rss_peak)),
+        "≤ 150 MiB",
+        mark(mib(rss_peak) <= TARGET_PEAK_RSS_MIB),
+    ));
+    let cpu_per_k_ingest = ingest_cpu / ingest_ok.max(1) as f64 * 1000.0;
+    let cpu_per_k_life = lifecycle_cpu / d.orders.max(1) as f64 * 1000.0;
+    rows.push(row(
+        "gateway CPU per 1,000 orders",
+        format!("{cpu_per_k_ingest:.2} CPU-s (order.created only) · {cpu_per_k_life:.2} CPU-s (created + 3 actions + 3 notifications)"),
+        "",
+        "",
+    ));
+    let db_per_k_ingest =
+        (db_after_ingest + wal_after_ingest) as f64 / (warm.ok + ingest_ok).max(1) as f64 * 1000.0 / MIB;
+    let db_per_k_life = ((db1 + wal1) as f64 - (db0 + wal0) as f64) / d.orders.max(1) as f64 * 1000.0 / MIB;
+    rows.push(row(
+        "database per 1,000 orders (.db + -wal)",
+        format!(
+            "{db_per_k_ingest:.1} MiB (order.created only) · {db_per_k_life:.1} MiB (full flow); {:.0} MiB for {} orders at the end",
+            (db_end + wal_end) as f64 / MIB,
+            thousands(stored_orders as f64)
+        ),
+        "",
+        "",
+    ));
+    // References.
+    let best_ceiling = ceilings.iter().map(|r| r.rps).fold(0.0, f64::max);
+    for (r, h) in ingest.iter().zip(&ceilings) {
+        rows.push(row(
+            format!("ref: GET /healthz, {} conn. (HTTP ceiling)", h.concurrency),
+            format!(
+                "{} /s · p50 {} · order.created is {:.1} % of it",
+                thousands(h.rps),
+                fmt_ms(h.latency.p50),
+                100.0 * r.rps / h.rps.max(1e-9)
+            ),
+            "",
+            "",
+        ));
+    }
+    rows.push(row(
+        "ref: SQLite commits/s, 1 row/tx, WAL, synchronous=FULL (storage ceiling)",
+        format!(
+            "{} /s · p50 {} · p99 {} ({} B rows) · best order.created is {:.2}× it",
+            thousands(ceiling.rps),
+            fmt_ms(ceiling.latency.p50),
+            fmt_ms(ceiling.latency.p99),
+            ceiling.row_bytes,
+            best_ingest / ceiling.rps.max(1e-9)
+        ),
+        "",
+        "",
+    ));
+
+    notes.push(format!(
+        "client (this process: load generator + simulator) CPU during the ingest runs: {}",
+        ingest
+            .iter()
+            .map(|r| format!(
+                "{} conn. {:.1} CPU-s / {:.1} s wall (gateway {:.1} CPU-s)",
+                r.concurrency,
+                r.client_cpu_s,
+                r.elapsed.as_secs_f64(),
+                r.gateway_cpu_s
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    notes.push(format!(
+        "ingest throughput first half → second half: {}",
+        ingest
+            .iter()
+            .map(|r| format!("{} conn. {:.0} → {:.0} /s", r.concurrency, r.halves.0, r.halves.1))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    notes.push(format!(
+        "action → Kuper: end to end (request sent → arrival) p50 {} p99 {}; seen by 1 ms polling p50 {}; {} of {} arrived before the 202 reached the client",
+        fmt_ms(lat.end_to_end.p50),
+        fmt_ms(lat.end_to_end.p99),
+        fmt_ms(lat.polled.p50),
+        lat.before_202,
+        lat.samples
+    ));
+    notes.push(format!(
+        "dispatch: actions took {:.2} s; last notification {:.2} s after the last action's answer; {} orders created through the simulator in {:.1} s",
+        d.actions_elapsed.as_secs_f64(),
+        d.tail.as_secs_f64(),
+        d.orders,
+        create_elapsed.as_secs_f64()
+    ));
+
+    let json = json!({
+        "targets": {
+            "ingest_rps": {"target": TARGET_INGEST_RPS, "value": best_ingest, "met": best_ingest >= TARGET_INGEST_RPS},
+            "p99_at_1000_ms": {
+                "target": 20.0,
+                "value": fixed.iter().find(|r| r.rate == 1000).map(|r| kuper_bridge_bench::stats::ms(r.latency.p99)),
+                "met": fixed.iter().find(|r| r.rate == 1000).map(|r| r.latency.p99 <= TARGET_P99_AT_1000 && r.errors == 0),
+            },
+            "action_p50_ms": {"target": 5.0, "value": kuper_bridge_bench::stats::ms(lat.to_kuper.p50), "met": lat.to_kuper.p50 <= TARGET_ACTION_P50},
+            "dispatch_rps": {"target": TARGET_DISPATCH_RPS, "value": d.rps, "met": d.rps >= TARGET_DISPATCH_RPS},
+            "idle_rss_mib": {"target": TARGET_IDLE_RSS_MIB, "value": mib(rss_idle), "met": mib(rss_idle) <= TARGET_IDLE_RSS_MIB},
+            "peak_rss_mib": {"target": TARGET_PEAK_RSS_MIB, "value": mib(rss_peak), "met": mib(rss_peak) <= TARGET_PEAK_RSS_MIB},
+        },
+        "ingest": ingest.iter().map(ClosedLoop::to_json).collect::<Vec<_>>(),
+        "healthz": ceilings.iter().map(ClosedLoop::to_json).collect::<Vec<_>>(),
+        "fixed_rate": fixed.iter().map(|r| json!({
+            "rate": r.rate, "sent": r.sent, "ok": r.ok, "errors": r.errors, "first_error": r.first_error,
+            "achieved_rps": r.achieved_rps, "latency_from_schedule": r.latency.to_json(), "latency_from_send": r.service.to_json(),
+        })).collect::<Vec<_>>(),
+        "storage_ceiling": {"commits": ceiling.commits, "rps": ceiling.rps, "latency": ceiling.latency.to_json(), "row_bytes": ceiling.row_bytes},
+        "action_to_kuper": {
+            "samples": lat.samples, "to_kuper": lat.to_kuper.to_json(), "round_trip": lat.round_trip.to_json(),
+            "end_to_end": lat.end_to_end.to_json(), "polled": lat.polled.to_json(), "before_202": lat.before_202,
+        },
+        "dispatch": {
+            "orders": d.orders, "expected": d.expected, "accepted": d.accepted, "rejected": d.rejected, "faults": d.faults,
+            "fifo_violations": d.fifo_violations, "incomplete_orders": d.incomplete, "action_errors": d.action_errors,
+            "actions_elapsed_s": d.actions_elapsed.as_secs_f64(), "actions_rps": d.actions_rps,
+            "elapsed_s": d.elapsed.as_secs_f64(), "rps": d.rps, "tail_s": d.tail.as_secs_f64(), "gateway_cpu_s": d.gateway_cpu_s,
+            "create_elapsed_s": create_elapsed.as_secs_f64(),
+        },
+        "resources": {
+            "rss_idle_mib": mib(rss_idle), "rss_after_load_mib": mib(rss_after), "rss_peak_mib": mib(rss_peak),
+            "cpu_s_per_1000_created": cpu_per_k_ingest, "cpu_s_per_1000_lifecycle": cpu_per_k_life,
+            "db_mib_per_1000_created": db_per_k_ingest, "db_mib_per_1000_lifecycle": db_per_k_life,
+            "db_bytes_end": db_end, "wal_bytes_end": wal_end, "orders_stored": stored_orders,
+        },
+        "body_bytes": sample_body.len(),
+        "positions": POSITIONS,
+        "correct": correct,
+    });
+    Ok(Report { rows, notes, json, correct })
+}
+
+fn print_table(report: &Report, date: &str, fs: &str, device: &str) {
+    let m = &report.json["machine"];
+    println!();
+    println!(
+        "kuper-bridge benchmark · {date} · {} mode · {} × {} · {:.1} GiB · kernel {} · database on {fs} ({device}) · load average {} → {}",
+        report.json["mode"].as_str().unwrap_or("?"),
+        m["nproc"],
+        m["cpu"].as_str().unwrap_or("?"),
+        m["mem_gib"].as_f64().unwrap_or(f64::NAN),
+        m["kernel"].as_str().unwrap_or("?"),
+        m["loadavg"].as_str().unwrap_or("?"),
+        m["loadavg_end"].as_str().unwrap_or("?"),
+    );
+    println!();
+    println!("| figure | value | target | |");
+    println!("| --- | --- | --- | --- |");
+    for r in &report.rows {
+        println!("| {} | {} | {} | {} |", r.figure, r.value, r.target, r.mark);
+    }
+    println!();
+    for n in &report.notes {
+        println!("- {n}");
+    }
+    println!();
+}
