@@ -1272,7 +1272,6 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
         "",
     ));
     // References.
-    let best_ceiling = ceilings.iter().map(|r| r.rps).fold(0.0, f64::max);
     for (r, h) in ingest.iter().zip(&ceilings) {
         rows.push(row(
             format!("ref: GET /healthz, {} conn. (HTTP ceiling)", h.concurrency),

@@ -336,10 +336,11 @@ impl Config {
         if self.server.body_limit < 1024 {
             problems.push("server.body_limit: at least 1024 bytes".into());
         }
-        if !self.database.url.starts_with("sqlite:") {
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             problems.push(format!(
-                "database.url: {:?} — only sqlite://PATH is supported in this version",
-                kuper_bridge_storage::redact_url(&self.database.url)
+                "database.url: {:?} — expected sqlite://PATH or postgres://USER@HOST/DB",
+                kuper_bridge_storage::redact_url(url)
             ));
         }
         let offset = parse_offset(&self.defaults.timezone_offset).unwrap_or_else(|| {

@@ -281,16 +281,15 @@ async fn locked_database_answers_503_then_recovers() {
     let env = Env::with(|c| c.database.busy_timeout_ms = 200).await;
     let id = id_of(&env.create_order(json!({"store": "1184"})).await);
     let url = env.config.database.url.clone();
-    let mut locker = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
-    sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker).await.unwrap();
+    // Another process holds the write lock for longer than the gateway waits for it.
+    let locker = Locker::hold(&url).await;
     let paid = json!({"event_type": "order.paid", "payload": {"originalOrderId": id}}).to_string();
     let (status, v) = post_webhook(&env, good_auth(), paid.clone()).await;
     assert_eq!(status, 503, "{v}");
     assert_eq!(v["error"]["code"], "storage_unavailable");
     let (status, _) = env.act(&id, "start-assembly", json!({})).await;
     assert_eq!(status, 503);
-    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
-    drop(locker);
+    locker.release().await;
     let (status, _) = post_webhook(&env, good_auth(), paid).await;
     assert_eq!(status, 200, "recovered without a restart");
     assert_eq!(env.order(&id).await["paymentState"], "paid");
@@ -310,12 +309,10 @@ async fn secrets_never_reach_the_audit_log() {
     post_webhook(&env, Some(("authorization", "Bearer kuper-bearer-token".into())), paid.clone()).await;
     post_webhook(&env, Some(("client-token", "kuper-client-token".into())), paid.clone()).await;
     post_webhook(&env, Some(("authorization", basic("kuper:guessed-password"))), paid).await;
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&env.config.database.url).await.unwrap();
-    let rows: Vec<(Option<String>, Option<String>, Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT headers, body, response, detail FROM events").fetch_all(&mut db).await.unwrap();
+    let rows = text_rows(&env.config.database.url, "SELECT headers, body, response, detail FROM events").await;
     assert!(rows.len() >= 6, "the exchanges were recorded");
     let all: String =
-        rows.iter().flat_map(|r| [&r.0, &r.1, &r.2, &r.3]).flatten().cloned().collect::<Vec<_>>().join("\n");
+        rows.iter().flatten().flatten().cloned().collect::<Vec<_>>().join("\n");
     for secret in [
         basic(WEBHOOK_USER).trim_start_matches("Basic ").to_string(),
         basic("kuper:guessed-password").trim_start_matches("Basic ").to_string(),
@@ -329,4 +326,37 @@ async fn secrets_never_reach_the_audit_log() {
     }
     assert!(all.contains("[redacted]"), "headers are kept, redacted");
     env.shutdown().await;
+}
+
+/// Holds every table of the gateway's database locked from another connection.
+enum Locker {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Locker {
+    async fn hold(url: &str) -> Self {
+        use sqlx::Connection;
+        if url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+            sqlx::query("LOCK TABLE orders, outbox, events IN ACCESS EXCLUSIVE MODE").execute(&mut c).await.unwrap();
+            Locker::Postgres(c)
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query("BEGIN EXCLUSIVE").execute(&mut c).await.unwrap();
+            Locker::Sqlite(c)
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Locker::Sqlite(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+            }
+            Locker::Postgres(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+            }
+        }
+    }
 }

@@ -9,7 +9,7 @@ async fn conformance(format: &str, auth: &str) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let kuper_url = format!("http://{}", listener.local_addr().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let mut config = base_config(dir.path(), &kuper_url);
+    let mut config = base_config(dir.path(), &kuper_url).await;
     config.kuper.notification_format = format.into();
     if auth == "client-token" {
         // The v3 API: a static Client-Token plus Api-Version: 3.0, to /v3/notifications.
@@ -31,6 +31,7 @@ async fn conformance(format: &str, auth: &str) {
     assert_eq!(junit.matches("<testcase").count(), runner::catalogue().len());
     assert!(!junit.contains("<failure"));
     app.stop().await;
+    drop_test_database(&config.database.url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,7 +177,7 @@ async fn sigkill_mid_stream_loses_nothing() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut config = base_config(dir.path(), &sim_url);
+    let mut config = base_config(dir.path(), &sim_url).await;
     config.server.listen = format!("127.0.0.1:{port}");
     let config_path = dir.path().join("kuper-bridge.toml");
     std::fs::write(&config_path, toml_of(&config)).unwrap();
@@ -241,6 +241,8 @@ async fn sigkill_mid_stream_loses_nothing() {
         }
     }
     child.kill().await.unwrap();
+    let _ = child.wait().await;
+    drop_test_database(&config.database.url).await;
     sim.shutdown().await;
 }
 

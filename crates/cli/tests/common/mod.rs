@@ -24,10 +24,62 @@ pub struct Env {
     pub http: reqwest::Client,
 }
 
-pub fn base_config(dir: &std::path::Path, sim_url: &str) -> Config {
+/// The suite runs on SQLite by default and on PostgreSQL with
+/// `KUPER_BRIDGE_TEST_BACKEND=postgres` (CI runs both). Each test gets its own database.
+pub fn backend_is_postgres() -> bool {
+    std::env::var("KUPER_BRIDGE_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+fn pg_server() -> String {
+    std::env::var("KUPER_BRIDGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, empty database for one test.
+pub async fn test_database_url(dir: &std::path::Path) -> String {
+    if !backend_is_postgres() {
+        return format!("sqlite://{}", dir.join("kuper-bridge.db").display());
+    }
+    use sqlx::Connection;
+    let server = pg_server();
+    let mut admin = sqlx::PgConnection::connect(&server)
+        .await
+        .unwrap_or_else(|e| panic!("KUPER_BRIDGE_TEST_BACKEND=postgres but {server} is unreachable: {e}"));
+    let name = format!("kb_e2e_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
+    let base = server.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(server);
+    format!("{base}/{name}")
+}
+
+/// Drops a test's PostgreSQL database (best effort; SQLite files go with the temp dir).
+pub async fn drop_test_database(url: &str) {
+    if !url.starts_with("postgres") {
+        return;
+    }
+    use sqlx::Connection;
+    if let (Ok(mut admin), Some((_, name))) = (sqlx::PgConnection::connect(&pg_server()).await, url.rsplit_once('/')) {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+    }
+}
+
+/// Text columns of a query, on whichever backend the test runs (for checks that read the
+/// database directly, like the audit-log secrets test).
+pub async fn text_rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    use sqlx::{Connection, Row};
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+        let rows = sqlx::query(sql).fetch_all(&mut c).await.expect("query");
+        rows.iter().map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i).ok().flatten()).collect()).collect()
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.expect("connect");
+        let rows = sqlx::query(sql).fetch_all(&mut c).await.expect("query");
+        rows.iter().map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i).ok().flatten()).collect()).collect()
+    }
+}
+
+pub async fn base_config(dir: &std::path::Path, sim_url: &str) -> Config {
     let mut c = Config::default();
     c.server.listen = "127.0.0.1:0".into();
-    c.database.url = format!("sqlite://{}", dir.join("kuper-bridge.db").display());
+    c.database.url = test_database_url(dir).await;
     c.kuper.base_url = sim_url.to_string();
     c.kuper.client_id = "sim-client".into();
     c.kuper.client_secret = "sim-secret".into();
@@ -75,7 +127,7 @@ impl Env {
         let sim = start_sim(sim_config).await;
         let sim_url = sim.base_url();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = base_config(dir.path(), &sim_url);
+        let mut config = base_config(dir.path(), &sim_url).await;
         tune(&mut config);
         let app = start_app(&config).await;
         let app_url = app.url();
@@ -211,6 +263,7 @@ impl Env {
         if let Some(app) = self.app.take() {
             app.stop().await;
         }
+        drop_test_database(&self.config.database.url).await;
         if let Some(sim) = self.sim.take() {
             sim.shutdown().await;
         }
