@@ -157,6 +157,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A worker-only process (`server.role = "worker"`): probes and metrics, no webhook, no API.
+pub fn worker_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(webhook::health))
+        .route("/readyz", get(api::ready))
+        .route("/metrics", get(api::metrics))
+        .fallback(|| async { ApiError::not_found("this process runs the dispatcher only (server.role = \"worker\")") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::middleware::from_fn(json_errors))
+        .with_state(state)
+}
+
 /// Latency histogram per route and one grep-able log line per request.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();

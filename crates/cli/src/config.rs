@@ -84,8 +84,19 @@ pub struct Server {
     pub webhook_path: String,
     /// Largest accepted request body, bytes (protocol.md §4: 1 MiB).
     pub body_limit: usize,
-    /// Run the notification dispatcher in this process.
-    pub dispatcher: bool,
+    /// `all` (default): webhooks, REST API and the notification dispatcher; `api`: webhooks
+    /// and REST API only; `worker`: the dispatcher plus /healthz, /readyz and /metrics.
+    pub role: String,
+}
+
+impl Server {
+    pub fn runs_dispatcher(&self) -> bool {
+        self.role != "api"
+    }
+
+    pub fn serves_api(&self) -> bool {
+        self.role != "worker"
+    }
 }
 
 impl Default for Server {
@@ -94,7 +105,7 @@ impl Default for Server {
             listen: "127.0.0.1:8080".into(),
             webhook_path: "/kuper-webhook".into(),
             body_limit: 1024 * 1024,
-            dispatcher: true,
+            role: "all".into(),
         }
     }
 }
@@ -332,6 +343,9 @@ impl Config {
         }
         if !self.server.webhook_path.starts_with('/') || self.server.webhook_path.starts_with("/api/") {
             problems.push("server.webhook_path: must start with / and lie outside /api/".into());
+        }
+        if !matches!(self.server.role.as_str(), "all" | "api" | "worker") {
+            problems.push(format!("server.role: {:?} — expected all, api or worker", self.server.role));
         }
         if self.server.body_limit < 1024 {
             problems.push("server.body_limit: at least 1024 bytes".into());

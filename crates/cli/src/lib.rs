@@ -39,7 +39,7 @@ impl Running {
 
 /// Opens storage, applies migrations and starts serving on `listener`.
 pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::TcpListener) -> anyhow::Result<Running> {
-    let lock = if config.server.dispatcher { lock_sqlite(&config.database.url)? } else { None };
+    let lock = if config.server.runs_dispatcher() { lock_sqlite(&config.database.url)? } else { None };
     let store = kuper_bridge_storage::open(&config.database.url, &config.database.store_options()).await?;
     store.migrate().await?;
     let addr = listener.local_addr()?;
@@ -63,14 +63,14 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
         unauthenticated_audit: Arc::new(kuper_bridge_app::AuditBudget::new(60)),
     };
     let mut tasks = Vec::new();
-    let app = kuper_bridge_app::router(state);
+    let app = if config.server.serves_api() { kuper_bridge_app::router(state) } else { kuper_bridge_app::worker_router(state) };
     let token = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = kuper_bridge_app::serve(listener, app, async move { token.cancelled().await }).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }));
-    if config.server.dispatcher {
+    if config.server.runs_dispatcher() {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), resolved.dispatcher, dispatch_metrics, owner)?);
         let token = shutdown.clone();

@@ -54,6 +54,10 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// all (default): webhooks, REST API and dispatcher; api: no dispatcher; worker: the
+    /// dispatcher only (plus /healthz, /readyz, /metrics). Overrides server.role.
+    #[arg(long)]
+    role: Option<String>,
     /// Also run a fake Kuper in this process, point the gateway at it and feed it demo orders
     /// of every scheme. For trying kuper-bridge out; never in production.
     #[arg(long)]
@@ -313,6 +317,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             init_logging(&config);
+            if let Some(role) = args.role {
+                config.server.role = role;
+            }
             let mut sandbox = None;
             if args.sandbox {
                 sandbox = Some(sandbox::start(&mut config, &args.sandbox_listen).await?);

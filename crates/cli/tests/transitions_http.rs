@@ -107,7 +107,7 @@ async fn outbox_of(env: &Env, number: &str) -> Vec<Value> {
 async fn every_action_in_every_reachable_state() {
     let env = Env::with(|c| {
         // Outbox rows stay where the action put them.
-        c.server.dispatcher = false;
+        c.server.role = "api".into();
         c.stores.push(StoreConfig {
             id: "rest-merchant-1".into(),
             delivery: Some("merchant".into()),

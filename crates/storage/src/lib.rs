@@ -2,8 +2,11 @@
 //! outbox. Backends implement [`Store`]; every operation that changes an order writes the
 //! order, its outbox rows and its timeline entries in one transaction.
 
+mod common;
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -231,14 +234,15 @@ pub struct OutboxStats {
     pub oldest_pending_at: Option<i64>,
 }
 
-/// The storage boundary. A second backend (PostgreSQL) implements the same trait.
+/// The storage boundary, implemented by [`SqliteStore`] and [`PgStore`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<()>;
     /// Database reachable and migrations applied.
     async fn ready(&self) -> Result<()>;
-    /// Signalled after every commit that adds due outbox work.
+    /// Signalled after every commit that adds due outbox work (on PostgreSQL also when another
+    /// replica commits such work).
     fn outbox_signal(&self) -> Arc<Notify>;
 
     /// Stores a webhook and its effects, plus its audit entry, in one transaction.
@@ -280,7 +284,8 @@ pub trait Store: Send + Sync + 'static {
     async fn complete_attempt(&self, id: i64, lease: &str, report: AttemptReport) -> Result<()>;
     /// When the next head of a queue becomes claimable (for the dispatcher's sleep).
     async fn next_due_at(&self, now_ms: i64) -> Result<Option<i64>>;
-    /// Drops leases left by a process that is gone (single-process backends only).
+    /// Drops leases left by a process that is gone (single-process backends only; PostgreSQL
+    /// serves several replicas and never releases a lease early: expiry handles dead ones).
     async fn release_stale_leases(&self, owner: &str) -> Result<u64>;
 
     async fn list_outbox(&self, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxRecord>>;
@@ -302,7 +307,8 @@ pub enum ActionRequest {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// How long a write waits for another process's write lock before failing (then the
-    /// webhook is answered 503 and Kuper retries).
+    /// webhook is answered 503 and Kuper retries). On PostgreSQL this is `lock_timeout`: how
+    /// long a write waits for another replica's lock on the same order.
     pub busy_timeout: std::time::Duration,
 }
 
@@ -317,10 +323,10 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url, options).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Err(StoreError::Config("PostgreSQL support is not built yet (database.url); use sqlite://PATH".into()))
+        Ok(Arc::new(PgStore::open(url, options).await?))
     } else {
         Err(StoreError::Config(format!(
-            "unsupported database.url scheme in {:?}; expected sqlite://PATH",
+            "unsupported database.url scheme in {:?}; expected sqlite://PATH or postgres://USER@HOST/DB",
             redact_url(url)
         )))
     }

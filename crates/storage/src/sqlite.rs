@@ -3,6 +3,7 @@
 //! Write transactions start with `BEGIN IMMEDIATE` so another process's writer is waited for
 //! (busy_timeout) instead of failing on lock upgrade.
 
+use crate::common::{self, event_from_row, order_from_row, outbox_from_row, PickupCheck};
 use crate::{
     now_ms, ActionRequest, ActionResult, AttemptOutcome, AttemptReport, EventRecord, Exchange, IngestResult,
     OrderFilter, OutboxRecord, OutboxStats, OutboxStatus, PickupVerification, Result, Store, StoreError, StoredOrder,
@@ -12,7 +13,7 @@ use kuper_bridge_domain::engine::{self, kuper_state_after_ack};
 use kuper_bridge_domain::{Action, Order, Policy};
 use kuper_bridge_wire::{CreatedAnswer, NotificationEvent, WebhookEnvelope, WebhookEvent};
 use rand::Rng;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -61,63 +62,6 @@ impl SqliteStore {
     async fn begin(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
-}
-
-fn order_from_row(row: &SqliteRow) -> Result<StoredOrder> {
-    let data: String = row.try_get("data")?;
-    Ok(StoredOrder {
-        id: row.try_get("id")?,
-        order: serde_json::from_str(&data)?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-fn outbox_from_row(row: &SqliteRow) -> Result<OutboxRecord> {
-    let status: String = row.try_get("status")?;
-    Ok(OutboxRecord {
-        id: row.try_get("id")?,
-        order_id: row.try_get("order_id")?,
-        kind: row.try_get("kind")?,
-        event: row.try_get("event")?,
-        body: row.try_get("body")?,
-        status: OutboxStatus::parse(&status)
-            .ok_or_else(|| StoreError::Unavailable(format!("outbox row with unknown status {status:?}")))?,
-        attempts: row.try_get("attempts")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        in_doubt: row.try_get::<i64, _>("in_doubt")? != 0,
-        lease: row.try_get("lease_owner")?,
-        retry_since: row.try_get::<Option<i64>, _>("retry_since")?.unwrap_or(row.try_get("created_at")?),
-        idempotency_key: row.try_get::<Option<String>, _>("idempotency_key")?.unwrap_or_default(),
-        last_status: row.try_get("last_status")?,
-        last_error: row.try_get("last_error")?,
-        created_at: row.try_get("created_at")?,
-        sent_at: row.try_get("sent_at")?,
-    })
-}
-
-fn event_from_row(row: &SqliteRow) -> Result<EventRecord> {
-    Ok(EventRecord {
-        id: row.try_get("id")?,
-        order_id: row.try_get("order_id")?,
-        outbox_id: row.try_get("outbox_id")?,
-        at: row.try_get("at")?,
-        exchange: Exchange {
-            kind: row.try_get("kind")?,
-            direction: row.try_get("direction")?,
-            event: row.try_get("event")?,
-            outcome: row.try_get("outcome")?,
-            method: row.try_get("method")?,
-            path: row.try_get("path")?,
-            status: row.try_get("status")?,
-            latency_ms: row.try_get("latency_ms")?,
-            headers: row.try_get("headers")?,
-            body: row.try_get("body")?,
-            response: row.try_get("response")?,
-            detail: row.try_get("detail")?,
-            request_id: row.try_get("request_id")?,
-        },
-    })
 }
 
 async fn insert_event(
@@ -230,11 +174,6 @@ async fn pickup_code_in_use(
     Ok(clash > 0)
 }
 
-fn generate_code(len: usize) -> String {
-    let mut rng = rand::rng();
-    (0..len.clamp(4, 12)).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
@@ -277,10 +216,8 @@ impl Store for SqliteStore {
                 duplicate: true,
             },
             (Some(WebhookEvent::OrderCreated), None) => {
-                let at = chrono::Utc::now().with_timezone(&policy.offset);
                 let placeholder = format!("pending-{now}-{}", rand::rng().random::<u64>());
-                let order = engine::create_order(env, policy, placeholder.clone(), at)
-                    .map_err(|e| StoreError::Domain(kuper_bridge_domain::DomainError::invalid(e.path, e.message)))?;
+                let order = common::new_order(env, policy, placeholder.clone())?;
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO orders (original_order_id, order_uuid, number, store_id, scheme, state, data, created_at, updated_at)
                      VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?) RETURNING id",
@@ -320,27 +257,15 @@ impl Store for SqliteStore {
                     let reason = format!("superseded: {} from Kuper", env.event_type);
                     let skipped = supersede_pending(&mut tx, found.id, now, &reason).await?;
                     if skipped > 0 {
-                        let note = Exchange {
-                            kind: "outbox".into(),
-                            direction: "internal".into(),
-                            outcome: Some("skipped".into()),
-                            detail: Some(format!("{skipped} queued notification(s) dropped: {reason}")),
-                            ..Default::default()
-                        };
-                        insert_event(&mut tx, Some(found.id), None, now, &note).await?;
+                        insert_event(&mut tx, Some(found.id), None, now, &common::superseded_note(skipped, &reason))
+                            .await?;
                     }
                     queued = skipped > 0;
                 }
                 IngestResult::Applied { order_id: found.id, outcome: decision.outcome, note: decision.note }
             }
         };
-        let (status, response) = respond(&result);
-        exchange.status = Some(i64::from(status));
-        exchange.response = Some(response);
-        exchange.outcome = Some(result.outcome().to_string());
-        if let IngestResult::Applied { note, .. } = &result {
-            exchange.detail = Some(note.clone());
-        }
+        common::finish_ingest_exchange(&mut exchange, &result, respond);
         insert_event(&mut tx, order_id, None, now, &exchange).await?;
         tx.commit().await?;
         if queued {
@@ -372,7 +297,7 @@ impl Store for SqliteStore {
             ActionRequest::Action(a) => a,
             ActionRequest::GeneratePickupCode => {
                 // Unique among the store's active orders, so a code identifies one order at the desk.
-                let mut code = generate_code(policy.pickup_code_length);
+                let mut code = common::generate_code(policy.pickup_code_length);
                 let mut tries = 0;
                 while pickup_code_in_use(&mut tx, &found.order.store_id, &code, found.id).await? {
                     tries += 1;
@@ -382,7 +307,7 @@ impl Store for SqliteStore {
                                 .into(),
                         ));
                     }
-                    code = generate_code(policy.pickup_code_length);
+                    code = common::generate_code(policy.pickup_code_length);
                 }
                 Action::PickupCode { code }
             }
@@ -418,12 +343,7 @@ impl Store for SqliteStore {
             ids.push(id);
         }
         exchange.outcome = Some("accepted".into());
-        exchange.detail = Some(format!(
-            "{} → {}; queued {}",
-            found.order.state,
-            decision.order.state,
-            decision.notifications.iter().map(|n| n.event.as_str()).collect::<Vec<_>>().join(", ")
-        ));
+        exchange.detail = Some(common::action_detail(&found.order, &decision.order, &decision.notifications));
         insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
         let mut notifications = Vec::with_capacity(ids.len());
         for id in ids {
@@ -451,49 +371,19 @@ impl Store for SqliteStore {
         let mut tx = self.begin().await?;
         let found =
             find_order_in(&mut tx, reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
-        let mut order = found.order.clone();
-        let Some(pickup) = order.pickup.as_mut() else {
-            return Err(StoreError::Conflict("no pickup code was issued for this order".into()));
-        };
-        if order.state.is_final() {
-            return Err(StoreError::Conflict(format!("the order is {}", order.state)));
-        }
-        if let Some(until) = pickup.locked_until {
-            if until > now_s {
-                exchange.outcome = Some("locked".into());
-                exchange.detail = Some("verification refused: too many wrong codes".into());
+        match common::check_pickup_code(&found.order, code, policy, now_s, &mut exchange)? {
+            PickupCheck::Locked { until } => {
                 insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
                 tx.commit().await?;
-                return Err(StoreError::PickupLocked { until });
+                Err(StoreError::PickupLocked { until })
             }
-            pickup.locked_until = None;
-            pickup.failed_attempts = 0;
-        }
-        let valid = constant_time_eq(pickup.code.as_bytes(), code.trim().as_bytes());
-        if valid {
-            pickup.verified = true;
-            pickup.failed_attempts = 0;
-        } else {
-            pickup.failed_attempts += 1;
-            if pickup.failed_attempts >= policy.pickup_max_attempts {
-                pickup.locked_until = Some(now_s + policy.pickup_lockout_secs);
+            PickupCheck::Checked { order, result } => {
+                save_order(&mut tx, found.id, &order, now).await?;
+                insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
+                tx.commit().await?;
+                Ok(result)
             }
         }
-        let result = PickupVerification {
-            valid,
-            attempts_left: policy.pickup_max_attempts.saturating_sub(pickup.failed_attempts),
-            locked_until: pickup.locked_until,
-        };
-        save_order(&mut tx, found.id, &order, now).await?;
-        exchange.outcome = Some(if valid { "valid" } else { "invalid" }.into());
-        exchange.detail = Some(format!(
-            "pickup code verification: {} (attempts left {})",
-            if valid { "valid" } else { "wrong code" },
-            result.attempts_left
-        ));
-        insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
-        tx.commit().await?;
-        Ok(result)
     }
 
     async fn find_order(&self, reference: &str) -> Result<Option<StoredOrder>> {
@@ -560,9 +450,7 @@ impl Store for SqliteStore {
         if record.lease.as_deref() != Some(lease) || record.status != OutboxStatus::Pending {
             // Our lease expired and someone else owns the record now: keep their result,
             // but keep the evidence of ours.
-            let mut e = report.exchange;
-            e.detail = Some(format!("late result ignored: {}", e.detail.unwrap_or_default()));
-            insert_event(&mut tx, Some(record.order_id), Some(id), now, &e).await?;
+            insert_event(&mut tx, Some(record.order_id), Some(id), now, &common::late_result(report)).await?;
             tx.commit().await?;
             return Ok(());
         }
@@ -606,25 +494,12 @@ impl Store for SqliteStore {
                 .await?;
             }
             AttemptOutcome::Dead => {
-                // Kuper ended the order while this was in flight: its refusal is moot, and a
-                // dead letter would only hold up nothing and alarm an operator.
-                let moot = {
-                    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?"))
-                        .bind(record.order_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let order = order_from_row(&row)?.order;
-                    // Our own cancel refused because Kuper already has the order final.
-                    let cancel_already_final = record.event == NotificationEvent::Canceled.as_str()
-                        && order.state == kuper_bridge_domain::OrderState::Canceled
-                        && report.status == Some(422);
-                    order.state.is_final() && (order.ended_by_kuper() || cancel_already_final)
-                };
-                let (status, error) = if moot {
-                    ("skipped", format!("moot, Kuper ended the order: {}", report.error.clone().unwrap_or_default()))
-                } else {
-                    ("dead", report.error.clone().unwrap_or_default())
-                };
+                // Kuper ended the order while this was in flight: its refusal is moot.
+                let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?"))
+                    .bind(record.order_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let (status, error) = common::give_up(&record, &order_from_row(&row)?.order, &report);
                 sqlx::query(
                     "UPDATE outbox SET status = ?, lease_until = NULL, lease_owner = NULL, last_status = ?, last_error = ?, updated_at = ? WHERE id = ?",
                 )
@@ -733,12 +608,7 @@ async fn operator_decision(
     let now = now_ms();
     let mut tx = store.begin().await?;
     let record = fetch_outbox(&mut tx, outbox_id).await?;
-    if record.status != OutboxStatus::Dead {
-        return Err(StoreError::Conflict(format!(
-            "outbox record {outbox_id} is {}; only dead letters can be replayed or skipped",
-            record.status.as_str()
-        )));
-    }
+    common::require_dead(&record)?;
     // A replay starts a fresh retry schedule and give-up clock; the attempts so far stay in
     // the timeline.
     sqlx::query("UPDATE outbox SET status = ?, next_attempt_at = ?, attempts = 0, retry_since = ?, in_doubt = 0, updated_at = ? WHERE id = ?")
@@ -749,22 +619,11 @@ async fn operator_decision(
         .bind(outbox_id)
         .execute(&mut *tx)
         .await?;
-    exchange.outcome = Some(to.into());
-    exchange.event = Some(record.event.clone());
-    exchange.detail =
-        Some(format!("{note}: {} (last error: {})", record.event, record.last_error.clone().unwrap_or_default()));
+    common::operator_exchange(&mut exchange, &record, to, note);
     insert_event(&mut tx, Some(record.order_id), Some(outbox_id), now, &exchange).await?;
     let updated = fetch_outbox(&mut tx, outbox_id).await?;
     tx.commit().await?;
     // Replay re-queues the record; skip unblocks the records behind it.
     store.signal.notify_one();
     Ok(updated)
-}
-
-/// Constant-time comparison: a wrong code takes as long as a right one.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use sha2::{Digest, Sha256};
-    use subtle::ConstantTimeEq;
-    // Comparing digests keeps even the length of the secret out of the timing.
-    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }

@@ -1,0 +1,247 @@
+//! What both backends share: row mapping (through `sqlx::Row`, so one mapper serves SQLite and
+//! PostgreSQL rows) and the parts of each operation that decide without touching the database,
+//! so the two backends cannot drift apart in behaviour.
+
+use crate::{
+    AttemptReport, EventRecord, Exchange, IngestResult, OutboxRecord, OutboxStatus, PickupVerification, Result,
+    StoreError, StoredOrder,
+};
+use kuper_bridge_domain::engine;
+use kuper_bridge_domain::{Order, OrderState, Policy};
+use kuper_bridge_wire::notification::NotificationData;
+use kuper_bridge_wire::{NotificationEvent, WebhookEnvelope};
+use rand::Rng;
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+pub(crate) fn order_from_row<R>(row: &R) -> Result<StoredOrder>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+{
+    let data: String = row.try_get("data")?;
+    Ok(StoredOrder {
+        id: row.try_get("id")?,
+        order: serde_json::from_str(&data)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+pub(crate) fn outbox_from_row<R>(row: &R) -> Result<OutboxRecord>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    bool: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+{
+    let status: String = row.try_get("status")?;
+    Ok(OutboxRecord {
+        id: row.try_get("id")?,
+        order_id: row.try_get("order_id")?,
+        kind: row.try_get("kind")?,
+        event: row.try_get("event")?,
+        body: row.try_get("body")?,
+        status: OutboxStatus::parse(&status)
+            .ok_or_else(|| StoreError::Unavailable(format!("outbox row with unknown status {status:?}")))?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        // SQLite keeps 0/1 in an INTEGER, PostgreSQL a BOOLEAN; sqlx reads both as bool.
+        in_doubt: row.try_get("in_doubt")?,
+        lease: row.try_get("lease_owner")?,
+        retry_since: row.try_get::<Option<i64>, _>("retry_since")?.unwrap_or(row.try_get("created_at")?),
+        idempotency_key: row.try_get::<Option<String>, _>("idempotency_key")?.unwrap_or_default(),
+        last_status: row.try_get("last_status")?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        sent_at: row.try_get("sent_at")?,
+    })
+}
+
+pub(crate) fn event_from_row<R>(row: &R) -> Result<EventRecord>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+{
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        order_id: row.try_get("order_id")?,
+        outbox_id: row.try_get("outbox_id")?,
+        at: row.try_get("at")?,
+        exchange: Exchange {
+            kind: row.try_get("kind")?,
+            direction: row.try_get("direction")?,
+            event: row.try_get("event")?,
+            outcome: row.try_get("outcome")?,
+            method: row.try_get("method")?,
+            path: row.try_get("path")?,
+            status: row.try_get("status")?,
+            latency_ms: row.try_get("latency_ms")?,
+            headers: row.try_get("headers")?,
+            body: row.try_get("body")?,
+            response: row.try_get("response")?,
+            detail: row.try_get("detail")?,
+            request_id: row.try_get("request_id")?,
+        },
+    })
+}
+
+/// A new order from `order.created`, numbered `number`; an unusable order is a 400 with its
+/// JSON path.
+pub(crate) fn new_order(env: &WebhookEnvelope, policy: &Policy, number: String) -> Result<Order> {
+    let at = chrono::Utc::now().with_timezone(&policy.offset);
+    engine::create_order(env, policy, number, at)
+        .map_err(|e| StoreError::Domain(kuper_bridge_domain::DomainError::invalid(e.path, e.message)))
+}
+
+/// The timeline note for notifications dropped because Kuper ended the order.
+pub(crate) fn superseded_note(skipped: u64, reason: &str) -> Exchange {
+    Exchange {
+        kind: "outbox".into(),
+        direction: "internal".into(),
+        outcome: Some("skipped".into()),
+        detail: Some(format!("{skipped} queued notification(s) dropped: {reason}")),
+        ..Default::default()
+    }
+}
+
+/// Completes a webhook's audit entry with the answer given.
+pub(crate) fn finish_ingest_exchange(
+    exchange: &mut Exchange,
+    result: &IngestResult,
+    respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+) {
+    let (status, response) = respond(result);
+    exchange.status = Some(i64::from(status));
+    exchange.response = Some(response);
+    exchange.outcome = Some(result.outcome().to_string());
+    if let IngestResult::Applied { note, .. } = result {
+        exchange.detail = Some(note.clone());
+    }
+}
+
+/// The timeline line of an accepted merchant action.
+pub(crate) fn action_detail(before: &Order, after: &Order, queued: &[NotificationData]) -> String {
+    format!(
+        "{} → {}; queued {}",
+        before.state,
+        after.state,
+        queued.iter().map(|n| n.event.as_str()).collect::<Vec<_>>().join(", ")
+    )
+}
+
+pub(crate) fn generate_code(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len.clamp(4, 12)).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
+}
+
+pub(crate) enum PickupCheck {
+    /// Too many wrong codes: refused without looking at this one.
+    Locked { until: i64 },
+    /// The order with its attempt counters updated, to be saved.
+    Checked { order: Order, result: PickupVerification },
+}
+
+/// Checks a pickup code against the order (locking out after too many wrong codes) and fills
+/// in the audit entry; the caller writes both.
+pub(crate) fn check_pickup_code(
+    found: &Order,
+    code: &str,
+    policy: &Policy,
+    now_s: i64,
+    exchange: &mut Exchange,
+) -> Result<PickupCheck> {
+    let mut order = found.clone();
+    let Some(pickup) = order.pickup.as_mut() else {
+        return Err(StoreError::Conflict("no pickup code was issued for this order".into()));
+    };
+    if order.state.is_final() {
+        return Err(StoreError::Conflict(format!("the order is {}", order.state)));
+    }
+    if let Some(until) = pickup.locked_until {
+        if until > now_s {
+            exchange.outcome = Some("locked".into());
+            exchange.detail = Some("verification refused: too many wrong codes".into());
+            return Ok(PickupCheck::Locked { until });
+        }
+        pickup.locked_until = None;
+        pickup.failed_attempts = 0;
+    }
+    let valid = constant_time_eq(pickup.code.as_bytes(), code.trim().as_bytes());
+    if valid {
+        pickup.verified = true;
+        pickup.failed_attempts = 0;
+    } else {
+        pickup.failed_attempts += 1;
+        if pickup.failed_attempts >= policy.pickup_max_attempts {
+            pickup.locked_until = Some(now_s + policy.pickup_lockout_secs);
+        }
+    }
+    let result = PickupVerification {
+        valid,
+        attempts_left: policy.pickup_max_attempts.saturating_sub(pickup.failed_attempts),
+        locked_until: pickup.locked_until,
+    };
+    exchange.outcome = Some(if valid { "valid" } else { "invalid" }.into());
+    exchange.detail = Some(format!(
+        "pickup code verification: {} (attempts left {})",
+        if valid { "valid" } else { "wrong code" },
+        result.attempts_left
+    ));
+    Ok(PickupCheck::Checked { order, result })
+}
+
+/// The evidence of a result that came back under a lease that is no longer current.
+pub(crate) fn late_result(report: AttemptReport) -> Exchange {
+    let mut e = report.exchange;
+    e.detail = Some(format!("late result ignored: {}", e.detail.unwrap_or_default()));
+    e
+}
+
+/// The status and error of a record the dispatcher gave up on: `skipped` when Kuper ended the
+/// order while it was in flight (its refusal is moot, and a dead letter would only hold up
+/// nothing and alarm an operator), `dead` otherwise.
+pub(crate) fn give_up(record: &OutboxRecord, order: &Order, report: &AttemptReport) -> (&'static str, String) {
+    // Our own cancel refused because Kuper already has the order final.
+    let cancel_already_final = record.event == NotificationEvent::Canceled.as_str()
+        && order.state == OrderState::Canceled
+        && report.status == Some(422);
+    let moot = order.state.is_final() && (order.ended_by_kuper() || cancel_already_final);
+    if moot {
+        ("skipped", format!("moot, Kuper ended the order: {}", report.error.clone().unwrap_or_default()))
+    } else {
+        ("dead", report.error.clone().unwrap_or_default())
+    }
+}
+
+/// Only dead letters can be replayed or skipped.
+pub(crate) fn require_dead(record: &OutboxRecord) -> Result<()> {
+    if record.status != OutboxStatus::Dead {
+        return Err(StoreError::Conflict(format!(
+            "outbox record {} is {}; only dead letters can be replayed or skipped",
+            record.id,
+            record.status.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Completes an operator's replay/skip audit entry.
+pub(crate) fn operator_exchange(exchange: &mut Exchange, record: &OutboxRecord, to: &str, note: &str) {
+    exchange.outcome = Some(to.into());
+    exchange.event = Some(record.event.clone());
+    exchange.detail =
+        Some(format!("{note}: {} (last error: {})", record.event, record.last_error.clone().unwrap_or_default()));
+}
+
+/// Constant-time comparison: a wrong code takes as long as a right one.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    // Comparing digests keeps even the length of the secret out of the timing.
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
+}
