@@ -18,6 +18,8 @@ const WEBHOOK_USER: &str = "kuper";
 const WEBHOOK_PASSWORD: &str = "secret";
 const API_KEY: &str = "bench-admin-key-0123456789";
 const POSITIONS: usize = 20;
+/// Orders per transaction of the group-commit storage reference.
+const GROUP: usize = 32;
 const A_FLOW: [&str; 3] = ["order.in_work", "order.assembled", "order.ready_for_delivery"];
 const A_ACTIONS: [&str; 3] = ["start-assembly", "assembled", "ready"];
 const MIB: f64 = 1024.0 * 1024.0;
@@ -43,9 +45,12 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// order.created webhooks per concurrency level (default 5000; --quick 300). The dispatch
-    /// run uses a fifth of it (100..=2000 orders).
+    /// run uses a fifth of it (100..=2000 orders) unless --dispatch-orders is given.
     #[arg(long)]
     orders: Option<usize>,
+    /// Orders of the dispatch run (3 notifications each).
+    #[arg(long)]
+    dispatch_orders: Option<usize>,
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -77,7 +82,7 @@ struct Plan {
     latency_samples: usize,
     latency_gap: Duration,
     dispatch_orders: usize,
-    storage_commits: usize,
+    storage_orders: usize,
     storage_cap: Duration,
     warmup: usize,
 }
@@ -95,8 +100,8 @@ impl Plan {
                 rate_duration: Duration::from_millis(1500),
                 latency_samples: 20,
                 latency_gap: Duration::from_millis(20),
-                dispatch_orders: (n / 5).clamp(20, 60),
-                storage_commits: 300,
+                dispatch_orders: args.dispatch_orders.unwrap_or((n / 5).clamp(20, 60)).max(1),
+                storage_orders: 300,
                 storage_cap: Duration::from_secs(2),
                 warmup: 50,
             }
@@ -111,8 +116,8 @@ impl Plan {
                 rate_duration: Duration::from_secs(10),
                 latency_samples: 200,
                 latency_gap: Duration::from_millis(50),
-                dispatch_orders: (n / 5).clamp(100, 2000),
-                storage_commits: 3000,
+                dispatch_orders: args.dispatch_orders.unwrap_or((n / 5).clamp(100, 2000)).max(1),
+                storage_orders: 3000,
                 storage_cap: Duration::from_secs(10),
                 warmup: 200,
             }
@@ -542,16 +547,100 @@ async fn open_loop(target: &Target, rate: u32, duration: Duration) -> Result<Ope
 // Storage ceiling
 
 struct StorageCeiling {
+    /// Orders written (rows, or gateway-shaped order inserts).
+    orders: usize,
     commits: usize,
+    /// Orders per second.
     rps: f64,
+    /// Per transaction.
     latency: Summary,
     row_bytes: usize,
 }
 
-/// Raw SQLite: one row of the size of what the gateway writes per webhook (the body twice:
-/// raw in the audit log, parsed in the order document), one row per transaction, WAL,
-/// synchronous=FULL, on a file next to the gateway's database.
-async fn storage_ceiling(dir: &Path, payload: &str, count: usize, cap: Duration) -> Result<StorageCeiling> {
+impl StorageCeiling {
+    fn to_json(&self) -> Value {
+        json!({"orders": self.orders, "commits": self.commits, "rps": self.rps, "latency": self.latency.to_json(), "row_bytes": self.row_bytes})
+    }
+}
+
+/// What one transaction of a storage reference writes.
+#[derive(Clone, Copy)]
+enum TxShape {
+    /// One row holding the body twice (raw in the audit log, parsed in the order document):
+    /// the bare cost of a durable commit of that many bytes.
+    OneRow,
+    /// What the gateway does for a new `order.created` (storage/src/sqlite.rs): look the order
+    /// up, insert it, write its number and document, insert the audit event — for `per_tx`
+    /// orders in one transaction (1 = today; more = group commit).
+    Gateway { per_tx: usize },
+}
+
+const CEILING_SCHEMA: &[&str] = &[
+    "CREATE TABLE rows (id INTEGER PRIMARY KEY, original_order_id TEXT UNIQUE, at INTEGER NOT NULL, data TEXT NOT NULL, body TEXT NOT NULL)",
+    // The gateway's orders and events tables and indexes (storage migrations 0001).
+    "CREATE TABLE orders (id INTEGER PRIMARY KEY, original_order_id TEXT UNIQUE, order_uuid TEXT UNIQUE, number TEXT NOT NULL UNIQUE,
+        store_id TEXT NOT NULL, scheme TEXT NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)",
+    "CREATE INDEX orders_state ON orders (state, id)",
+    "CREATE INDEX orders_store ON orders (store_id, id)",
+    "CREATE TABLE events (id INTEGER PRIMARY KEY, order_id INTEGER REFERENCES orders (id), outbox_id INTEGER, at INTEGER NOT NULL,
+        kind TEXT NOT NULL, direction TEXT NOT NULL, event TEXT, outcome TEXT, method TEXT, path TEXT, status INTEGER, latency_ms INTEGER,
+        headers TEXT, body TEXT, response TEXT, detail TEXT, request_id TEXT)",
+    "CREATE INDEX events_order ON events (order_id, id)",
+    "CREATE INDEX events_outbox ON events (outbox_id)",
+    "CREATE INDEX events_at ON events (at)",
+];
+
+async fn gateway_shaped_insert(conn: &mut sqlx::SqliteConnection, i: u64, payload: &str) -> Result<()> {
+    let oid = body::order_id(i);
+    let uuid = format!("bench:{i}");
+    let _found = sqlx::query(
+        "SELECT id, data, created_at, updated_at FROM orders WHERE (?1 IS NOT NULL AND original_order_id = ?1) OR (?2 IS NOT NULL AND order_uuid = ?2) ORDER BY id LIMIT 1",
+    )
+    .bind(&oid)
+    .bind(&uuid)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO orders (original_order_id, order_uuid, number, store_id, scheme, state, data, created_at, updated_at)
+         VALUES (?, ?, ?, '1184', 'a', 'created', '{}', ?, ?) RETURNING id",
+    )
+    .bind(&oid)
+    .bind(&uuid)
+    .bind(format!("pending-{i}"))
+    .bind(i as i64)
+    .bind(i as i64)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE orders SET number = ?, data = ? WHERE id = ?")
+        .bind(format!("KB-{id}"))
+        .bind(payload)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO events (order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id)
+         VALUES (?, NULL, ?, 'webhook', 'in', 'order.created', 'created', 'POST', '/kuper-webhook', 200, 0, ?, ?, ?, NULL, ?)",
+    )
+    .bind(id)
+    .bind(i as i64)
+    .bind(r#"{"authorization":"[redacted]","content-type":"application/json","host":"127.0.0.1"}"#)
+    .bind(payload)
+    .bind(r#"{"status":"created","number":"KB-1","expectedAssemblyTime":"2026-03-14T10:32:11+03:00"}"#)
+    .bind(uuid)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Raw SQLite in this process, on a file next to the gateway's database: WAL,
+/// synchronous=FULL, one connection, `BEGIN IMMEDIATE` … `COMMIT` per transaction.
+async fn storage_ceiling(
+    dir: &Path,
+    payload: &str,
+    shape: TxShape,
+    orders: usize,
+    cap: Duration,
+) -> Result<StorageCeiling> {
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
     use sqlx::{ConnectOptions, Connection};
     let path = dir.join("ceiling.db");
@@ -559,28 +648,38 @@ async fn storage_ceiling(dir: &Path, payload: &str, count: usize, cap: Duration)
         .filename(&path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full);
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true);
     let mut conn = options.connect().await.with_context(|| format!("cannot open {}", path.display()))?;
-    sqlx::query(
-        "CREATE TABLE rows (id INTEGER PRIMARY KEY, original_order_id TEXT UNIQUE, at INTEGER NOT NULL, data TEXT NOT NULL, body TEXT NOT NULL)",
-    )
-    .execute(&mut conn)
-    .await?;
+    for ddl in CEILING_SCHEMA {
+        sqlx::query(ddl).execute(&mut conn).await?;
+    }
+    let per_tx = match shape {
+        TxShape::OneRow => 1,
+        TxShape::Gateway { per_tx } => per_tx.max(1),
+    };
     let started = Instant::now();
-    let mut samples = Vec::with_capacity(count);
-    for i in 0..count {
-        if started.elapsed() > cap {
-            break;
-        }
+    let mut samples = Vec::new();
+    let mut written = 0usize;
+    while written < orders && started.elapsed() < cap {
         let t = Instant::now();
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT INTO rows (original_order_id, at, data, body) VALUES (?, ?, ?, ?)")
-            .bind(body::order_id(i as u64))
-            .bind(i as i64)
-            .bind(payload)
-            .bind(payload)
-            .execute(&mut *tx)
-            .await?;
+        for _ in 0..per_tx {
+            let i = written as u64;
+            match shape {
+                TxShape::OneRow => {
+                    sqlx::query("INSERT INTO rows (original_order_id, at, data, body) VALUES (?, ?, ?, ?)")
+                        .bind(body::order_id(i))
+                        .bind(i as i64)
+                        .bind(payload)
+                        .bind(payload)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                TxShape::Gateway { .. } => gateway_shaped_insert(&mut tx, i, payload).await?,
+            }
+            written += 1;
+        }
         tx.commit().await?;
         samples.push(t.elapsed());
     }
@@ -591,10 +690,10 @@ async fn storage_ceiling(dir: &Path, payload: &str, count: usize, cap: Duration)
         p.push(suffix);
         let _ = std::fs::remove_file(p);
     }
-    let commits = samples.len();
     Ok(StorageCeiling {
-        commits,
-        rps: commits as f64 / elapsed.as_secs_f64().max(1e-9),
+        orders: written,
+        commits: samples.len(),
+        rps: written as f64 / elapsed.as_secs_f64().max(1e-9),
         latency: Summary::of(samples),
         row_bytes: payload.len() * 2,
     })
@@ -661,29 +760,31 @@ impl Ctl {
         Ok(status)
     }
 
-    async fn outbox(&self, status: &str) -> Result<usize> {
+    /// Whether the gateway's outbox has a pending record. `limit=1`: the check must cost the
+    /// gateway next to nothing while it is being measured.
+    async fn any_pending(&self) -> Result<bool> {
         let v: Value = self
             .http
-            .get(format!("{}/api/v1/outbox?status={status}&limit=1000", self.app))
+            .get(format!("{}/api/v1/outbox?status=pending&limit=1", self.app))
             .bearer_auth(API_KEY)
             .send()
             .await?
             .error_for_status()?
             .json()
             .await?;
-        Ok(v["records"].as_array().map(Vec::len).unwrap_or(0))
+        Ok(v["records"].as_array().is_some_and(|r| !r.is_empty()))
     }
 
     async fn wait_drained(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.outbox("pending").await? == 0 {
+            if !self.any_pending().await? {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("the outbox still has pending notifications after {timeout:?}");
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -1039,15 +1140,28 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
     let positions = Value::Array(body::positions(&fixture, POSITIONS)?);
     let sample_body = body::fill(&template, &body::order_id(0), "bench:00000000-0000-0000-0000-000000000000");
 
-    // Storage ceiling, while the gateway is idle.
-    progress(format!("storage ceiling: {} single-row commits on {}", plan.storage_commits, dir.display()));
-    let ceiling = storage_ceiling(dir, &sample_body, plan.storage_commits, plan.storage_cap).await?;
-    progress(format!(
-        "  {:.0} commits/s, p50 {}, p99 {}",
-        ceiling.rps,
-        fmt_ms(ceiling.latency.p50),
-        fmt_ms(ceiling.latency.p99)
-    ));
+    // Storage ceilings, while the gateway is idle.
+    let mut storage = Vec::new();
+    for (name, shape) in [
+        ("1 row/tx", TxShape::OneRow),
+        ("gateway-shaped, 1 order/tx", TxShape::Gateway { per_tx: 1 }),
+        ("gateway-shaped, 32 orders/tx (group commit)", TxShape::Gateway { per_tx: GROUP }),
+    ] {
+        progress(format!("storage reference, {name}: {} orders on {}", plan.storage_orders, dir.display()));
+        let c = storage_ceiling(dir, &sample_body, shape, plan.storage_orders, plan.storage_cap).await?;
+        progress(format!(
+            "  {:.0} orders/s, {} commits, p50 {}, p99 {} per commit",
+            c.rps,
+            c.commits,
+            fmt_ms(c.latency.p50),
+            fmt_ms(c.latency.p99)
+        ));
+        storage.push(c);
+    }
+    let (ceiling, shaped, grouped) = match storage.as_slice() {
+        [a, b, c] => (a, b, c),
+        _ => bail!("storage references incomplete"),
+    };
 
     // Webhook ingest.
     let webhook = Target::Webhook {
@@ -1298,13 +1412,35 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
         "",
         "",
     ));
+    rows.push(row(
+        "ref: SQLite, the gateway's order.created transaction (4 statements), 1 order/tx",
+        format!(
+            "{} orders/s · p50 {} · best order.created is {:.2}× it",
+            thousands(shaped.rps),
+            fmt_ms(shaped.latency.p50),
+            best_ingest / shaped.rps.max(1e-9)
+        ),
+        "",
+        "",
+    ));
+    rows.push(row(
+        format!("ref: the same, {GROUP} orders/tx (what group commit could reach)"),
+        format!(
+            "{} orders/s · p50 {} per commit · {:.1}× the 1-order/tx figure",
+            thousands(grouped.rps),
+            fmt_ms(grouped.latency.p50),
+            grouped.rps / shaped.rps.max(1e-9)
+        ),
+        "",
+        "",
+    ));
 
     notes.push(format!(
         "client (this process: load generator + simulator) CPU during the ingest runs: {}",
         ingest
             .iter()
             .map(|r| format!(
-                "{} conn. {:.1} CPU-s / {:.1} s wall (gateway {:.1} CPU-s)",
+                "{} conn. {:.2} CPU-s / {:.2} s wall (gateway {:.2} CPU-s)",
                 r.concurrency,
                 r.client_cpu_s,
                 r.elapsed.as_secs_f64(),
@@ -1356,7 +1492,10 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
             "rate": r.rate, "sent": r.sent, "ok": r.ok, "errors": r.errors, "first_error": r.first_error,
             "achieved_rps": r.achieved_rps, "latency_from_schedule": r.latency.to_json(), "latency_from_send": r.service.to_json(),
         })).collect::<Vec<_>>(),
-        "storage_ceiling": {"commits": ceiling.commits, "rps": ceiling.rps, "latency": ceiling.latency.to_json(), "row_bytes": ceiling.row_bytes},
+        "storage_ceiling": ceiling.to_json(),
+        "storage_gateway_shaped": shaped.to_json(),
+        "storage_group_commit": grouped.to_json(),
+        "group_size": GROUP,
         "action_to_kuper": {
             "samples": lat.samples, "to_kuper": lat.to_kuper.to_json(), "round_trip": lat.round_trip.to_json(),
             "end_to_end": lat.end_to_end.to_json(), "polled": lat.polled.to_json(), "before_202": lat.before_202,

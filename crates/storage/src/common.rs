@@ -143,7 +143,7 @@ pub(crate) enum PickupCheck {
     /// Too many wrong codes: refused without looking at this one.
     Locked { until: i64 },
     /// The order with its attempt counters updated, to be saved.
-    Checked { order: Order, result: PickupVerification },
+    Checked { order: Box<Order>, result: PickupVerification },
 }
 
 /// Checks a pickup code against the order (locking out after too many wrong codes) and fills
@@ -192,7 +192,7 @@ pub(crate) fn check_pickup_code(
         if valid { "valid" } else { "wrong code" },
         result.attempts_left
     ));
-    Ok(PickupCheck::Checked { order, result })
+    Ok(PickupCheck::Checked { order: Box::new(order), result })
 }
 
 /// The evidence of a result that came back under a lease that is no longer current.

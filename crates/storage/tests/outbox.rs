@@ -1,49 +1,59 @@
-//! The outbox protocol on a real SQLite file: head-of-queue claims (per-order FIFO), leases
-//! and their takeover, dead letters that hold only their order, the dispatcher's next wake-up,
-//! replay and skip.
+//! The outbox protocol on both backends — a real SQLite file, and a fresh PostgreSQL database
+//! per test: head-of-queue claims (per-order FIFO), leases and their takeover, dead letters
+//! that hold only their order, the dispatcher's next wake-up, replay and skip. Then what only
+//! PostgreSQL has: several replicas on one database (concurrent claims, concurrent duplicate
+//! `order.created`, wake-ups across processes).
+//!
+//! The PostgreSQL server comes from `KUPER_BRIDGE_TEST_PG` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); its tests fail, not skip, when it is down.
 
 use kuper_bridge_domain::{Action, Policy};
 use kuper_bridge_storage::{
-    ActionRequest, AttemptOutcome, AttemptReport, Exchange, IngestResult, OutboxRecord, OutboxStatus, SqliteStore,
+    ActionRequest, AttemptOutcome, AttemptReport, Exchange, IngestResult, OrderFilter, OutboxRecord, OutboxStatus,
     Store, StoreOptions,
 };
 use kuper_bridge_wire::WebhookEnvelope;
 use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 const CREATED: &str = include_str!("../../../fixtures/webhooks/order.created.kuper-delivery.json");
-
-async fn store() -> (SqliteStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let s = SqliteStore::open(&url, &StoreOptions::default()).await.unwrap();
-    s.migrate().await.unwrap();
-    (s, dir)
-}
 
 fn respond(_: &IngestResult) -> (u16, String) {
     (200, String::new())
 }
 
-/// A new order in `in_work` with its `order.in_work` notification queued; returns its Kuper id.
-async fn order(s: &SqliteStore, n: u32) -> String {
+fn created_envelope(n: u32) -> (String, WebhookEnvelope) {
     let id = format!("H7{n:010}");
     let mut body: Value = serde_json::from_str(CREATED).unwrap();
     body["payload"]["originalOrderId"] = Value::String(id.clone());
     body["payload"]["orderUUID"] = Value::String(format!("t:{n}"));
-    let env = WebhookEnvelope::parse(body.to_string().as_bytes()).unwrap();
+    (id, WebhookEnvelope::parse(body.to_string().as_bytes()).unwrap())
+}
+
+/// A new order in `new` (nothing queued yet); returns its Kuper id.
+async fn created(s: &dyn Store, n: u32) -> String {
+    let (id, env) = created_envelope(n);
     s.ingest_webhook(&env, Exchange::default(), &Policy::default(), &respond).await.unwrap();
+    id
+}
+
+/// A new order in `in_work` with its `order.in_work` notification queued; returns its Kuper id.
+async fn order(s: &dyn Store, n: u32) -> String {
+    let id = created(s, n).await;
     act(s, &id, Action::StartAssembly).await;
     id
 }
 
-async fn act(s: &SqliteStore, id: &str, action: Action) -> Vec<OutboxRecord> {
+async fn act(s: &dyn Store, id: &str, action: Action) -> Vec<OutboxRecord> {
     s.apply_action(id, ActionRequest::Action(action), &Policy::default(), Exchange::default())
         .await
         .unwrap()
         .notifications
 }
 
-async fn complete(s: &SqliteStore, r: &OutboxRecord, outcome: AttemptOutcome) {
+async fn complete(s: &dyn Store, r: &OutboxRecord, outcome: AttemptOutcome) {
     let report = AttemptReport { outcome, status: Some(200), error: None, exchange: Exchange::default() };
     s.complete_attempt(r.id, r.lease.as_deref().unwrap(), report).await.unwrap();
 }
@@ -52,12 +62,142 @@ fn now() -> i64 {
     kuper_bridge_storage::now_ms()
 }
 
-#[tokio::test]
-async fn only_the_head_of_each_queue_is_claimed() {
-    let (s, _d) = store().await;
-    let a = order(&s, 1).await;
-    act(&s, &a, Action::Ready { positions: None }).await; // queues assembled + ready_for_delivery
-    let b = order(&s, 2).await;
+/// A test's own database on each backend.
+mod db {
+    use kuper_bridge_storage::{Store, StoreOptions};
+    use sqlx::Connection;
+    use std::sync::Arc;
+
+    pub async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let s = kuper_bridge_storage::open(&url, &StoreOptions::default()).await.unwrap();
+        s.migrate().await.unwrap();
+        (s, dir)
+    }
+
+    fn server() -> String {
+        std::env::var("KUPER_BRIDGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    /// The server URL with its database replaced by `name` (a query string is kept).
+    fn database_url(server: &str, name: &str) -> String {
+        let (base, query) = server.split_once('?').map_or((server, None), |(b, q)| (b, Some(q)));
+        let host_start = base.find("://").map_or(0, |i| i + 3);
+        let path_start = base[host_start..].find('/').map_or(base.len(), |i| host_start + i);
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        format!("{}/{name}{query}", &base[..path_start])
+    }
+
+    /// A fresh PostgreSQL database, dropped by [`PgDb::drop_db`] (or, after a failed test,
+    /// best effort when dropped).
+    pub struct PgDb {
+        server: String,
+        name: String,
+        pub url: String,
+        dropped: bool,
+    }
+
+    impl PgDb {
+        pub async fn create() -> Self {
+            let server = server();
+            let mut admin = sqlx::PgConnection::connect(&server).await.unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL tests need a server at {server} (set KUPER_BRIDGE_TEST_PG to another one; \
+                     CI starts it): {e}"
+                )
+            });
+            let name = format!("kb_t_{}", uuid::Uuid::new_v4().simple());
+            // The name is ours (hex), not input: identifiers cannot be bound.
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .await
+                .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {server}: {e}"));
+            let _ = admin.close().await;
+            let url = database_url(&server, &name);
+            Self { server, name, url, dropped: false }
+        }
+
+        /// A store on this database (one pool: one replica), migrated.
+        pub async fn store(&self) -> Arc<dyn Store> {
+            let s = kuper_bridge_storage::open(&self.url, &StoreOptions::default()).await.unwrap();
+            s.migrate().await.unwrap();
+            s
+        }
+
+        pub async fn drop_db(mut self) {
+            self.dropped = true;
+            drop_database(&self.server, &self.name).await;
+        }
+    }
+
+    impl Drop for PgDb {
+        fn drop(&mut self) {
+            if self.dropped {
+                return;
+            }
+            // Drop cannot await: a runtime of its own on a thread of its own.
+            let (server, name) = (self.server.clone(), self.name.clone());
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    rt.block_on(drop_database(&server, &name));
+                }
+            })
+            .join();
+        }
+    }
+
+    async fn drop_database(server: &str, name: &str) {
+        if let Ok(mut admin) = sqlx::PgConnection::connect(server).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+            let _ = admin.close().await;
+        }
+    }
+}
+
+/// Each named `async fn(&dyn Store)` becomes a test on SQLite and one on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (s, _dir) = crate::db::sqlite().await;
+                    crate::$name(&*s).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = crate::db::PgDb::create().await;
+                    let s = db.store().await;
+                    crate::$name(&*s).await;
+                    drop(s);
+                    db.drop_db().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    only_the_head_of_each_queue_is_claimed,
+    next_wake_up_ignores_records_waiting_behind_their_head,
+    a_dead_letter_holds_only_its_order,
+    skip_lets_the_next_notification_go,
+    an_expired_lease_is_taken_over_and_the_late_result_ignored,
+    kupers_cancel_drops_what_is_queued,
+    every_notification_has_its_own_idempotency_key,
+    a_duplicate_order_created_gets_the_same_number,
+    stats_count_pending_and_dead,
+);
+
+async fn only_the_head_of_each_queue_is_claimed(s: &dyn Store) {
+    let a = order(s, 1).await;
+    act(s, &a, Action::Ready { positions: None }).await; // queues assembled + ready_for_delivery
+    let b = order(s, 2).await;
     let claimed = s.claim_due("w", now(), 60_000, 10).await.unwrap();
     let events: Vec<&str> = claimed.iter().map(|r| r.event.as_str()).collect();
     assert_eq!(events, ["order.in_work", "order.in_work"], "one head per order, oldest first");
@@ -65,44 +205,40 @@ async fn only_the_head_of_each_queue_is_claimed() {
     // While the heads are leased nothing else of those orders is claimable.
     assert!(s.claim_due("w", now(), 60_000, 10).await.unwrap().is_empty());
     let first_a = claimed.iter().find(|r| r.order_id == claimed[0].order_id).unwrap();
-    complete(&s, first_a, AttemptOutcome::Delivered).await;
+    complete(s, first_a, AttemptOutcome::Delivered).await;
     let next = s.claim_due("w", now(), 60_000, 10).await.unwrap();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].event, "order.assembled", "the next of order {a} became the head");
     let _ = b;
 }
 
-#[tokio::test]
-async fn next_wake_up_ignores_records_waiting_behind_their_head() {
-    let (s, _d) = store().await;
-    let a = order(&s, 1).await;
-    act(&s, &a, Action::Ready { positions: None }).await;
+async fn next_wake_up_ignores_records_waiting_behind_their_head(s: &dyn Store) {
+    let a = order(s, 1).await;
+    act(s, &a, Action::Ready { positions: None }).await;
     let t = now();
     let head = s.claim_due("w", t, 60_000, 10).await.unwrap().remove(0);
     // In flight: the next wake-up is the lease's end, not "now" for the records behind it.
     let due = s.next_due_at(t).await.unwrap().unwrap();
     assert!(due >= t + 59_000, "due {due} vs now {t}");
     // Retry in 10 s: the wake-up moves there, not to the (already due) records behind it.
-    complete(&s, &head, AttemptOutcome::Retry { next_attempt_at: t + 10_000, in_doubt: false }).await;
+    complete(s, &head, AttemptOutcome::Retry { next_attempt_at: t + 10_000, in_doubt: false }).await;
     assert_eq!(s.next_due_at(t).await.unwrap(), Some(t + 10_000));
     assert!(s.claim_due("w", t, 60_000, 10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_dead_letter_holds_only_its_order() {
-    let (s, _d) = store().await;
-    let a = order(&s, 1).await;
-    let b = order(&s, 2).await;
+async fn a_dead_letter_holds_only_its_order(s: &dyn Store) {
+    let a = order(s, 1).await;
+    let b = order(s, 2).await;
     let heads = s.claim_due("w", now(), 60_000, 10).await.unwrap();
     let (dead, other) = (&heads[0], &heads[1]);
-    complete(&s, dead, AttemptOutcome::Dead).await;
-    complete(&s, other, AttemptOutcome::Delivered).await;
-    act(&s, &a, Action::Assembled).await;
-    act(&s, &b, Action::Assembled).await;
+    complete(s, dead, AttemptOutcome::Dead).await;
+    complete(s, other, AttemptOutcome::Delivered).await;
+    act(s, &a, Action::Assembled).await;
+    act(s, &b, Action::Assembled).await;
     let claimed = s.claim_due("w", now(), 60_000, 10).await.unwrap();
     assert_eq!(claimed.len(), 1, "only the order without a dead letter flows");
     assert_eq!(claimed[0].order_id, other.order_id);
-    complete(&s, &claimed[0], AttemptOutcome::Delivered).await;
+    complete(s, &claimed[0], AttemptOutcome::Delivered).await;
     assert_eq!(s.next_due_at(now()).await.unwrap(), None, "a blocked order never wakes the dispatcher");
     // Replay: the dead letter is pending again, with a fresh schedule and give-up clock.
     let replayed = s.replay(dead.id, Exchange::default()).await.unwrap();
@@ -113,23 +249,19 @@ async fn a_dead_letter_holds_only_its_order() {
     assert_eq!(claimed[0].id, dead.id);
 }
 
-#[tokio::test]
-async fn skip_lets_the_next_notification_go() {
-    let (s, _d) = store().await;
-    let a = order(&s, 1).await;
+async fn skip_lets_the_next_notification_go(s: &dyn Store) {
+    let a = order(s, 1).await;
     let head = s.claim_due("w", now(), 60_000, 10).await.unwrap().remove(0);
-    complete(&s, &head, AttemptOutcome::Dead).await;
-    act(&s, &a, Action::Assembled).await;
+    complete(s, &head, AttemptOutcome::Dead).await;
+    act(s, &a, Action::Assembled).await;
     assert!(s.replay(head.id + 1, Exchange::default()).await.is_err(), "only dead letters");
     s.skip(head.id, Exchange::default()).await.unwrap();
     let claimed = s.claim_due("w", now(), 60_000, 10).await.unwrap();
     assert_eq!(claimed[0].event, "order.assembled");
 }
 
-#[tokio::test]
-async fn an_expired_lease_is_taken_over_and_the_late_result_ignored() {
-    let (s, _d) = store().await;
-    order(&s, 1).await;
+async fn an_expired_lease_is_taken_over_and_the_late_result_ignored(s: &dyn Store) {
+    order(s, 1).await;
     let t = now();
     let first = s.claim_due("w", t, 100, 10).await.unwrap().remove(0);
     assert!(!first.in_doubt);
@@ -137,33 +269,20 @@ async fn an_expired_lease_is_taken_over_and_the_late_result_ignored() {
     let second = s.claim_due("w", t + 200, 60_000, 10).await.unwrap().remove(0);
     assert_eq!(second.id, first.id);
     assert_ne!(second.lease, first.lease);
+    assert_eq!(second.lease, Some(format!("w/{}/2", first.id)), "owner/id/attempt");
     assert!(second.in_doubt, "the first attempt may have reached Kuper");
-    complete(&s, &first, AttemptOutcome::Delivered).await; // late: ignored
+    complete(s, &first, AttemptOutcome::Delivered).await; // late: ignored
     let record = s.get_outbox(first.id).await.unwrap().unwrap();
     assert_eq!(record.status, OutboxStatus::Pending, "the late result did not override the live claim");
-    complete(&s, &second, AttemptOutcome::Delivered).await;
+    complete(s, &second, AttemptOutcome::Delivered).await;
     assert_eq!(s.get_outbox(first.id).await.unwrap().unwrap().status, OutboxStatus::Sent);
     let history = s.outbox_attempts(first.id).await.unwrap();
     assert!(history.iter().any(|e| e.exchange.detail.as_deref().unwrap_or("").contains("late result")));
 }
 
-#[tokio::test]
-async fn leases_of_a_dead_process_are_released_at_start() {
-    let (s, _d) = store().await;
-    order(&s, 1).await;
-    let claimed = s.claim_due("old-process", now(), 600_000, 10).await.unwrap().remove(0);
-    assert_eq!(s.release_stale_leases("new-process").await.unwrap(), 1);
-    let again = s.claim_due("new-process", now(), 60_000, 10).await.unwrap().remove(0);
-    assert_eq!(again.id, claimed.id);
-    assert!(again.in_doubt);
-    assert_eq!(s.release_stale_leases("new-process").await.unwrap(), 0, "our own leases stay");
-}
-
-#[tokio::test]
-async fn kupers_cancel_drops_what_is_queued() {
-    let (s, _d) = store().await;
-    let a = order(&s, 1).await;
-    act(&s, &a, Action::Ready { positions: None }).await;
+async fn kupers_cancel_drops_what_is_queued(s: &dyn Store) {
+    let a = order(s, 1).await;
+    act(s, &a, Action::Ready { positions: None }).await;
     let body = format!(r#"{{"event_type":"order.canceled","payload":{{"originalOrderId":"{a}"}}}}"#);
     let env = WebhookEnvelope::parse(body.as_bytes()).unwrap();
     s.ingest_webhook(&env, Exchange::default(), &Policy::default(), &respond).await.unwrap();
@@ -173,15 +292,277 @@ async fn kupers_cancel_drops_what_is_queued() {
     assert!(s.claim_due("w", now(), 60_000, 10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn every_notification_has_its_own_idempotency_key() {
-    let (s, _d) = store().await;
-    let a = order(&s, 1).await;
-    act(&s, &a, Action::Ready { positions: None }).await;
+async fn every_notification_has_its_own_idempotency_key(s: &dyn Store) {
+    let a = order(s, 1).await;
+    act(s, &a, Action::Ready { positions: None }).await;
     let records = s.list_outbox(None, 100).await.unwrap();
     let mut keys: Vec<&str> = records.iter().map(|r| r.idempotency_key.as_str()).collect();
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 3);
     assert!(keys.iter().all(|k| k.starts_with("kb-") && k.len() > 30));
+}
+
+async fn a_duplicate_order_created_gets_the_same_number(s: &dyn Store) {
+    let (_, env) = created_envelope(5);
+    let policy = Policy::default();
+    let first = s.ingest_webhook(&env, Exchange::default(), &policy, &respond).await.unwrap();
+    let again = s.ingest_webhook(&env, Exchange::default(), &policy, &respond).await.unwrap();
+    let (
+        IngestResult::Created { order_id: id1, answer: a1, duplicate: false },
+        IngestResult::Created { order_id: id2, answer: a2, duplicate: true },
+    ) = (&first, &again)
+    else {
+        panic!("{first:?} / {again:?}");
+    };
+    assert_eq!(id1, id2);
+    assert_eq!(a1.number, a2.number);
+    assert_eq!(a1.number, format!("KB-{id1}"), "the number is the prefix and the row id");
+    let stored = s.find_order(&a1.number).await.unwrap().unwrap();
+    assert_eq!(stored.id, *id1);
+    assert_eq!(s.order_events(*id1).await.unwrap().len(), 2, "both deliveries are in the timeline");
+}
+
+async fn stats_count_pending_and_dead(s: &dyn Store) {
+    assert_eq!(s.outbox_stats().await.unwrap().pending, 0);
+    let a = order(s, 1).await;
+    order(s, 2).await;
+    act(s, &a, Action::Assembled).await;
+    let stats = s.outbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (3, 0));
+    assert!(stats.oldest_pending_at.is_some());
+    let head = s.claim_due("w", now(), 60_000, 1).await.unwrap().remove(0);
+    complete(s, &head, AttemptOutcome::Dead).await;
+    let stats = s.outbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (2, 1));
+    assert_eq!(s.list_outbox(Some(OutboxStatus::Dead), 10).await.unwrap().len(), 1);
+}
+
+/// SQLite serves one process per file, so leases it does not own at start are a dead
+/// predecessor's.
+#[tokio::test]
+async fn sqlite_releases_leases_of_a_dead_process_at_start() {
+    let (s, _d) = db::sqlite().await;
+    order(&*s, 1).await;
+    let claimed = s.claim_due("old-process", now(), 600_000, 10).await.unwrap().remove(0);
+    assert_eq!(s.release_stale_leases("new-process").await.unwrap(), 1);
+    let again = s.claim_due("new-process", now(), 60_000, 10).await.unwrap().remove(0);
+    assert_eq!(again.id, claimed.id);
+    assert!(again.in_doubt);
+    assert_eq!(s.release_stale_leases("new-process").await.unwrap(), 0, "our own leases stay");
+}
+
+/// PostgreSQL serves several replicas: a lease we do not own may be a live replica's, so it is
+/// left to expire.
+#[tokio::test]
+async fn postgres_never_releases_another_replicas_lease() {
+    let db = db::PgDb::create().await;
+    let s = db.store().await;
+    order(&*s, 1).await;
+    let claimed = s.claim_due("other-replica", now(), 600_000, 10).await.unwrap().remove(0);
+    assert_eq!(s.release_stale_leases("this-replica").await.unwrap(), 0);
+    assert!(s.claim_due("this-replica", now(), 60_000, 10).await.unwrap().is_empty());
+    let expired = s.claim_due("this-replica", now() + 600_001, 60_000, 10).await.unwrap().remove(0);
+    assert_eq!(expired.id, claimed.id, "taken over once the lease ran out");
+    assert!(expired.in_doubt);
+    drop(s);
+    db.drop_db().await;
+}
+
+/// What one claimant saw: every claim is checked against all the others.
+#[derive(Default)]
+struct Claims {
+    /// order id → the record of it being sent now.
+    in_flight: HashMap<i64, i64>,
+    claimed: HashSet<i64>,
+    /// order id → the last record of it claimed.
+    last: HashMap<i64, i64>,
+}
+
+/// Claims and delivers until `expected` records have been claimed (by anyone).
+async fn claimant(s: Arc<dyn Store>, owner: String, seen: Arc<Mutex<Claims>>, expected: usize) {
+    loop {
+        if seen.lock().unwrap().claimed.len() >= expected {
+            return;
+        }
+        let batch = s.claim_due(&owner, now(), 60_000, 4).await.unwrap();
+        if batch.is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        }
+        {
+            let mut c = seen.lock().unwrap();
+            for r in &batch {
+                assert!(c.claimed.insert(r.id), "record {} claimed twice", r.id);
+                if let Some(other) = c.in_flight.insert(r.order_id, r.id) {
+                    panic!("order {}: records {other} and {} in flight at once", r.order_id, r.id);
+                }
+                if let Some(previous) = c.last.insert(r.order_id, r.id) {
+                    assert!(previous < r.id, "order {}: {} claimed after {previous}", r.order_id, r.id);
+                }
+            }
+        }
+        // Its predecessors' deliveries committed before a record became claimable.
+        let all = s.list_outbox(None, 10_000).await.unwrap();
+        for r in &batch {
+            for p in all.iter().filter(|p| p.order_id == r.order_id && p.id < r.id) {
+                assert_eq!(p.status, OutboxStatus::Sent, "{} handed out before {} of its order was sent", r.id, p.id);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis((batch[0].id % 3) as u64)).await;
+        for r in &batch {
+            // Out of the in-flight map before the commit that lets the next record go.
+            seen.lock().unwrap().in_flight.remove(&r.order_id);
+            complete(&*s, r, AttemptOutcome::Delivered).await;
+        }
+    }
+}
+
+/// Two replicas (two pools), two dispatch loops each, over many orders with several
+/// notifications each, queued partly while the claims run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replicas_claim_each_record_once_and_each_order_in_order() {
+    const ORDERS: u32 = 24;
+    let db = db::PgDb::create().await;
+    let replicas = [db.store().await, db.store().await];
+    let mut ids = Vec::new();
+    for n in 0..ORDERS {
+        ids.push(order(&*replicas[n as usize % 2], n).await);
+    }
+    let expected = ORDERS as usize * 3;
+    let seen = Arc::new(Mutex::new(Claims::default()));
+    let mut claimants = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        claimants.spawn(claimant(
+            replicas[i % 2].clone(),
+            format!("replica-{}/loop-{i}", i % 2),
+            seen.clone(),
+            expected,
+        ));
+    }
+    // Meanwhile the stores finish assembly: two more notifications per order.
+    for (n, id) in ids.iter().enumerate() {
+        act(&*replicas[n % 2], id, Action::Ready { positions: None }).await;
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(done) = claimants.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await
+    .expect("every record claimed within 60 s");
+    let records = replicas[0].list_outbox(None, 10_000).await.unwrap();
+    assert_eq!(records.len(), expected);
+    for r in &records {
+        assert_eq!(r.status, OutboxStatus::Sent, "{r:?}");
+        assert_eq!(r.attempts, 1, "record {} claimed exactly once", r.id);
+    }
+    assert_eq!(seen.lock().unwrap().claimed.len(), expected);
+    drop(replicas);
+    db.drop_db().await;
+}
+
+/// Kuper's `order.created` and its retry reaching two replicas at once: one order, one number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_concurrent_duplicate_order_created_makes_one_order() {
+    const DELIVERIES: usize = 20;
+    let db = db::PgDb::create().await;
+    let replicas = [db.store().await, db.store().await];
+    let (_, env) = created_envelope(9);
+    let start = Arc::new(tokio::sync::Barrier::new(DELIVERIES));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..DELIVERIES {
+        let (s, env, start) = (replicas[i % 2].clone(), env.clone(), start.clone());
+        tasks.spawn(async move {
+            start.wait().await;
+            s.ingest_webhook(&env, Exchange::default(), &Policy::default(), &respond).await.unwrap()
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            IngestResult::Created { order_id, answer, duplicate } => answers.push((order_id, answer.number, duplicate)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(answers.len(), DELIVERIES);
+    assert_eq!(answers.iter().filter(|a| !a.2).count(), 1, "exactly one delivery created the order: {answers:?}");
+    let (order_id, number, _) = answers[0].clone();
+    assert!(answers.iter().all(|a| a.0 == order_id && a.1 == number), "{answers:?}");
+    let orders = replicas[1].list_orders(&OrderFilter { limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].order.number, number);
+    assert_eq!(replicas[0].order_events(order_id).await.unwrap().len(), DELIVERIES, "every delivery audited");
+    drop(replicas);
+    db.drop_db().await;
+}
+
+/// Waits (briefly) for a wake-up left over from setting up, so the next one is fresh.
+async fn drain(signal: &tokio::sync::Notify) {
+    let _ = tokio::time::timeout(Duration::from_millis(300), signal.notified()).await;
+}
+
+/// A commit on one replica wakes the dispatcher of another, also after the listening
+/// connection was lost and re-established.
+#[tokio::test]
+async fn postgres_a_commit_on_one_replica_wakes_the_others() {
+    let db = db::PgDb::create().await;
+    let (one, two) = (db.store().await, db.store().await);
+    let signal = two.outbox_signal();
+    let a = created(&*one, 1).await;
+    drain(&signal).await;
+    act(&*one, &a, Action::StartAssembly).await;
+    tokio::time::timeout(Duration::from_secs(1), signal.notified())
+        .await
+        .expect("replica two woken within a second by replica one's commit");
+
+    // Cut both listeners' connections, as a database restart or a network fault would.
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let listeners = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'";
+    let before: Vec<i32> = sqlx::query_scalar(listeners).fetch_all(&mut conn).await.unwrap();
+    assert_eq!(before.len(), 2, "one listening connection per store");
+    for pid in &before {
+        sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut conn).await.unwrap();
+    }
+    let mut reconnected = false;
+    for _ in 0..100 {
+        let now: Vec<i32> = sqlx::query_scalar(listeners).fetch_all(&mut conn).await.unwrap();
+        if now.len() == 2 && now.iter().all(|pid| !before.contains(pid)) {
+            reconnected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reconnected, "the listeners reconnected within 10 s");
+    drain(&signal).await;
+    act(&*one, &a, Action::Assembled).await;
+    tokio::time::timeout(Duration::from_secs(1), signal.notified())
+        .await
+        .expect("woken after the listener reconnected");
+    // A dropped store stops its listener: nothing is left holding the database.
+    drop((one, two));
+    let mut released = false;
+    for _ in 0..50 {
+        if sqlx::query_scalar::<_, i32>(listeners).fetch_all(&mut conn).await.unwrap().is_empty() {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(released, "the listeners of dropped stores closed their connections");
+    let _ = conn.close().await;
+    db.drop_db().await;
+}
+
+/// A bad URL is a configuration error, an unreachable server an outage (503), never a panic.
+#[tokio::test]
+async fn postgres_open_reports_bad_urls_and_unreachable_servers() {
+    let bad = kuper_bridge_storage::open("postgres://[", &StoreOptions::default()).await;
+    assert!(matches!(bad, Err(kuper_bridge_storage::StoreError::Config(_))), "{:?}", bad.err());
+    // Port 1 on loopback: nothing listens there. Refused at once, not after the pool's timeout.
+    let started = std::time::Instant::now();
+    let down = kuper_bridge_storage::open("postgres://postgres@127.0.0.1:1/postgres", &StoreOptions::default()).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(matches!(down, Err(kuper_bridge_storage::StoreError::Unavailable(_))), "{:?}", down.err());
 }

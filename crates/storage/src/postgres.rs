@@ -1,0 +1,794 @@
+//! PostgreSQL backend: several gateway replicas on one database. A pool of connections;
+//! every write is one transaction that first locks its order's row (`SELECT … FOR UPDATE`),
+//! so two replicas acting on the same order serialise while the engine decides, and then
+//! touches that order's outbox rows (one lock order everywhere: order, then outbox rows; claims
+//! lock outbox rows only and never wait). Commits that queue or unblock outbox work wake every
+//! replica's dispatcher through `NOTIFY`.
+
+use crate::common::{self, event_from_row, order_from_row, outbox_from_row, PickupCheck};
+use crate::{
+    now_ms, ActionRequest, ActionResult, AttemptOutcome, AttemptReport, EventRecord, Exchange, IngestResult,
+    OrderFilter, OutboxRecord, OutboxStats, OutboxStatus, PickupVerification, Result, Store, StoreError, StoredOrder,
+};
+use async_trait::async_trait;
+use kuper_bridge_domain::engine::{self, kuper_state_after_ack};
+use kuper_bridge_domain::{Action, Order, Policy};
+use kuper_bridge_wire::{CreatedAnswer, NotificationEvent, WebhookEnvelope, WebhookEvent};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, Notify};
+use tracing::warn;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The channel on which a commit that queues or unblocks outbox work wakes every replica.
+const CHANNEL: &str = "kuper_bridge_outbox";
+/// Our statements are small; one that runs this long is stuck (the webhook is answered 503).
+const STATEMENT_TIMEOUT: &str = "15s";
+/// No transaction waits on the network, so an idle one is leaked: end it and free its locks.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
+/// Advisory lock class (first key of `pg_advisory_xact_lock(int, int)`) for a store's pickup
+/// codes; the second key is the store id's hash.
+const PICKUP_CODES_LOCK: i32 = 0x6b62_0001;
+
+pub struct PgStore {
+    pool: PgPool,
+    signal: Arc<Notify>,
+    /// Dropped with the store, which stops the listener task.
+    _listener: oneshot::Sender<()>,
+}
+
+const ORDER_COLUMNS: &str = "id, data, created_at, updated_at";
+const OUTBOX_COLUMNS: &str =
+    "id, order_id, kind, event, body, status, attempts, next_attempt_at, in_doubt, last_status, last_error, created_at, sent_at, lease_owner, retry_since, idempotency_key";
+/// A pending record that is the head of its order's queue (no earlier pending or dead record:
+/// per-order FIFO, protocol.md §9), due, and not under a live lease. Binds $1 = now.
+const HEAD_DUE: &str = "o.status = 'pending' AND o.next_attempt_at <= $1 AND (o.lease_until IS NULL OR o.lease_until <= $1)
+    AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.id < o.id AND p.status IN ('pending', 'dead'))";
+const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id";
+
+impl PgStore {
+    /// Connects (failing when the server is unreachable) and subscribes to the wake-up
+    /// channel before returning, so no other replica's commit after `open` goes unnoticed.
+    pub async fn open(url: &str, store_options: &crate::StoreOptions) -> Result<Self> {
+        // `lock_timeout` plays SQLite's busy_timeout: a write waiting longer than that for
+        // another replica's lock on the same order fails, and the webhook is answered 503.
+        let lock_timeout = format!("{}ms", store_options.busy_timeout.as_millis().max(1));
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("database.url: {e}")))?
+            .application_name("kuper-bridge")
+            .options([
+                ("lock_timeout", lock_timeout.as_str()),
+                ("statement_timeout", STATEMENT_TIMEOUT),
+                ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
+            ]);
+        // One plain connection first: a pool keeps retrying a refused connection until its
+        // acquire timeout, and a wrong URL or a server that is down should fail `serve` at once.
+        PgConnection::connect_with(&options).await?.close().await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options.clone());
+        let signal = Arc::new(Notify::new());
+        let listener = listen(&options).await?;
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(relay_wake_ups(listener, options, signal.clone(), stopped));
+        Ok(Self { pool, signal, _listener: stop })
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>> {
+        // READ COMMITTED: each statement sees what was committed before it started, and the
+        // order row lock taken first serialises the writers of one order.
+        Ok(self.pool.begin().await?)
+    }
+}
+
+/// A listener on [`CHANNEL`] on a connection of its own (outside the pool, so it never takes
+/// one of the pool's connections and has no idle or lifetime limit).
+async fn listen(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options.clone());
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Turns other replicas' `NOTIFY`s into wake-ups of this process's dispatcher until the store
+/// is dropped (`stop`). A lost connection is re-established with backoff; since notifications
+/// sent meanwhile are lost, every reconnection wakes the dispatcher once (and its 1 s poll is
+/// the safety net for a connection that dies silently).
+async fn relay_wake_ups(
+    listener: PgListener,
+    options: PgConnectOptions,
+    signal: Arc<Notify>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+    const MAX_BACKOFF: Duration = Duration::from_secs(30);
+    let mut listener = Some(listener);
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let Some(active) = listener.as_mut() else {
+            let reconnected = tokio::select! {
+                _ = &mut stop => return,
+                r = async {
+                    tokio::time::sleep(backoff).await;
+                    listen(&options).await
+                } => r,
+            };
+            match reconnected {
+                Ok(l) => {
+                    listener = Some(l);
+                    backoff = FIRST_BACKOFF;
+                    signal.notify_one();
+                }
+                Err(e) => {
+                    warn!(error = %e, "outbox wake-up listener: reconnect failed; retrying");
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            continue;
+        };
+        let received = tokio::select! {
+            _ = &mut stop => return,
+            r = active.try_recv() => r,
+        };
+        match received {
+            Ok(Some(_)) => signal.notify_one(),
+            // The connection was lost and re-established: anything sent meanwhile is gone.
+            Ok(None) => signal.notify_one(),
+            Err(e) => {
+                warn!(error = %e, "outbox wake-up listener lost its connection; reconnecting");
+                listener = None;
+            }
+        }
+    }
+}
+
+/// Wakes every replica's dispatcher when the transaction commits (`NOTIFY` is delivered at
+/// commit, and not at all on rollback). This process is woken in-process after the commit.
+async fn notify_replicas(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(conn).await?;
+    Ok(())
+}
+
+async fn insert_event(
+    conn: &mut PgConnection,
+    order_id: Option<i64>,
+    outbox_id: Option<i64>,
+    at: i64,
+    e: &Exchange,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(order_id)
+    .bind(outbox_id)
+    .bind(at)
+    .bind(&e.kind)
+    .bind(&e.direction)
+    .bind(&e.event)
+    .bind(&e.outcome)
+    .bind(&e.method)
+    .bind(&e.path)
+    .bind(e.status)
+    .bind(e.latency_ms)
+    .bind(&e.headers)
+    .bind(&e.body)
+    .bind(&e.response)
+    .bind(&e.detail)
+    .bind(&e.request_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `lock`: inside a write transaction, lock the order's row until commit.
+async fn find_order_in(conn: &mut PgConnection, reference: &str, lock: bool) -> Result<Option<StoredOrder>> {
+    let row = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE original_order_id = $1 OR order_uuid = $1 OR number = $1 ORDER BY id LIMIT 1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    ))
+    .bind(reference)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(order_from_row).transpose()
+}
+
+/// The order a webhook names, locked until commit.
+async fn find_by_identity(conn: &mut PgConnection, env: &WebhookEnvelope) -> Result<Option<StoredOrder>> {
+    let row = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE ($1::text IS NOT NULL AND original_order_id = $1) OR ($2::text IS NOT NULL AND order_uuid = $2) ORDER BY id LIMIT 1 FOR UPDATE"
+    ))
+    .bind(&env.identity.original_order_id)
+    .bind(&env.identity.order_uuid)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(order_from_row).transpose()
+}
+
+/// Locks the order an outbox record belongs to (before the record itself: one lock order for
+/// every writer) and returns it.
+async fn lock_order_of(conn: &mut PgConnection, outbox_id: i64) -> Result<StoredOrder> {
+    let order_id: i64 = sqlx::query_scalar("SELECT order_id FROM outbox WHERE id = $1")
+        .bind(outbox_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::OutboxNotFound(outbox_id))?;
+    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"))
+        .bind(order_id)
+        .fetch_one(conn)
+        .await?;
+    order_from_row(&row)
+}
+
+async fn save_order(conn: &mut PgConnection, id: i64, order: &Order, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE orders SET state = $1, data = $2, updated_at = $3, original_order_id = COALESCE(original_order_id, $4), order_uuid = COALESCE(order_uuid, $5) WHERE id = $6",
+    )
+    .bind(order.state.as_str())
+    .bind(serde_json::to_string(order)?)
+    .bind(now)
+    .bind(&order.original_order_id)
+    .bind(&order.order_uuid)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `lock`: hold the record's row until commit, so a claim by another replica (whose lease
+/// check this read must not race) skips it meanwhile.
+async fn fetch_outbox(conn: &mut PgConnection, id: i64, lock: bool) -> Result<OutboxRecord> {
+    let row = sqlx::query(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::OutboxNotFound(id))?;
+    outbox_from_row(&row)
+}
+
+/// Kuper ended the order: queued notifications would only be refused (protocol.md §5).
+async fn supersede_pending(conn: &mut PgConnection, order_id: i64, now: i64, reason: &str) -> Result<u64> {
+    // A record being claimed right now is locked by the claim: this waits for it and then
+    // sees its live lease, so an in-flight record is never skipped under its sender.
+    let done = sqlx::query(
+        "UPDATE outbox SET status = 'skipped', last_error = $1, updated_at = $2
+         WHERE order_id = $3 AND status IN ('pending', 'dead') AND (lease_until IS NULL OR lease_until <= $2)",
+    )
+    .bind(reason)
+    .bind(now)
+    .bind(order_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Pickup codes are unique among a store's active orders, but two replicas giving codes to
+/// two orders of one store at once hold two different order locks and would each see the
+/// other's code as free: the check runs under a per-store lock held until commit.
+async fn lock_pickup_codes(conn: &mut PgConnection, store_id: &str) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(PICKUP_CODES_LOCK)
+        .bind(store_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn pickup_code_in_use(conn: &mut PgConnection, store_id: &str, code: &str, except_order: i64) -> Result<bool> {
+    let clash: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM orders WHERE store_id = $1 AND id <> $2 AND state NOT IN ('delivered', 'canceled')
+         AND (data::json #>> '{pickup,code}') = $3",
+    )
+    .bind(store_id)
+    .bind(except_order)
+    .bind(code)
+    .fetch_one(conn)
+    .await?;
+    Ok(clash > 0)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<()> {
+        // Without the pool's timeouts: a migration may rewrite a large table or wait for
+        // another replica's migration (sqlx serialises them with an advisory lock).
+        let mut conn = self.pool.acquire().await?.detach();
+        sqlx::query("SET statement_timeout = 0").execute(&mut conn).await?;
+        sqlx::query("SET lock_timeout = 0").execute(&mut conn).await?;
+        // run_direct: sqlx's own way around `run`'s "Acquire is not general enough" in a Send future.
+        MIGRATOR.run_direct(&mut conn).await?;
+        conn.close().await?;
+        Ok(())
+    }
+
+    async fn ready(&self) -> Result<()> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?;
+        let expected = MIGRATOR.iter().count() as i64;
+        if applied < expected {
+            return Err(StoreError::Unavailable(format!("{applied} of {expected} migrations applied")));
+        }
+        Ok(())
+    }
+
+    fn outbox_signal(&self) -> Arc<Notify> {
+        self.signal.clone()
+    }
+
+    async fn ingest_webhook(
+        &self,
+        env: &WebhookEnvelope,
+        mut exchange: Exchange,
+        policy: &Policy,
+        respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+    ) -> Result<IngestResult> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let existing = if env.event.is_some() { find_by_identity(&mut tx, env).await? } else { None };
+        let mut order_id = existing.as_ref().map(|o| o.id);
+        let mut queued = false;
+        let result = match (env.event, existing) {
+            (None, _) => IngestResult::UnknownEvent,
+            (Some(WebhookEvent::OrderCreated), Some(found)) => IngestResult::Created {
+                order_id: found.id,
+                answer: CreatedAnswer::new(found.order.number.clone(), found.order.expected_assembly_time.clone()),
+                duplicate: true,
+            },
+            (Some(WebhookEvent::OrderCreated), None) => {
+                // The id first, so the number `{prefix}{id}` goes in with the row: one insert
+                // that either creates the order or finds that someone else just did.
+                let id: i64 = sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let order = common::new_order(env, policy, format!("{}{id}", policy.number_prefix))?;
+                let inserted: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO orders (id, original_order_id, order_uuid, number, store_id, scheme, state, data, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING id",
+                )
+                .bind(id)
+                .bind(&order.original_order_id)
+                .bind(&order.order_uuid)
+                .bind(&order.number)
+                .bind(&order.store_id)
+                .bind(order.scheme.as_str())
+                .bind(order.state.as_str())
+                .bind(serde_json::to_string(&order)?)
+                .bind(now)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if inserted.is_some() {
+                    order_id = Some(id);
+                    IngestResult::Created {
+                        order_id: id,
+                        answer: CreatedAnswer::new(order.number.clone(), order.expected_assembly_time.clone()),
+                        duplicate: false,
+                    }
+                } else {
+                    // The same order.created reached another replica (or a retry raced the
+                    // first delivery) and its insert won. ON CONFLICT waited for that
+                    // transaction to commit, and this statement's snapshot is newer, so it
+                    // sees the order: answer as every retry is answered, with its number.
+                    let found = find_by_identity(&mut tx, env).await?.ok_or_else(|| {
+                        StoreError::Unavailable(format!(
+                            "order number {} or the order's identity is taken by another order",
+                            order.number
+                        ))
+                    })?;
+                    order_id = Some(found.id);
+                    IngestResult::Created {
+                        order_id: found.id,
+                        answer: CreatedAnswer::new(found.order.number.clone(), found.order.expected_assembly_time),
+                        duplicate: true,
+                    }
+                }
+            }
+            (Some(_), None) => IngestResult::UnknownOrder,
+            (Some(_), Some(found)) => {
+                let decision = engine::apply_webhook(&found.order, env);
+                if decision.order != found.order {
+                    save_order(&mut tx, found.id, &decision.order, now).await?;
+                }
+                if decision.supersede_pending {
+                    let reason = format!("superseded: {} from Kuper", env.event_type);
+                    let skipped = supersede_pending(&mut tx, found.id, now, &reason).await?;
+                    if skipped > 0 {
+                        insert_event(&mut tx, Some(found.id), None, now, &common::superseded_note(skipped, &reason))
+                            .await?;
+                        notify_replicas(&mut tx).await?;
+                    }
+                    queued = skipped > 0;
+                }
+                IngestResult::Applied { order_id: found.id, outcome: decision.outcome, note: decision.note }
+            }
+        };
+        common::finish_ingest_exchange(&mut exchange, &result, respond);
+        insert_event(&mut tx, order_id, None, now, &exchange).await?;
+        tx.commit().await?;
+        if queued {
+            self.signal.notify_one();
+        }
+        Ok(result)
+    }
+
+    async fn record_exchange(&self, order_id: Option<i64>, exchange: Exchange) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        insert_event(&mut conn, order_id, None, now_ms(), &exchange).await
+    }
+
+    async fn apply_action(
+        &self,
+        reference: &str,
+        request: ActionRequest,
+        policy: &Policy,
+        mut exchange: Exchange,
+    ) -> Result<ActionResult> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let found = find_order_in(&mut tx, reference, true)
+            .await?
+            .ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
+        let supplied_code = matches!(request, ActionRequest::Action(Action::PickupCode { .. }));
+        let action = match request {
+            ActionRequest::Action(a) => a,
+            ActionRequest::GeneratePickupCode => {
+                // Unique among the store's active orders, so a code identifies one order at the desk.
+                lock_pickup_codes(&mut tx, &found.order.store_id).await?;
+                let mut code = common::generate_code(policy.pickup_code_length);
+                let mut tries = 0;
+                while pickup_code_in_use(&mut tx, &found.order.store_id, &code, found.id).await? {
+                    tries += 1;
+                    if tries >= 20 {
+                        return Err(StoreError::Conflict(
+                            "no free pickup code found; the store has too many active codes for pickup.code_length"
+                                .into(),
+                        ));
+                    }
+                    code = common::generate_code(policy.pickup_code_length);
+                }
+                Action::PickupCode { code }
+            }
+        };
+        // The rules first: a refused action is a 409 whatever its input.
+        let decision = engine::apply_action(&found.order, action, policy)?;
+        if supplied_code {
+            let code = decision.order.pickup.as_ref().map(|p| p.code.clone()).unwrap_or_default();
+            lock_pickup_codes(&mut tx, &found.order.store_id).await?;
+            if pickup_code_in_use(&mut tx, &found.order.store_id, &code, found.id).await? {
+                return Err(StoreError::Conflict(
+                    "this pickup code is in use by another active order of the store".into(),
+                ));
+            }
+        }
+        save_order(&mut tx, found.id, &decision.order, now).await?;
+        let mut ids = Vec::with_capacity(decision.notifications.len());
+        for n in &decision.notifications {
+            let body = serde_json::to_string(&n.render(policy.notification_format))?;
+            // Inserted under the order's lock: the ids of one order's records grow in commit
+            // order, which the head-of-queue rule of `claim_due` relies on.
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO outbox (order_id, kind, event, body, status, next_attempt_at, created_at, updated_at, retry_since, idempotency_key)
+                 VALUES ($1, 'notification', $2, $3, 'pending', $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .bind(found.id)
+            .bind(n.event.as_str())
+            .bind(&body)
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .bind(format!("kb-{}", uuid::Uuid::new_v4()))
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id);
+        }
+        exchange.outcome = Some("accepted".into());
+        exchange.detail = Some(common::action_detail(&found.order, &decision.order, &decision.notifications));
+        insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
+        let mut notifications = Vec::with_capacity(ids.len());
+        for id in ids {
+            notifications.push(fetch_outbox(&mut tx, id, false).await?);
+        }
+        if !notifications.is_empty() {
+            notify_replicas(&mut tx).await?;
+        }
+        tx.commit().await?;
+        if !notifications.is_empty() {
+            self.signal.notify_one();
+        }
+        Ok(ActionResult {
+            order: StoredOrder { id: found.id, order: decision.order, created_at: found.created_at, updated_at: now },
+            notifications,
+        })
+    }
+
+    async fn verify_pickup_code(
+        &self,
+        reference: &str,
+        code: &str,
+        policy: &Policy,
+        mut exchange: Exchange,
+    ) -> Result<PickupVerification> {
+        let now = now_ms();
+        let now_s = now / 1000;
+        let mut tx = self.begin().await?;
+        // Locked: two replicas counting wrong codes of one order must not lose a count.
+        let found = find_order_in(&mut tx, reference, true)
+            .await?
+            .ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
+        match common::check_pickup_code(&found.order, code, policy, now_s, &mut exchange)? {
+            PickupCheck::Locked { until } => {
+                insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
+                tx.commit().await?;
+                Err(StoreError::PickupLocked { until })
+            }
+            PickupCheck::Checked { order, result } => {
+                save_order(&mut tx, found.id, &order, now).await?;
+                insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
+                tx.commit().await?;
+                Ok(result)
+            }
+        }
+    }
+
+    async fn find_order(&self, reference: &str) -> Result<Option<StoredOrder>> {
+        let mut conn = self.pool.acquire().await?;
+        find_order_in(&mut conn, reference, false).await
+    }
+
+    async fn list_orders(&self, f: &OrderFilter) -> Result<Vec<StoredOrder>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders
+             WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR scheme = $2) AND ($3::text IS NULL OR store_id = $3) AND ($4::bigint IS NULL OR id < $4)
+             ORDER BY id DESC LIMIT $5"
+        ))
+        .bind(&f.state)
+        .bind(&f.scheme)
+        .bind(&f.store)
+        .bind(f.before_id)
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(order_from_row).collect()
+    }
+
+    async fn order_events(&self, order_id: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE order_id = $1 ORDER BY id"))
+            .bind(order_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn claim_due(&self, owner: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxRecord>> {
+        // One statement; with nothing due it locks and writes nothing, so an idle poll is a
+        // read. Why two replicas claiming at once can neither share an order nor a record,
+        // under READ COMMITTED and without a per-order lock:
+        // - A record is leased only by an UPDATE of its row, and the subquery takes the row
+        //   lock first (FOR UPDATE) skipping rows another claim holds (SKIP LOCKED). A row
+        //   changed by a transaction that committed after this statement's snapshot is
+        //   re-read at its newest version and the conditions on it (pending, lease absent or
+        //   expired) re-checked before it is locked, so a record whose lease another replica
+        //   just took (or which was just completed or skipped) is passed over: no record is
+        //   leased twice while a lease is live.
+        // - The head rule reads the snapshot: a record is eligible only if every earlier
+        //   record of its order looked final (sent or skipped) there. Final is for good
+        //   (replay and skip only move dead letters), so a stale snapshot can only make us
+        //   pass over a head, never claim a record behind a non-final one. An in-flight head
+        //   is pending (leased) until the commit that completes it, so the record behind it
+        //   is not a head before that commit: e.g. replica 1 completing A while replica 2
+        //   claims sees either A pending (B not a head) or A sent (B is the head, rightly).
+        // - Records of one order are inserted under that order's row lock (`apply_action`),
+        //   so their ids grow in commit order: a snapshot that sees a record sees every
+        //   earlier record of its order.
+        // Hence at most one record per order is ever leased at a time, and in id order.
+        // (Locking the order row here, or an advisory lock per order, would add nothing but
+        // waits on the merchant's and Kuper's writes.)
+        // Each claim gets its own lease token (owner/id/attempt), so a result that comes back
+        // after its lease expired and the record was claimed again is recognised as late.
+        let rows = sqlx::query(&format!(
+            "UPDATE outbox SET lease_until = $1 + $2, lease_owner = $3 || '/' || id || '/' || (attempts + 1), attempts = attempts + 1,
+                 in_doubt = CASE WHEN lease_until IS NOT NULL THEN TRUE ELSE in_doubt END, updated_at = $1
+             WHERE id IN (SELECT o.id FROM outbox o WHERE {HEAD_DUE} ORDER BY o.next_attempt_at, o.id LIMIT $4 FOR UPDATE SKIP LOCKED)
+             RETURNING {OUTBOX_COLUMNS}"
+        ))
+        .bind(now)
+        .bind(lease_ms)
+        .bind(owner)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = rows.iter().map(outbox_from_row).collect::<Result<Vec<_>>>()?;
+        // RETURNING has no order; hand them out oldest due first, as SQLite does.
+        claimed.sort_by_key(|r| (r.next_attempt_at, r.id));
+        Ok(claimed)
+    }
+
+    async fn complete_attempt(&self, id: i64, lease: &str, report: AttemptReport) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        // The order is locked for the kuper_state update below (a merchant action on another
+        // replica must not overwrite it); the record is locked so that a claim taking it over
+        // cannot slip between the lease check and the update.
+        let stored = lock_order_of(&mut tx, id).await?;
+        let record = fetch_outbox(&mut tx, id, true).await?;
+        if record.lease.as_deref() != Some(lease) || record.status != OutboxStatus::Pending {
+            // Our lease expired and someone else owns the record now: keep their result,
+            // but keep the evidence of ours.
+            insert_event(&mut tx, Some(record.order_id), Some(id), now, &common::late_result(report)).await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        match &report.outcome {
+            AttemptOutcome::Delivered => {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'sent', sent_at = $1, lease_until = NULL, lease_owner = NULL, last_status = $2, last_error = NULL, updated_at = $1 WHERE id = $3",
+                )
+                .bind(now)
+                .bind(report.status)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(event) = NotificationEvent::parse(&record.event) {
+                    let mut order = stored.order;
+                    let next = kuper_state_after_ack(order.kuper_state, event, order.scheme);
+                    if next != order.kuper_state {
+                        order.kuper_state = next;
+                        save_order(&mut tx, stored.id, &order, now).await?;
+                    }
+                }
+                // The next notification of this order may have become the head of its queue.
+                notify_replicas(&mut tx).await?;
+            }
+            AttemptOutcome::Retry { next_attempt_at, in_doubt } => {
+                sqlx::query(
+                    "UPDATE outbox SET next_attempt_at = $1, lease_until = NULL, lease_owner = NULL, last_status = $2, last_error = $3,
+                         in_doubt = CASE WHEN $4 THEN TRUE ELSE in_doubt END, updated_at = $5 WHERE id = $6",
+                )
+                .bind(next_attempt_at)
+                .bind(report.status)
+                .bind(&report.error)
+                .bind(in_doubt)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            AttemptOutcome::Dead => {
+                // Kuper ended the order while this was in flight: its refusal is moot.
+                let (status, error) = common::give_up(&record, &stored.order, &report);
+                sqlx::query(
+                    "UPDATE outbox SET status = $1, lease_until = NULL, lease_owner = NULL, last_status = $2, last_error = $3, updated_at = $4 WHERE id = $5",
+                )
+                .bind(status)
+                .bind(report.status)
+                .bind(error)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        insert_event(&mut tx, Some(record.order_id), Some(id), now, &report.exchange).await?;
+        tx.commit().await?;
+        if matches!(report.outcome, AttemptOutcome::Delivered) {
+            // The next notification of this order may have become the head of its queue.
+            self.signal.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn next_due_at(&self, now: i64) -> Result<Option<i64>> {
+        // Only heads of queues can become due; a record waiting behind another is woken by
+        // the commit that finishes its predecessor.
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN o.lease_until IS NOT NULL AND o.lease_until > $1 THEN o.lease_until ELSE o.next_attempt_at END)
+             FROM outbox o WHERE o.status = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.id < o.id AND p.status IN ('pending', 'dead'))",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn release_stale_leases(&self, _owner: &str) -> Result<u64> {
+        // Several replicas share the database: a lease we do not recognise may be another
+        // live replica's, and releasing it would send its record twice. A dead replica's
+        // leases simply expire (lease = attempt budget + 30 s).
+        Ok(0)
+    }
+
+    async fn list_outbox(&self, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE ($1::text IS NULL OR status = $1) ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(status.map(|s| s.as_str()))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn get_outbox(&self, outbox_id: i64) -> Result<Option<OutboxRecord>> {
+        let row = sqlx::query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"))
+            .bind(outbox_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(outbox_from_row).transpose()
+    }
+
+    async fn outbox_attempts(&self, outbox_id: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE outbox_id = $1 ORDER BY id"))
+            .bind(outbox_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn replay(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord> {
+        operator_decision(self, outbox_id, exchange, "pending", "replayed by operator").await
+    }
+
+    async fn skip(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord> {
+        operator_decision(self, outbox_id, exchange, "skipped", "skipped by operator").await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FILTER (WHERE status = 'pending') AS pending, COUNT(*) FILTER (WHERE status = 'dead') AS dead,
+                    MIN(created_at) FILTER (WHERE status = 'pending') AS oldest FROM outbox WHERE status IN ('pending', 'dead')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OutboxStats {
+            pending: row.try_get("pending")?,
+            dead: row.try_get("dead")?,
+            oldest_pending_at: row.try_get("oldest")?,
+        })
+    }
+}
+
+async fn operator_decision(
+    store: &PgStore,
+    outbox_id: i64,
+    mut exchange: Exchange,
+    to: &str,
+    note: &str,
+) -> Result<OutboxRecord> {
+    let now = now_ms();
+    let mut tx = store.begin().await?;
+    lock_order_of(&mut tx, outbox_id).await?;
+    let record = fetch_outbox(&mut tx, outbox_id, true).await?;
+    common::require_dead(&record)?;
+    // A replay starts a fresh retry schedule and give-up clock; the attempts so far stay in
+    // the timeline.
+    sqlx::query(
+        "UPDATE outbox SET status = $1, next_attempt_at = $2, attempts = 0, retry_since = $2, in_doubt = FALSE, updated_at = $2 WHERE id = $3",
+    )
+    .bind(to)
+    .bind(now)
+    .bind(outbox_id)
+    .execute(&mut *tx)
+    .await?;
+    common::operator_exchange(&mut exchange, &record, to, note);
+    insert_event(&mut tx, Some(record.order_id), Some(outbox_id), now, &exchange).await?;
+    let updated = fetch_outbox(&mut tx, outbox_id, false).await?;
+    // Replay re-queues the record; skip unblocks the records behind it.
+    notify_replicas(&mut tx).await?;
+    tx.commit().await?;
+    store.signal.notify_one();
+    Ok(updated)
+}
