@@ -241,6 +241,9 @@ pub struct Dispatcher {
     pub connect_timeout_ms: u64,
     pub concurrency: usize,
     pub poll_interval_ms: u64,
+    /// Lease = attempt budget (5 × request timeout) + this margin. A replica that dies has its
+    /// claims taken over after the lease; keep the margin well above the replicas' clock skew.
+    pub lease_margin_ms: u64,
 }
 
 impl Default for Dispatcher {
@@ -255,6 +258,7 @@ impl Default for Dispatcher {
             connect_timeout_ms: 3_000,
             concurrency: 32,
             poll_interval_ms: 1_000,
+            lease_margin_ms: 30_000,
         }
     }
 }
@@ -305,7 +309,13 @@ pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), String> {
         figment = figment.merge(Toml::file(p));
     }
     // KUPER_BRIDGE_CONFIG names the file (the --config flag's variable), it is not a key.
-    figment = figment.merge(Env::prefixed("KUPER_BRIDGE_").ignore(&["config"]).split("__"));
+    // KUPER_BRIDGE_TEST_* belong to the test suite (which database to test on).
+    figment = figment.merge(
+        Env::prefixed("KUPER_BRIDGE_")
+            .ignore(&["config"])
+            .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+            .split("__"),
+    );
     let config: Config =
         figment.extract().map_err(|e| e.into_iter().map(|e| format!("- {e}")).collect::<Vec<_>>().join("\n"))?;
     Ok((config, used))
@@ -551,7 +561,7 @@ impl Config {
                 concurrency: d.concurrency,
                 poll_interval: Duration::from_millis(d.poll_interval_ms),
                 attempt_budget,
-                lease: attempt_budget + Duration::from_secs(30),
+                lease: attempt_budget + Duration::from_millis(d.lease_margin_ms),
                 release_stale_leases_on_start: self.database.url.starts_with("sqlite:"),
             },
             warnings,

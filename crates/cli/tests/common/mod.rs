@@ -100,6 +100,8 @@ pub async fn base_config(dir: &std::path::Path, sim_url: &str) -> Config {
     c.dispatcher.request_timeout_ms = 800;
     c.dispatcher.connect_timeout_ms = 300;
     c.dispatcher.poll_interval_ms = 200;
+    // A killed replica's claims are taken over after 5 × 800 ms + 1 s, not 34 s.
+    c.dispatcher.lease_margin_ms = 1_000;
     c
 }
 
