@@ -99,14 +99,24 @@ mod db {
     }
 
     impl PgDb {
-        pub async fn create() -> Self {
+        /// `None` (the test is skipped, loudly) only on a developer machine without PostgreSQL;
+        /// in CI (`CI` set), or when a PostgreSQL run is asked for, an absent server fails.
+        pub async fn create() -> Option<Self> {
             let server = server();
-            let mut admin = sqlx::PgConnection::connect(&server).await.unwrap_or_else(|e| {
-                panic!(
+            let required = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
+                || std::env::var("KUPER_BRIDGE_TEST_PG").is_ok()
+                || std::env::var("KUPER_BRIDGE_TEST_BACKEND").is_ok_and(|b| b == "postgres");
+            let mut admin = match sqlx::PgConnection::connect(&server).await {
+                Ok(c) => c,
+                Err(e) if !required => {
+                    eprintln!("SKIPPED: no PostgreSQL at {server} ({e}); CI runs these tests (set KUPER_BRIDGE_TEST_PG to use another server)");
+                    return None;
+                }
+                Err(e) => panic!(
                     "PostgreSQL tests need a server at {server} (set KUPER_BRIDGE_TEST_PG to another one; \
                      CI starts it): {e}"
-                )
-            });
+                ),
+            };
             let name = format!("kb_t_{}", uuid::Uuid::new_v4().simple());
             // The name is ours (hex), not input: identifiers cannot be bound.
             sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -115,7 +125,7 @@ mod db {
                 .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {server}: {e}"));
             let _ = admin.close().await;
             let url = database_url(&server, &name);
-            Self { server, name, url, dropped: false }
+            Some(Self { server, name, url, dropped: false })
         }
 
         /// A store on this database (one pool: one replica), migrated.
@@ -171,7 +181,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let db = crate::db::PgDb::create().await;
+                    let Some(db) = crate::db::PgDb::create().await else { return };
                     let s = db.store().await;
                     crate::$name(&*s).await;
                     drop(s);
@@ -356,7 +366,7 @@ async fn sqlite_releases_leases_of_a_dead_process_at_start() {
 /// left to expire.
 #[tokio::test]
 async fn postgres_never_releases_another_replicas_lease() {
-    let db = db::PgDb::create().await;
+    let Some(db) = db::PgDb::create().await else { return };
     let s = db.store().await;
     order(&*s, 1).await;
     let claimed = s.claim_due("other-replica", now(), 600_000, 10).await.unwrap().remove(0);
@@ -423,7 +433,7 @@ async fn claimant(s: Arc<dyn Store>, owner: String, seen: Arc<Mutex<Claims>>, ex
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_replicas_claim_each_record_once_and_each_order_in_order() {
     const ORDERS: u32 = 24;
-    let db = db::PgDb::create().await;
+    let Some(db) = db::PgDb::create().await else { return };
     let replicas = [db.store().await, db.store().await];
     let mut ids = Vec::new();
     for n in 0..ORDERS {
@@ -466,7 +476,7 @@ async fn postgres_replicas_claim_each_record_once_and_each_order_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_concurrent_duplicate_order_created_makes_one_order() {
     const DELIVERIES: usize = 20;
-    let db = db::PgDb::create().await;
+    let Some(db) = db::PgDb::create().await else { return };
     let replicas = [db.store().await, db.store().await];
     let (_, env) = created_envelope(9);
     let start = Arc::new(tokio::sync::Barrier::new(DELIVERIES));
@@ -506,7 +516,7 @@ async fn drain(signal: &tokio::sync::Notify) {
 /// connection was lost and re-established.
 #[tokio::test]
 async fn postgres_a_commit_on_one_replica_wakes_the_others() {
-    let db = db::PgDb::create().await;
+    let Some(db) = db::PgDb::create().await else { return };
     let (one, two) = (db.store().await, db.store().await);
     let signal = two.outbox_signal();
     let a = created(&*one, 1).await;
