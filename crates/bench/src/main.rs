@@ -489,6 +489,10 @@ struct OpenLoop {
     latency: Summary,
     /// From the moment the request actually left.
     service: Summary,
+    /// 100 ms windows (by scheduled send time) holding a request slower than 20 ms:
+    /// (window start in s, such requests, slowest in ms). Shows whether the tail is a few
+    /// stalls or spread out.
+    slow_windows: Vec<(f64, usize, f64)>,
 }
 
 /// Requests at a fixed rate whatever the answers (open loop), at most 512 in flight.
@@ -508,7 +512,7 @@ async fn open_loop(target: &Target, rate: u32, duration: Duration) -> Result<Ope
             let sent = tokio::time::Instant::now();
             let r = target.send(&client).await;
             let now = tokio::time::Instant::now();
-            (r, now - scheduled, now - sent, now)
+            (r, now - scheduled, now - sent, now, scheduled - started)
         }));
     }
     let mut lat = Vec::with_capacity(n);
@@ -516,11 +520,17 @@ async fn open_loop(target: &Target, rate: u32, duration: Duration) -> Result<Ope
     let mut errors = 0;
     let mut first_error = None;
     let mut last = started;
+    let mut windows: std::collections::BTreeMap<u64, (usize, Duration)> = std::collections::BTreeMap::new();
     for t in tasks {
-        let (r, l, s, at) = t.await.context("a request task panicked")?;
+        let (r, l, s, at, offset) = t.await.context("a request task panicked")?;
         last = last.max(at);
         match r {
             Ok(()) => {
+                if l > Duration::from_millis(20) {
+                    let w = windows.entry(offset.as_millis() as u64 / 100).or_default();
+                    w.0 += 1;
+                    w.1 = w.1.max(l);
+                }
                 lat.push(l);
                 service.push(s);
             }
@@ -540,6 +550,10 @@ async fn open_loop(target: &Target, rate: u32, duration: Duration) -> Result<Ope
         achieved_rps: ok as f64 / (last - started).as_secs_f64().max(1e-9),
         latency: Summary::of(lat),
         service: Summary::of(service),
+        slow_windows: windows
+            .into_iter()
+            .map(|(w, (count, max))| (w as f64 / 10.0, count, kuper_bridge_bench::stats::ms(max)))
+            .collect(),
     })
 }
 
@@ -1491,6 +1505,7 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
         "fixed_rate": fixed.iter().map(|r| json!({
             "rate": r.rate, "sent": r.sent, "ok": r.ok, "errors": r.errors, "first_error": r.first_error,
             "achieved_rps": r.achieved_rps, "latency_from_schedule": r.latency.to_json(), "latency_from_send": r.service.to_json(),
+            "slow_windows": r.slow_windows.iter().map(|(at, n, max)| json!({"at_s": at, "over_20ms": n, "max_ms": max})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "storage_ceiling": ceiling.to_json(),
         "storage_gateway_shaped": shaped.to_json(),

@@ -63,7 +63,11 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
         unauthenticated_audit: Arc::new(kuper_bridge_app::AuditBudget::new(60)),
     };
     let mut tasks = Vec::new();
-    let app = if config.server.serves_api() { kuper_bridge_app::router(state) } else { kuper_bridge_app::worker_router(state) };
+    let app = if config.server.serves_api() {
+        kuper_bridge_app::router(state)
+    } else {
+        kuper_bridge_app::worker_router(state)
+    };
     let token = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = kuper_bridge_app::serve(listener, app, async move { token.cancelled().await }).await {

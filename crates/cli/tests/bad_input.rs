@@ -311,8 +311,7 @@ async fn secrets_never_reach_the_audit_log() {
     post_webhook(&env, Some(("authorization", basic("kuper:guessed-password"))), paid).await;
     let rows = text_rows(&env.config.database.url, "SELECT headers, body, response, detail FROM events").await;
     assert!(rows.len() >= 6, "the exchanges were recorded");
-    let all: String =
-        rows.iter().flatten().flatten().cloned().collect::<Vec<_>>().join("\n");
+    let all: String = rows.iter().flatten().flatten().cloned().collect::<Vec<_>>().join("\n");
     for secret in [
         basic(WEBHOOK_USER).trim_start_matches("Basic ").to_string(),
         basic("kuper:guessed-password").trim_start_matches("Basic ").to_string(),

@@ -287,3 +287,81 @@ pub fn accepted_events(sim_order: &Value) -> Vec<String> {
 pub fn id_of(created: &Value) -> String {
     created["originalOrderId"].as_str().expect("originalOrderId").to_string()
 }
+
+/// The real binary, for tests that kill it.
+pub async fn spawn_gateway(config: &std::path::Path, dir: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kuper-bridge"))
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn kuper-bridge")
+}
+
+pub async fn wait_healthy(http: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("kuper-bridge did not come up at {url}");
+}
+
+pub fn toml_of(c: &kuper_bridge::config::Config) -> String {
+    // The config types serialize to exactly what `load` reads back.
+    let value = serde_json::to_value(c).unwrap();
+    json_to_toml(&value, "")
+}
+
+/// Minimal JSON → TOML for the test's own config (tables, arrays of tables, scalars).
+fn json_to_toml(v: &Value, prefix: &str) -> String {
+    let Value::Object(map) = v else { return String::new() };
+    let mut out = String::new();
+    let scalar = |x: &Value| match x {
+        Value::String(s) => Some(format!("{s:?}")),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Array(a) if a.iter().all(|e| !e.is_object()) => Some(format!(
+            "[{}]",
+            a.iter()
+                .map(|e| match e {
+                    Value::String(s) => format!("{s:?}"),
+                    o => o.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => None,
+    };
+    for (k, x) in map {
+        if let Some(s) = scalar(x) {
+            out.push_str(&format!("{k} = {s}\n"));
+        }
+    }
+    for (k, x) in map {
+        let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match x {
+            Value::Object(_) => {
+                out.push_str(&format!("\n[{name}]\n"));
+                out.push_str(&json_to_toml(x, &name));
+            }
+            Value::Array(a) if a.iter().any(Value::is_object) => {
+                for e in a {
+                    out.push_str(&format!("\n[[{name}]]\n"));
+                    out.push_str(&json_to_toml(e, &name));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
