@@ -260,6 +260,13 @@ pub mod procfs {
         Some(utime + stime)
     }
 
+    /// Time a thread spent waiting on a run queue (ready, not running), in ns: the second
+    /// field of `/proc/PID/task/TID/schedstat`. Summed over a process's threads it tells
+    /// how much the process was held back by other work competing for the CPUs.
+    pub fn schedstat_wait_ns(schedstat: &str) -> Option<u64> {
+        schedstat.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// The mount (device, type) holding `path`, from `/proc/mounts` text: the longest
     /// mount point that is a prefix of `path`.
     pub fn mount_of(mounts: &str, path: &str) -> Option<(String, String)> {

@@ -174,6 +174,17 @@ impl Gateway {
         cpu_secs_of(&format!("/proc/{}/stat", self.pid))
     }
 
+    /// Seconds the gateway's threads (those alive now) have spent runnable but not running.
+    fn runq_wait_secs(&self) -> f64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else { return 0.0 };
+        let ns: u64 = tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| procfs::schedstat_wait_ns(&s))
+            .sum();
+        ns as f64 / 1e9
+    }
+
     /// Sizes of the database file and its WAL.
     fn db_bytes(&self) -> (u64, u64) {
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -383,6 +394,7 @@ struct ClosedLoop {
     halves: (f64, f64),
     client_cpu_s: f64,
     gateway_cpu_s: f64,
+    gateway_runq_wait_s: f64,
 }
 
 impl ClosedLoop {
@@ -399,6 +411,7 @@ impl ClosedLoop {
             "rps_second_half": self.halves.1,
             "client_cpu_s": self.client_cpu_s,
             "gateway_cpu_s": self.gateway_cpu_s,
+            "gateway_runq_wait_s": self.gateway_runq_wait_s,
         })
     }
 }
@@ -414,7 +427,7 @@ async fn closed_loop(
 ) -> Result<ClosedLoop> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let (cpu0, own0) = (gw.cpu_secs().unwrap_or(0.0), own_cpu_secs());
+    let (cpu0, own0, wait0) = (gw.cpu_secs().unwrap_or(0.0), own_cpu_secs(), gw.runq_wait_secs());
     let mut workers = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         let client = load_client(1)?;
@@ -464,6 +477,7 @@ async fn closed_loop(
         halves,
         client_cpu_s: own_cpu_secs() - own0,
         gateway_cpu_s: gw.cpu_secs().unwrap_or(0.0) - cpu0,
+        gateway_runq_wait_s: gw.runq_wait_secs() - wait0,
     })
 }
 
@@ -493,10 +507,14 @@ struct OpenLoop {
     /// (window start in s, such requests, slowest in ms). Shows whether the tail is a few
     /// stalls or spread out.
     slow_windows: Vec<(f64, usize, f64)>,
+    gateway_cpu_s: f64,
+    /// Time the gateway's threads were ready to run but waiting for a CPU.
+    gateway_runq_wait_s: f64,
 }
 
 /// Requests at a fixed rate whatever the answers (open loop), at most 512 in flight.
-async fn open_loop(target: &Target, rate: u32, duration: Duration) -> Result<OpenLoop> {
+async fn open_loop(target: &Target, rate: u32, duration: Duration, gw: &Gateway) -> Result<OpenLoop> {
+    let (cpu0, wait0) = (gw.cpu_secs().unwrap_or(0.0), gw.runq_wait_secs());
     let client = load_client(512)?;
     let inflight = Arc::new(tokio::sync::Semaphore::new(512));
     let n = (f64::from(rate) * duration.as_secs_f64()).round() as usize;
@@ -554,6 +572,8 @@ async fn open_loop(target: &Target, rate: u32, duration: Duration) -> Result<Ope
             .into_iter()
             .map(|(w, (count, max))| (w as f64 / 10.0, count, kuper_bridge_bench::stats::ms(max)))
             .collect(),
+        gateway_cpu_s: gw.cpu_secs().unwrap_or(0.0) - cpu0,
+        gateway_runq_wait_s: gw.runq_wait_secs() - wait0,
     })
 }
 
@@ -1229,14 +1249,16 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
     let mut fixed = Vec::new();
     for &rate in &args.rates {
         progress(format!("order.created at {rate} req/s for {:.1} s", plan.rate_duration.as_secs_f64()));
-        let r = open_loop(&webhook, rate, plan.rate_duration).await?;
+        let r = open_loop(&webhook, rate, plan.rate_duration, gw).await?;
         gw.check_alive()?;
         progress(format!(
-            "  achieved {:.0} req/s, p50 {}, p99 {}, errors {}",
+            "  achieved {:.0} req/s, p50 {}, p99 {}, errors {}; gateway {:.2} CPU-s, {:.2} s waiting for a CPU",
             r.achieved_rps,
             fmt_ms(r.latency.p50),
             fmt_ms(r.latency.p99),
-            r.errors
+            r.errors,
+            r.gateway_cpu_s,
+            r.gateway_runq_wait_s
         ));
         stored_orders += r.ok;
         fixed.push(r);
@@ -1450,15 +1472,31 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
     ));
 
     notes.push(format!(
-        "client (this process: load generator + simulator) CPU during the ingest runs: {}",
+        "CPU during the ingest runs (client = this process: load generator and simulator): {}",
         ingest
             .iter()
             .map(|r| format!(
-                "{} conn. {:.2} CPU-s / {:.2} s wall (gateway {:.2} CPU-s)",
+                "{} conn. {:.2} s wall, client {:.2} CPU-s, gateway {:.2} CPU-s + {:.2} s runnable but waiting for a CPU",
                 r.concurrency,
-                r.client_cpu_s,
                 r.elapsed.as_secs_f64(),
-                r.gateway_cpu_s
+                r.client_cpu_s,
+                r.gateway_cpu_s,
+                r.gateway_runq_wait_s
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    notes.push(format!(
+        "fixed rate: {}",
+        fixed
+            .iter()
+            .map(|r| format!(
+                "{} /s: latency from send p99 {}, {} 100-ms windows with a request over 20 ms, gateway {:.2} CPU-s + {:.2} s waiting for a CPU",
+                r.rate,
+                fmt_ms(r.service.p99),
+                r.slow_windows.len(),
+                r.gateway_cpu_s,
+                r.gateway_runq_wait_s
             ))
             .collect::<Vec<_>>()
             .join("; ")
@@ -1505,6 +1543,7 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
         "fixed_rate": fixed.iter().map(|r| json!({
             "rate": r.rate, "sent": r.sent, "ok": r.ok, "errors": r.errors, "first_error": r.first_error,
             "achieved_rps": r.achieved_rps, "latency_from_schedule": r.latency.to_json(), "latency_from_send": r.service.to_json(),
+            "gateway_cpu_s": r.gateway_cpu_s, "gateway_runq_wait_s": r.gateway_runq_wait_s,
             "slow_windows": r.slow_windows.iter().map(|(at, n, max)| json!({"at_s": at, "over_20ms": n, "max_ms": max})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "storage_ceiling": ceiling.to_json(),

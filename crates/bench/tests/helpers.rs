@@ -133,3 +133,9 @@ fn proc_parsers() {
     assert_eq!(procfs::mount_of(mounts, "/work/main"), Some(("/dev/vdb".into(), "ext4".into())));
     assert_eq!(procfs::mount_of(mounts, "/workspace"), Some(("/dev/vda".into(), "ext4".into())));
 }
+
+#[test]
+fn schedstat_run_queue_wait() {
+    assert_eq!(procfs::schedstat_wait_ns("123456 789000 42\n"), Some(789000));
+    assert_eq!(procfs::schedstat_wait_ns("123456"), None);
+}

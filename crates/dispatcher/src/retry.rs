@@ -264,4 +264,63 @@ mod tests {
         let v = classify(Some(503), None, "", false, &record(7, false), None, &p, 11_000);
         assert!(matches!(v, Verdict::Dead { .. }), "{v:?}");
     }
+
+    /// A two-hour Kuper outage on a virtual clock: the record is retried on the schedule (with
+    /// jitter inside ±20 %), never faster than the floor after 429s and timeouts, honours a
+    /// clamped Retry-After, and gives up into a dead letter only after `give_up_after`.
+    #[test]
+    fn outage_on_a_virtual_clock() {
+        let p = RetryPolicy { give_up_after: Duration::from_secs(2 * 3600), ..RetryPolicy::default() };
+        let mut r = record(0, false);
+        let mut now = 0i64;
+        let mut delays = Vec::new();
+        let answers = [Some(503), Some(429), None, Some(500), Some(503)];
+        loop {
+            r.attempts += 1;
+            let (status, failure) = match answers[(r.attempts as usize - 1) % answers.len()] {
+                Some(s) => (Some(s), None),
+                None => (None, Some(Failure::Timeout)),
+            };
+            match classify(status, failure.clone(), "", false, &r, None, &p, now) {
+                Verdict::Retry { at, .. } => {
+                    let delay = at - now;
+                    let base = p.schedule[(r.attempts as usize - 1).min(p.schedule.len() - 1)].as_millis() as i64;
+                    // Throttling answers (429, timeouts) wait at least the floor.
+                    let floor = if status == Some(429) || failure.is_some() { 60_000 } else { 0 };
+                    let (lowest, highest) = ((base * 8 / 10).max(floor), (base * 12 / 10).max(floor));
+                    assert!(
+                        (lowest..=highest + 1).contains(&delay),
+                        "attempt {}: {delay} ms outside {lowest}..{highest}",
+                        r.attempts
+                    );
+                    delays.push(delay);
+                    now = at;
+                }
+                Verdict::Dead { reason } => {
+                    assert!(now >= 2 * 3600 * 1000, "gave up too early at {now} ms: {reason}");
+                    break;
+                }
+                Verdict::Delivered { .. } => unreachable!("nothing succeeds during the outage"),
+            }
+            assert!(r.attempts < 100, "retries must stop");
+        }
+        // 1 s, 5 s (floored to 60 s), 30 s (floored), 2 min, 5 min, then every 15 min.
+        assert!(delays.len() >= 8 && delays.len() <= 14, "{} attempts in two hours: {delays:?}", delays.len());
+        assert!(delays[0] <= 1_200, "the first retry is quick");
+        let late: Vec<i64> = delays[6..].to_vec();
+        assert!(late.iter().all(|d| (720_000..=1_080_000).contains(d)), "then every 15 min ± 20 %: {late:?}");
+    }
+
+    #[test]
+    fn retry_after_is_honoured_within_bounds() {
+        let p = no_jitter();
+        let r = record(1, false);
+        let at = |ra: u64| match classify(Some(503), None, "", false, &r, Some(Duration::from_secs(ra)), &p, 0) {
+            Verdict::Retry { at, .. } => at,
+            v => panic!("{v:?}"),
+        };
+        assert_eq!(at(10), 10_000, "a longer Retry-After than the schedule wins");
+        assert_eq!(at(0), 1_000, "a shorter one does not shorten the schedule");
+        assert_eq!(at(86_400), 900_000, "clamped to retry_after_max");
+    }
 }

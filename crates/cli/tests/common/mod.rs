@@ -290,14 +290,30 @@ pub fn id_of(created: &Value) -> String {
 
 /// The real binary, for tests that kill it.
 pub async fn spawn_gateway(config: &std::path::Path, dir: &std::path::Path) -> tokio::process::Child {
+    spawn_gateway_logging(config, dir, "warn", None).await
+}
+
+/// The binary with its log level, its stdout and stderr written to `log` (or discarded).
+pub async fn spawn_gateway_logging(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    level: &str,
+    log: Option<&std::path::Path>,
+) -> tokio::process::Child {
+    let out = |log: Option<&std::path::Path>| match log {
+        Some(p) => {
+            std::process::Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(p).expect("log file"))
+        }
+        None => std::process::Stdio::null(),
+    };
     tokio::process::Command::new(env!("CARGO_BIN_EXE_kuper-bridge"))
         .arg("--config")
         .arg(config)
         .arg("serve")
         .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .env("RUST_LOG", level)
+        .stdout(out(log))
+        .stderr(out(log))
         .kill_on_drop(true)
         .spawn()
         .expect("spawn kuper-bridge")

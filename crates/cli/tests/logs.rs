@@ -1,0 +1,86 @@
+//! Secrets never reach the logs: the real binary at `debug` level, its whole output captured,
+//! through a flow that uses every kind of credential (webhook Basic, Bearer and Client-Token,
+//! wrong passwords, API keys, the OAuth client secret and the access tokens it obtains).
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_the_logs_even_at_debug_level() {
+    let sim = start_sim(kuper_bridge_sim::SimConfig::default()).await;
+    let sim_url = sim.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = base_config(dir.path(), &sim_url).await;
+    config.server.listen = format!("127.0.0.1:{port}");
+    let config_path = dir.path().join("kuper-bridge.toml");
+    std::fs::write(&config_path, toml_of(&config)).unwrap();
+    let log = dir.path().join("gateway.log");
+    let mut child = spawn_gateway_logging(&config_path, dir.path(), "debug", Some(&log)).await;
+    let app = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &app).await;
+
+    let v: Value = http
+        .post(format!("{sim_url}/sim/v1/orders"))
+        .json(&json!({"target": format!("{app}/kuper-webhook"), "auth": {"basic": WEBHOOK_USER}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = v["originalOrderId"].as_str().unwrap().to_string();
+    for action in ["start-assembly", "assembled"] {
+        let r = http.post(format!("{app}/api/v1/orders/{id}/{action}")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let paid = json!({"event_type": "order.paid", "payload": {"originalOrderId": id}});
+    for (name, value) in [
+        ("authorization", "Bearer kuper-bearer-token".to_string()),
+        ("client-token", "kuper-client-token".to_string()),
+        ("authorization", "Bearer wrong-bearer-guess".to_string()),
+    ] {
+        http.post(format!("{app}/kuper-webhook")).header(name, value).json(&paid).send().await.unwrap();
+    }
+    http.post(format!("{app}/kuper-webhook"))
+        .basic_auth("kuper", Some("wrong-password-guess"))
+        .json(&paid)
+        .send()
+        .await
+        .unwrap();
+    http.get(format!("{app}/api/v1/orders")).bearer_auth("wrong-api-key-guess-000").send().await.unwrap();
+    // The dispatcher must have fetched a token and sent both notifications.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let o: Value = http.get(format!("{sim_url}/sim/v1/orders/{id}")).send().await.unwrap().json().await.unwrap();
+        if accepted_events(&o).len() >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "notifications did not arrive: {o}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().await.unwrap();
+    let _ = child.wait().await;
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("webhook stored"), "the log was captured at debug level:\n{}", &text[..text.len().min(2000)]);
+    for secret in [
+        "kuper:secret",
+        "a3VwZXI6c2VjcmV0", // base64 of kuper:secret, as sent in the Basic header
+        "kuper-bearer-token",
+        "kuper-client-token",
+        "wrong-bearer-guess",
+        "wrong-password-guess",
+        "wrong-api-key-guess",
+        ADMIN_KEY,
+        "sim-secret",
+        "access_token",
+    ] {
+        assert!(!text.contains(secret), "{secret:?} appears in the logs");
+    }
+    drop_test_database(&config.database.url).await;
+    sim.shutdown().await;
+}
