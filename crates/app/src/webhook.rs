@@ -83,10 +83,10 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
     };
     let text = String::from_utf8_lossy(&bytes).into_owned();
 
-    let env = match WebhookEnvelope::parse(&bytes).and_then(|env| {
+    let env = match WebhookEnvelope::parse(&bytes).and_then(|mut env| {
         // order.created must carry a usable order: refuse it here with the JSON path.
         if env.event == Some(WebhookEvent::OrderCreated) {
-            env.order()?;
+            env.cache_order()?;
         }
         Ok(env)
     }) {

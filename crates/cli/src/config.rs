@@ -24,6 +24,7 @@ pub struct Config {
     pub api_keys: Vec<ApiKeyConfig>,
     pub dispatcher: Dispatcher,
     pub pickup: Pickup,
+    pub audit: Audit,
     pub log: Log,
     /// Later features (forwarding, acceptance hook, reconciliation) are parsed so that a
     /// config written for them is not refused; `config check` says they are not active yet.
@@ -276,6 +277,19 @@ pub struct Pickup {
 impl Default for Pickup {
     fn default() -> Self {
         Self { code_length: 6, max_attempts: 5, lockout_secs: 900, client_failures_per_minute: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Audit {
+    /// Timeline/audit entries older than this are deleted (hourly); 0 keeps them for ever.
+    pub retention_days: u32,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self { retention_days: 90 }
     }
 }
 

@@ -74,6 +74,10 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }));
+    if config.audit.retention_days > 0 {
+        let (store, token, days) = (store.clone(), shutdown.clone(), i64::from(config.audit.retention_days));
+        tasks.push(tokio::spawn(async move { purge_audit(store, days, token).await }));
+    }
     if config.server.runs_dispatcher() {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), resolved.dispatcher, dispatch_metrics, owner)?);
@@ -81,6 +85,24 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
         tasks.push(tokio::spawn(async move { dispatcher.run(token).await }));
     }
     Ok(Running { addr, _lock: lock, store, shutdown, tasks })
+}
+
+/// Keeps the audit log to its retention period: once a minute after start, then hourly.
+async fn purge_audit(store: Arc<dyn Store>, days: i64, shutdown: CancellationToken) {
+    let mut wait = std::time::Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let before = kuper_bridge_storage::now_ms() - days * 86_400_000;
+        match store.purge_events(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, retention_days = days, "audit log entries past retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "audit retention purge failed; will retry"),
+        }
+        wait = std::time::Duration::from_secs(3600);
+    }
 }
 
 /// SQLite leases assume one dispatcher per database file: a second `serve` on the same file

@@ -294,6 +294,9 @@ pub trait Store: Send + Sync + 'static {
     async fn replay(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord>;
     async fn skip(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord>;
     async fn outbox_stats(&self) -> Result<OutboxStats>;
+    /// Deletes timeline/audit entries older than `before_ms`, in small batches so that
+    /// webhooks are never held up behind one long delete. Returns how many went.
+    async fn purge_events(&self, before_ms: i64) -> Result<u64>;
 }
 
 /// A merchant action as the API received it: the pickup code may still be missing.

@@ -392,18 +392,23 @@ impl Store for SqliteStore {
     }
 
     async fn list_orders(&self, f: &OrderFilter) -> Result<Vec<StoredOrder>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR scheme = ?2) AND (?3 IS NULL OR store_id = ?3) AND (?4 IS NULL OR id < ?4)
-             ORDER BY id DESC LIMIT ?5"
-        ))
-        .bind(&f.state)
-        .bind(&f.scheme)
-        .bind(&f.store)
-        .bind(f.before_id)
-        .bind(f.limit)
-        .fetch_all(&self.reader)
-        .await?;
+        // Only the filters given become conditions, so the (state, id) and (store_id, id)
+        // indexes serve them; the SQL text is built from constants, values are bound.
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1"));
+        if let Some(state) = &f.state {
+            q.push(" AND state = ").push_bind(state);
+        }
+        if let Some(scheme) = &f.scheme {
+            q.push(" AND scheme = ").push_bind(scheme);
+        }
+        if let Some(store) = &f.store {
+            q.push(" AND store_id = ").push_bind(store);
+        }
+        if let Some(before) = f.before_id {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
+        let rows = q.build().fetch_all(&self.reader).await?;
         rows.iter().map(order_from_row).collect()
     }
 
@@ -549,13 +554,12 @@ impl Store for SqliteStore {
     }
 
     async fn list_outbox(&self, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2"
-        ))
-        .bind(status.map(|s| s.as_str()))
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {OUTBOX_COLUMNS} FROM outbox"));
+        if let Some(status) = status {
+            q.push(" WHERE status = ").push_bind(status.as_str());
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+        let rows = q.build().fetch_all(&self.reader).await?;
         rows.iter().map(outbox_from_row).collect()
     }
 
@@ -581,6 +585,21 @@ impl Store for SqliteStore {
 
     async fn skip(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord> {
         operator_decision(self, outbox_id, exchange, "skipped", "skipped by operator").await
+    }
+
+    async fn purge_events(&self, before_ms: i64) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let done = sqlx::query("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? LIMIT 2000)")
+                .bind(before_ms)
+                .execute(&self.writer)
+                .await?;
+            total += done.rows_affected();
+            if done.rows_affected() < 2000 {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats> {

@@ -202,6 +202,8 @@ on_both_backends!(
     every_notification_has_its_own_idempotency_key,
     a_duplicate_order_created_gets_the_same_number,
     stats_count_pending_and_dead,
+    filters_select_what_they_name,
+    the_audit_log_is_purged_past_its_retention,
 );
 
 async fn only_the_head_of_each_queue_is_claimed(s: &dyn Store) {
@@ -575,4 +577,36 @@ async fn postgres_open_reports_bad_urls_and_unreachable_servers() {
     let down = kuper_bridge_storage::open("postgres://postgres@127.0.0.1:1/postgres", &StoreOptions::default()).await;
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     assert!(matches!(down, Err(kuper_bridge_storage::StoreError::Unavailable(_))), "{:?}", down.err());
+}
+
+async fn filters_select_what_they_name(s: &dyn Store) {
+    let a = order(s, 1).await;
+    created(s, 2).await;
+    let all = s.list_orders(&kuper_bridge_storage::OrderFilter { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let f =
+        |state: &str| kuper_bridge_storage::OrderFilter { state: Some(state.into()), limit: 10, ..Default::default() };
+    let in_work = s.list_orders(&f("in_work")).await.unwrap();
+    assert_eq!(in_work.len(), 1);
+    assert_eq!(in_work[0].order.original_order_id.as_deref(), Some(a.as_str()));
+    assert!(s.list_orders(&f("delivered")).await.unwrap().is_empty());
+    let page = s
+        .list_orders(&kuper_bridge_storage::OrderFilter { limit: 1, before_id: Some(all[0].id), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, all[1].id, "the cursor pages to older orders");
+    assert_eq!(s.list_outbox(Some(OutboxStatus::Pending), 10).await.unwrap().len(), 1);
+    assert!(s.list_outbox(Some(OutboxStatus::Sent), 10).await.unwrap().is_empty());
+}
+
+async fn the_audit_log_is_purged_past_its_retention(s: &dyn Store) {
+    let a = order(s, 1).await;
+    let id = s.find_order(&a).await.unwrap().unwrap().id;
+    let before = s.order_events(id).await.unwrap().len();
+    assert!(before >= 2);
+    assert_eq!(s.purge_events(0).await.unwrap(), 0, "nothing is older than the epoch");
+    assert!(s.purge_events(now() + 1).await.unwrap() >= before as u64);
+    assert!(s.order_events(id).await.unwrap().is_empty());
+    assert!(s.find_order(&a).await.unwrap().is_some(), "orders stay; only their history goes");
 }

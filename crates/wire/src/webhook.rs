@@ -102,6 +102,8 @@ pub struct WebhookEnvelope {
     pub payload: Map<String, Value>,
     /// Present for every known event (the parse fails otherwise).
     pub identity: OrderIdentity,
+    /// The order object, once parsed by [`WebhookEnvelope::cache_order`].
+    order: Option<OrderPayload>,
 }
 
 impl WebhookEnvelope {
@@ -144,12 +146,25 @@ impl WebhookEnvelope {
                 "missing order identity: originalOrderId or orderUUID is required",
             ));
         }
-        Ok(Self { event_type, event, timestamp, payload, identity })
+        Ok(Self { event_type, event, timestamp, payload, identity, order: None })
     }
 
     /// The order object of `order.created` / `order.updated`.
     pub fn order(&self) -> Result<OrderPayload, ParseError> {
-        OrderPayload::from_payload(&self.payload, self.event == Some(WebhookEvent::OrderCreated))
+        match &self.order {
+            Some(o) => Ok(o.clone()),
+            None => OrderPayload::from_payload(&self.payload, self.event == Some(WebhookEvent::OrderCreated)),
+        }
+    }
+
+    /// Parses the order object now and keeps it: the receiver validates before it opens a
+    /// write transaction, and storage reuses the result instead of parsing again under the lock.
+    pub fn cache_order(&mut self) -> Result<(), ParseError> {
+        if self.order.is_none() {
+            self.order =
+                Some(OrderPayload::from_payload(&self.payload, self.event == Some(WebhookEvent::OrderCreated))?);
+        }
+        Ok(())
     }
 
     pub fn cancellation(&self) -> Option<(String, String)> {
