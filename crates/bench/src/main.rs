@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod soak;
+
 const WEBHOOK_USER: &str = "kuper";
 const WEBHOOK_PASSWORD: &str = "secret";
 const API_KEY: &str = "bench-admin-key-0123456789";
@@ -38,9 +40,13 @@ const TARGET_PEAK_RSS_MIB: f64 = 150.0;
 /// Spawns the `kuper-bridge` binary found next to this one (build it first:
 /// `cargo build --release -p kuper-bridge`) on a temporary SQLite database, with the Kuper
 /// simulator in this process as Kuper. Progress goes to stderr, the table to stdout.
+///
+/// `kuper-bridge-bench soak` is the crash soak instead (see RELIABILITY.md).
 #[derive(Parser)]
-#[command(name = "kuper-bridge-bench", version)]
+#[command(name = "kuper-bridge-bench", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Smoke mode: small counts, under 30 s (CI; no thresholds).
     #[arg(long)]
     quick: bool,
@@ -70,6 +76,13 @@ struct Args {
     /// Keep the temporary directory (database, config, gateway log) and print its path.
     #[arg(long)]
     keep: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// The crash soak: orders of every scheme while the gateway is SIGKILLed at random
+    /// moments and Kuper has an outage; exit 1 if anything is lost, doubled or reordered.
+    Soak(soak::SoakArgs),
 }
 
 struct Plan {
@@ -131,8 +144,12 @@ fn progress(msg: impl AsRef<str>) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args).await {
+    let mut args = Args::parse();
+    let result = match args.command.take() {
+        Some(Command::Soak(soak_args)) => soak::run(soak_args).await,
+        None => run(args).await,
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("kuper-bridge-bench: correctness checks failed (see the table); figures are not thresholds");
