@@ -66,6 +66,12 @@ fn hide_codes(v: &mut Value, who: &Caller) {
     if who.require(Scope::Admin).is_ok() {
         return;
     }
+    redact_pickup_codes(v);
+}
+
+/// Replaces every pickup code in a JSON document (`pickupCode` anywhere, `code` outside error
+/// objects) with `[hidden]`.
+pub fn redact_pickup_codes(v: &mut Value) {
     match v {
         Value::Object(map) => {
             // `code` is the pickup code in the v3 body and in requests; in an error object
@@ -76,11 +82,11 @@ fn hide_codes(v: &mut Value, who: &Caller) {
                 if secret && x.is_string() {
                     *x = Value::String("[hidden]".into());
                 } else {
-                    hide_codes(x, who);
+                    redact_pickup_codes(x);
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|x| hide_codes(x, who)),
+        Value::Array(items) => items.iter_mut().for_each(redact_pickup_codes),
         _ => {}
     }
 }

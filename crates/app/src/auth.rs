@@ -150,6 +150,7 @@ pub fn redact_headers(headers: &HeaderMap) -> String {
         let n = name.as_str();
         let sensitive = matches!(n, "authorization" | "proxy-authorization" | "cookie" | "set-cookie" | "client-token")
             || n.contains("token")
+            || n.contains("auth")
             || n.contains("secret")
             || n.contains("api-key")
             || n.contains("password");

@@ -576,7 +576,15 @@ pub mod soak {
     pub struct StoredOrder {
         pub original_order_id: String,
         pub number: String,
+        /// `state` and `paymentState` as the gateway holds them.
+        pub state: String,
+        pub payment: String,
     }
+
+    /// What the gateway holds at the end for every kind of the soak: handed over (by the
+    /// store in B and C, by Kuper's courier in A) and paid (Kuper's `order.paid`).
+    pub const GATEWAY_FINAL_STATE: &str = "delivered";
+    pub const GATEWAY_FINAL_PAYMENT: &str = "paid";
 
     /// The gateway's database against the orders Kuper placed.
     #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -591,12 +599,20 @@ pub mod soak {
         pub extra: usize,
         /// Orders whose stored number differs from a number the gateway answered Kuper.
         pub number_mismatches: usize,
+        /// Stored orders not delivered + paid: a webhook or an action answered 2xx whose
+        /// effect is not in the database.
+        pub unfinished: usize,
+        pub unfinished_states: BTreeMap<String, usize>,
         pub problems: Vec<String>,
     }
 
     impl StoredTally {
         pub fn clean(&self) -> bool {
-            self.duplicates == 0 && self.missing == 0 && self.extra == 0 && self.number_mismatches == 0
+            self.duplicates == 0
+                && self.missing == 0
+                && self.extra == 0
+                && self.number_mismatches == 0
+                && self.unfinished == 0
         }
     }
 
@@ -607,6 +623,14 @@ pub mod soak {
         let mut by_id: HashMap<&str, Vec<&str>> = HashMap::new();
         for s in stored {
             by_id.entry(s.original_order_id.as_str()).or_default().push(s.number.as_str());
+            if s.state != GATEWAY_FINAL_STATE || s.payment != GATEWAY_FINAL_PAYMENT {
+                t.unfinished += 1;
+                *t.unfinished_states.entry(format!("{}/{}", s.state, s.payment)).or_default() += 1;
+                t.problems.push(format!(
+                    "{}: the gateway holds {}/{} at the end",
+                    s.original_order_id, s.state, s.payment
+                ));
+            }
         }
         t.distinct = by_id.len();
         t.duplicates = t.rows - t.distinct;

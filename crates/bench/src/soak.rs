@@ -102,7 +102,9 @@ impl OutageKind {
         match self {
             OutageKind::Status503 => format!("503 for {s:.0} s"),
             OutageKind::Hang => format!("hang for {s:.0} s (held, then dropped)"),
-            OutageKind::Mixed => format!("503 for {:.1} s, then hang for {:.1} s (held, then dropped)", s / 2.0, s / 2.0),
+            OutageKind::Mixed => {
+                format!("503 for {:.1} s, then hang for {:.1} s (held, then dropped)", s / 2.0, s / 2.0)
+            }
         }
     }
 }
@@ -113,6 +115,8 @@ const SCHEDULE_MS: [u64; 3] = [1_000, 5_000, 30_000];
 const THROTTLE_FLOOR_MS: u64 = 5_000;
 /// How long one step of an order (an action, a webhook) may take through the restarts.
 const STEP_DEADLINE: Duration = Duration::from_secs(180);
+/// Base64 of the webhook credentials `kuper:secret` (what an `Authorization: Basic` carries).
+const BASIC_CREDENTIALS_B64: &str = "a3VwZXI6c2VjcmV0";
 
 struct Plan {
     quick: bool,
@@ -471,8 +475,14 @@ impl Shared {
                     bail!("{id}: Kuper did not get ready_for_delivery within {:?}", self.wait_limit);
                 }
             }
-            let v: Value =
-                self.http.get(format!("{}/sim/v1/orders/{id}", self.sim)).send().await?.error_for_status()?.json().await?;
+            let v: Value = self
+                .http
+                .get(format!("{}/sim/v1/orders/{id}", self.sim))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
             let accepted: Vec<&str> =
                 v["accepted"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             if expected.iter().all(|e| accepted.contains(e)) {
@@ -714,7 +724,11 @@ async fn run_outage(sh: Arc<Shared>, plan: Arc<Plan>) -> Result<OutageReport> {
                 rep.drain_note = format!(
                     "{} pending then, the oldest queued {}",
                     pending,
-                    if pending == 0.0 { "-".to_string() } else { format!("{:.1} s after the end", (oldest_queued_at - rep.end_ms) as f64 / 1e3) }
+                    if pending == 0.0 {
+                        "-".to_string()
+                    } else {
+                        format!("{:.1} s after the end", (oldest_queued_at - rep.end_ms) as f64 / 1e3)
+                    }
                 );
                 break;
             }
@@ -751,7 +765,8 @@ fn outage_from_log(log: &[Value], rep: &OutageReport) -> (usize, usize, Option<D
         if r["verdict"] == "fault" {
             continue;
         }
-        let key = (r["originalOrderId"].as_str().unwrap_or("").to_string(), r["event"].as_str().unwrap_or("").to_string());
+        let key =
+            (r["originalOrderId"].as_str().unwrap_or("").to_string(), r["event"].as_str().unwrap_or("").to_string());
         if refused.remove(&key).is_some() {
             if let Some(at) = at_ms(r) {
                 last = Some(last.map_or(at, |l| l.max(at)));
@@ -805,7 +820,8 @@ async fn drop_database(db: &Database) -> Result<()> {
 /// the database itself.
 async fn database_counts(url: &str) -> Result<(i64, i64, BTreeMap<String, i64>)> {
     use sqlx::{Connection, Row};
-    const ORDERS: &str = "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COUNT(DISTINCT original_order_id) AS BIGINT) AS d FROM orders";
+    const ORDERS: &str =
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COUNT(DISTINCT original_order_id) AS BIGINT) AS d FROM orders";
     const OUTBOX: &str = "SELECT status, CAST(COUNT(*) AS BIGINT) AS n FROM outbox GROUP BY status";
     let mut by_status = BTreeMap::new();
     if url.starts_with("postgres") {
@@ -839,6 +855,8 @@ async fn stored_orders(sh: &Shared) -> Result<Vec<StoredOrder>> {
             out.push(StoredOrder {
                 original_order_id: o["originalOrderId"].as_str().unwrap_or("").to_string(),
                 number: o["number"].as_str().unwrap_or("").to_string(),
+                state: o["state"].as_str().unwrap_or("?").to_string(),
+                payment: o["paymentState"].as_str().unwrap_or("?").to_string(),
             });
         }
         match v["nextCursor"].as_str() {
@@ -882,10 +900,14 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
     let (device, fs) = procfs::mount_of(&mounts, &canonical.to_string_lossy()).unwrap_or_default();
     let db = create_database(args.backend, &dir).await?;
     progress(format!(
-        "soak ({} mode): {} orders, a SIGKILL every {:.1} s ± 50 % (seed {}), Kuper outage: {}; {:?} at {}",
+        "soak ({} mode): {} orders, {} (seed {}), Kuper outage: {}; {:?} at {}",
         if plan.quick { "quick" } else { "full" },
         thousands(plan.orders as f64),
-        plan.kill_every.as_secs_f64(),
+        if plan.kill_every.is_zero() {
+            "no kills".to_string()
+        } else {
+            format!("a SIGKILL every {:.1} s ± 50 %", plan.kill_every.as_secs_f64())
+        },
         args.seed,
         if plan.outage.is_zero() { "none".to_string() } else { plan.outage_kind.describe(plan.outage) },
         args.backend,
@@ -913,7 +935,11 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
     };
     if args.keep {
         let kept = tmp.keep();
-        progress(format!("kept {}{}", kept.display(), db.pg.as_ref().map(|(_, n)| format!(" and database {n}")).unwrap_or_default()));
+        progress(format!(
+            "kept {}{}",
+            kept.display(),
+            db.pg.as_ref().map(|(_, n)| format!(" and database {n}")).unwrap_or_default()
+        ));
     } else if let Err(e) = drop_database(&db).await {
         progress(format!("could not drop the soak database: {e:#}"));
     }
@@ -1096,6 +1122,10 @@ format = "json"
     let rss_now = rss.as_deref().and_then(|s| procfs::status_bytes(s, "VmRSS"));
     gw.kill9().await.ok();
     sim.shutdown().await;
+    // Nothing secret in what the gateway wrote (stdout and stderr of every life, level warn).
+    let log_text = std::fs::read_to_string(&gw.log).unwrap_or_default();
+    let log_lines = log_text.lines().count();
+    let leaked: usize = [API_KEY, "sim-secret", BASIC_CREDENTIALS_B64].iter().map(|s| log_text.matches(s).count()).sum();
 
     // ---- verdict
     let client_problems = lock(&sh.problems).clone();
@@ -1105,6 +1135,7 @@ format = "json"
     let db_ok = db_rows as usize == placed.len() && db_distinct as usize == placed.len();
     let ok = t.clean()
         && st.clean()
+        && leaked == 0
         && db_ok
         && drained
         && pending == 0
@@ -1115,7 +1146,12 @@ format = "json"
         && placed.len() == plan.orders;
     let mark = |good: bool| if good { "✓" } else { "✗" };
 
-    let per_kind = t.per_kind.iter().map(|(k, n)| format!("{} {}", k.label(), thousands(*n as f64))).collect::<Vec<_>>().join(" · ");
+    let per_kind = t
+        .per_kind
+        .iter()
+        .map(|(k, n)| format!("{} {}", k.label(), thousands(*n as f64)))
+        .collect::<Vec<_>>()
+        .join(" · ");
     let down = Summary::of(kills.downtime.clone());
     let mean_life = if kills.lives.is_empty() {
         0.0
@@ -1143,9 +1179,11 @@ format = "json"
         (
             "orders in the gateway's database (API pages / SQL)".into(),
             format!(
-                "{} rows, {} distinct / {db_rows} rows, {db_distinct} distinct; missing {}, extra {}",
+                "{} rows, {} distinct / {} rows, {} distinct; missing {}, extra {}",
                 thousands(st.rows as f64),
                 thousands(st.distinct as f64),
+                thousands(db_rows as f64),
+                thousands(db_distinct as f64),
                 st.missing,
                 st.extra
             ),
@@ -1156,6 +1194,20 @@ format = "json"
             "order.created answers with another number than the stored one".into(),
             format!("{} (redeliveries {}, of which unanswered {})", st.number_mismatches, get(&sh.c.redeliveries), get(&sh.c.redelivery_failures)),
             mark(st.number_mismatches == 0),
+        ),
+        (
+            "orders not delivered + paid in the gateway's database (a 2xx whose effect is missing)".into(),
+            format!(
+                "{}{}",
+                st.unfinished,
+                if st.unfinished_states.is_empty() { String::new() } else { format!(" {:?}", st.unfinished_states) }
+            ),
+            mark(st.unfinished == 0),
+        ),
+        (
+            "secrets in the gateway's log (API key, OAuth client secret, webhook Basic credentials)".into(),
+            format!("{leaked} occurrence(s) in {} lines", thousands(log_lines as f64)),
+            mark(leaked == 0),
         ),
         (
             "orders stuck (Kuper's view not shipped + paid)".into(),
@@ -1237,7 +1289,7 @@ format = "json"
     ));
     let mut notes = vec![
         format!("gateway config: production settings except the dispatcher — {}", plan.schedule_text()),
-        "the schedule is compressed so that a 2-minute outage drains in well under a minute instead of waiting up to the production 2 min / 5 min steps; the order of retries, the jitter, the FIFO rule and the in-doubt handling are the production code paths".into(),
+        "the schedule is compressed (why: with production's 2 min / 5 min / 15 min steps the first retry after a 2-minute outage can come up to 18 min after it began, and the soak would mostly measure waiting); the retry code, the jitter, the FIFO rule and the in-doubt handling are the production code paths, only the delays are shorter".into(),
         format!("gateway RSS at the end {:.1} MiB", rss_now.map_or(f64::NAN, |b| b as f64 / 1024.0 / 1024.0)),
         format!("faults answered by Kuper (by rule): {:?}", t.faults),
     ];
@@ -1251,7 +1303,10 @@ format = "json"
     problems.extend(t.problems.iter().cloned());
     problems.extend(st.problems.iter().cloned());
     if !drained {
-        problems.push(format!("the outbox still had pending notifications {:?} after the orders were driven", plan.drain_timeout));
+        problems.push(format!(
+            "the outbox still had pending notifications {:?} after the orders were driven",
+            plan.drain_timeout
+        ));
     }
     if !outage_ok {
         problems.push(format!("the outage backlog did not drain: {}", outage_rep.drain_note));
@@ -1274,7 +1329,9 @@ format = "json"
         "faults": t.faults,
         "stuck": t.stuck,
         "stuck_states": t.stuck_states,
-        "stored": {"api_rows": st.rows, "api_distinct": st.distinct, "sql_rows": db_rows, "sql_distinct": db_distinct,
+        "secrets_in_log": leaked,
+        "gateway_log_lines": log_lines,
+        "stored": {"unfinished": st.unfinished, "unfinished_states": st.unfinished_states, "api_rows": st.rows, "api_distinct": st.distinct, "sql_rows": db_rows, "sql_distinct": db_distinct,
                    "duplicates": st.duplicates, "missing": st.missing, "extra": st.extra, "number_mismatches": st.number_mismatches},
         "outbox_end": outbox_by_status,
         "kills": {"count": kills.kills, "mean_every_ms": plan.kill_every.as_millis() as u64, "mean_life_s": mean_life,

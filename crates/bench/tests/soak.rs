@@ -1,9 +1,7 @@
 //! The crash soak's pure helpers on small inputs: the seeded kill schedule, what each kind of
 //! order must produce, and the verdict from hand-made simulator records. No gateway is started.
 
-use kuper_bridge_bench::soak::{
-    event_of, prom_value, ready_for_courier, stored_tally, tally, Kind, Rng, StoredOrder,
-};
+use kuper_bridge_bench::soak::{event_of, prom_value, ready_for_courier, stored_tally, tally, Kind, Rng, StoredOrder};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -38,7 +36,13 @@ fn every_kind_and_its_expected_notifications() {
     assert_eq!(Kind::Restaurant.expected()[0], "order.accepted");
     assert_eq!(
         Kind::B.expected(),
-        ["order.in_work", "order.assembled", "order.ready_for_delivery", "order.pickup_code_created", "order.delivered"]
+        [
+            "order.in_work",
+            "order.assembled",
+            "order.ready_for_delivery",
+            "order.pickup_code_created",
+            "order.delivered"
+        ]
     );
     assert_eq!(Kind::C.expected().len(), 6);
     assert_eq!(Kind::C.expected()[3], "order.estimated_delivery_time");
@@ -133,7 +137,7 @@ fn an_order_kuper_never_heard_of_is_lost_and_stuck() {
 }
 
 fn stored(id: &str, number: &str) -> StoredOrder {
-    StoredOrder { original_order_id: id.into(), number: number.into() }
+    StoredOrder { original_order_id: id.into(), number: number.into(), state: "delivered".into(), payment: "paid".into() }
 }
 
 #[test]
@@ -152,6 +156,12 @@ fn the_gateways_rows_against_kupers_orders() {
     assert_eq!((bad.rows, bad.distinct, bad.duplicates, bad.missing, bad.extra), (3, 2, 1, 1, 1));
     let renumbered = stored_tally(&answered, &[stored("H1", "KB-7"), stored("H2", "KB-2")]);
     assert_eq!(renumbered.number_mismatches, 1);
+    // A webhook answered 200 whose effect is not stored: H2 never got Kuper's order.paid.
+    let unpaid = StoredOrder { payment: "not_paid".into(), ..stored("H2", "KB-2") };
+    let lost_webhook = stored_tally(&answered, &[stored("H1", "KB-1"), unpaid]);
+    assert!(!lost_webhook.clean());
+    assert_eq!(lost_webhook.unfinished, 1);
+    assert_eq!(lost_webhook.unfinished_states.get("delivered/not_paid"), Some(&1));
 }
 
 #[test]

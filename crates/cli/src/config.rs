@@ -330,9 +330,39 @@ pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), String> {
             .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
             .split("__"),
     );
-    let config: Config =
+    let mut config: Config =
         figment.extract().map_err(|e| e.into_iter().map(|e| format!("- {e}")).collect::<Vec<_>>().join("\n"))?;
+    raw_env_strings(&mut config);
     Ok((config, used))
+}
+
+/// figment types environment values by their look (`007` becomes the number 7); ids and
+/// secrets must arrive exactly as written, so they are read again as raw strings.
+fn raw_env_strings(config: &mut Config) {
+    let raw = |key: &str| std::env::var(format!("KUPER_BRIDGE_{key}")).ok();
+    if let Some(v) = raw("KUPER__CLIENT_ID") {
+        config.kuper.client_id = v;
+    }
+    if let Some(v) = raw("KUPER__CLIENT_SECRET") {
+        config.kuper.client_secret = v;
+    }
+    if let Some(v) = raw("KUPER__CLIENT_TOKEN") {
+        config.kuper.client_token = v;
+    }
+    if let Some(v) = raw("DATABASE__URL") {
+        config.database.url = v;
+    }
+    // A list in TOML syntax (`["a","b"]`) was parsed correctly; a bare value is one secret.
+    let one = |key: &str| raw(key).filter(|v| !v.trim_start().starts_with('['));
+    if let Some(v) = one("WEBHOOK_AUTH__BASIC") {
+        config.webhook_auth.basic = vec![v];
+    }
+    if let Some(v) = one("WEBHOOK_AUTH__BEARER") {
+        config.webhook_auth.bearer = vec![v];
+    }
+    if let Some(v) = one("WEBHOOK_AUTH__HEADER_TOKENS") {
+        config.webhook_auth.header_tokens = vec![v];
+    }
 }
 
 fn read_secret(inline: &str, file: &Option<PathBuf>, what: &str, problems: &mut Vec<String>) -> String {
@@ -519,10 +549,21 @@ impl Config {
         if d.retry_schedule_ms.iter().any(|ms| *ms > 24 * 3_600_000) || d.give_up_after_secs == 0 {
             problems.push("dispatcher: retry delays at most 24 h, give_up_after_secs positive".into());
         }
+        if d.lease_margin_ms < 1_000 {
+            problems.push("dispatcher.lease_margin_ms: at least 1000 (it must exceed the replicas' clock skew)".into());
+        }
+        if !(1..=60_000).contains(&self.database.busy_timeout_ms) {
+            problems.push("database.busy_timeout_ms: between 1 and 60000".into());
+        }
+        if self.defaults.number_prefix.ends_with(|c: char| c.is_ascii_digit()) {
+            problems.push("defaults.number_prefix: must not end in a digit (KB-1 and KB1-1 would read alike)".into());
+        }
         if !(4..=12).contains(&self.pickup.code_length) {
             problems.push("pickup.code_length: between 4 and 12 (6 recommended)".into());
         }
-        if self.pickup.max_attempts == 0 || self.pickup.lockout_secs < 0 || self.pickup.client_failures_per_minute == 0
+        if self.pickup.max_attempts == 0
+            || !(0..=30 * 86_400).contains(&self.pickup.lockout_secs)
+            || self.pickup.client_failures_per_minute == 0
         {
             problems
                 .push("pickup: max_attempts and client_failures_per_minute positive, lockout_secs not negative".into());
@@ -593,8 +634,11 @@ fn parse_offset(s: &str) -> Option<chrono::FixedOffset> {
         _ => return None,
     };
     let (h, m) = rest.split_once(':')?;
-    let secs = h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60;
-    chrono::FixedOffset::east_opt(sign * secs)
+    let (h, m) = (h.parse::<u8>().ok()?, m.parse::<u8>().ok()?);
+    if h > 18 || m > 59 {
+        return None;
+    }
+    chrono::FixedOffset::east_opt(sign * (i32::from(h) * 3600 + i32::from(m) * 60))
 }
 
 #[cfg(test)]
@@ -642,5 +686,7 @@ mod tests {
         assert_eq!(parse_offset("+03:00").map(|o| o.local_minus_utc()), Some(10800));
         assert_eq!(parse_offset("-05:30").map(|o| o.local_minus_utc()), Some(-19800));
         assert_eq!(parse_offset("03:00"), None);
+        assert_eq!(parse_offset("+999999:00"), None, "no overflow");
+        assert_eq!(parse_offset("+03:-30"), None);
     }
 }

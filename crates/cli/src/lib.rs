@@ -39,7 +39,9 @@ impl Running {
 
 /// Opens storage, applies migrations and starts serving on `listener`.
 pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::TcpListener) -> anyhow::Result<Running> {
-    let lock = if config.server.runs_dispatcher() { lock_sqlite(&config.database.url)? } else { None };
+    // Every role: an API-only process beside a serving one would still break the one-writer
+    // assumption of the SQLite backend (several processes need PostgreSQL).
+    let lock = lock_sqlite(&config.database.url)?;
     let store = kuper_bridge_storage::open(&config.database.url, &config.database.store_options()).await?;
     store.migrate().await?;
     let addr = listener.local_addr()?;
@@ -108,12 +110,13 @@ async fn purge_audit(store: Arc<dyn Store>, days: i64, shutdown: CancellationTok
 /// SQLite leases assume one dispatcher per database file: a second `serve` on the same file
 /// would release the first one's leases at start and send notifications twice.
 fn lock_sqlite(url: &str) -> anyhow::Result<Option<std::fs::File>> {
-    let Some(rest) = url.strip_prefix("sqlite:") else { return Ok(None) };
-    let path = rest.trim_start_matches("//");
-    let path = path.split('?').next().unwrap_or(path);
-    if path.is_empty() || path.contains(":memory:") {
+    if !url.starts_with("sqlite:") {
         return Ok(None);
     }
+    let Some(file) = kuper_bridge_storage::sqlite_file(url) else { return Ok(None) };
+    // The same file however the URL spells it (relative, percent-encoded, ./…).
+    let file = file.canonicalize().unwrap_or(file);
+    let path = file.display().to_string();
     let lock_path = format!("{path}.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

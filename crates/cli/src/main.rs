@@ -396,10 +396,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         eprintln!("order {reference} not found");
                         return Ok(ExitCode::from(3));
                     };
-                    let events = store.order_events(o.id).await?;
                     let mut order = serde_json::to_value(&o)?;
                     if let Some(p) = order.get_mut("pickup").and_then(|p| p.as_object_mut()) {
                         p.insert("code".into(), serde_json::Value::String("[hidden]".into()));
+                    }
+                    // The pickup code is the customer's secret, also in the bodies kept for audit.
+                    let mut events = serde_json::to_value(store.order_events(o.id).await?)?;
+                    for e in events.as_array_mut().into_iter().flatten() {
+                        for key in ["body", "response"] {
+                            if let Some(Ok(mut v)) =
+                                e.get(key).and_then(|b| b.as_str()).map(serde_json::from_str::<serde_json::Value>)
+                            {
+                                kuper_bridge_app::api::redact_pickup_codes(&mut v);
+                                e[key] = serde_json::Value::String(v.to_string());
+                            }
+                        }
                     }
                     println!(
                         "{}",

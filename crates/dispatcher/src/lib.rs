@@ -174,9 +174,18 @@ impl Dispatcher {
         if tokio::time::timeout(self.config.attempt_budget, self.process(record.clone())).await.is_err() {
             warn!(outbox_id = id, "attempt exceeded its budget; abandoned");
             if let Some(lease) = lease {
-                let next = now_ms() + 1000;
+                // The schedule and the give-up clock apply as to any timeout.
+                let verdict =
+                    classify(None, Some(Failure::Timeout), "", false, &record, None, &self.config.retry, now_ms());
+                let outcome = match verdict {
+                    Verdict::Retry { at, in_doubt } => AttemptOutcome::Retry { next_attempt_at: at, in_doubt },
+                    Verdict::Dead { .. } => AttemptOutcome::Dead,
+                    Verdict::Delivered { .. } => {
+                        AttemptOutcome::Retry { next_attempt_at: now_ms() + 1000, in_doubt: true }
+                    }
+                };
                 let report = AttemptReport {
-                    outcome: AttemptOutcome::Retry { next_attempt_at: next, in_doubt: true },
+                    outcome,
                     status: None,
                     error: Some("attempt exceeded its time budget".into()),
                     exchange: Exchange {

@@ -5,6 +5,9 @@ use serde::Deserialize;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+/// How long a failed token fetch is remembered.
+const FAILURE_MEMORY: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 pub enum KuperAuth {
     OAuth { client_id: String, client_secret: String },
@@ -51,11 +54,21 @@ pub struct TokenCache {
     auth: KuperAuth,
     cached: Mutex<Option<Cached>>,
     generations: std::sync::atomic::AtomicU64,
+    /// The last failed fetch: callers queued behind it share its verdict for a moment instead
+    /// of each waiting out the same timeout in turn.
+    failed: Mutex<Option<(Instant, String)>>,
 }
 
 impl TokenCache {
     pub fn new(client: reqwest::Client, url: String, auth: KuperAuth) -> Self {
-        Self { client, url, auth, cached: Mutex::new(None), generations: std::sync::atomic::AtomicU64::new(0) }
+        Self {
+            client,
+            url,
+            auth,
+            cached: Mutex::new(None),
+            generations: std::sync::atomic::AtomicU64::new(0),
+            failed: Mutex::new(None),
+        }
     }
 
     pub fn is_oauth(&self) -> bool {
@@ -86,12 +99,33 @@ impl TokenCache {
             if !refused_this_one && Instant::now() < c.refresh_at {
                 return Ok((c.token.clone(), c.generation));
             }
+            if refused_this_one {
+                // Never hand out a token Kuper refused, even if the refresh fails.
+                *cached = None;
+            }
         }
-        let form = [
-            ("client_id", client_id.as_str()),
-            ("client_secret", client_secret.as_str()),
-            ("grant_type", "client_credentials"),
-        ];
+        if let Some((at, why)) = self.failed.lock().await.as_ref() {
+            if at.elapsed() < FAILURE_MEMORY {
+                return Err(TokenError::Transport(format!("{why} (a moment ago)")));
+            }
+        }
+        let result = self.fetch(client_id, client_secret).await;
+        match &result {
+            Ok((token, refresh_at)) => {
+                *self.failed.lock().await = None;
+                let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                *cached = Some(Cached { token: token.clone(), refresh_at: *refresh_at, generation });
+                Ok((token.clone(), generation))
+            }
+            Err(e) => {
+                *self.failed.lock().await = Some((Instant::now(), e.to_string()));
+                Err(TokenError::Transport(e.to_string()))
+            }
+        }
+    }
+
+    async fn fetch(&self, client_id: &str, client_secret: &str) -> Result<(String, Instant), TokenError> {
+        let form = [("client_id", client_id), ("client_secret", client_secret), ("grant_type", "client_credentials")];
         let resp =
             self.client.post(&self.url).form(&form).send().await.map_err(|e| TokenError::Transport(e.to_string()))?;
         let status = resp.status().as_u16();
@@ -103,9 +137,7 @@ impl TokenCache {
         let ttl = Duration::from_secs(answer.expires_in.unwrap_or(300).clamp(10, 24 * 3600));
         // Refresh a little early so a token never expires in flight.
         let margin = (ttl / 10).max(Duration::from_secs(5)).min(ttl / 2);
-        let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let refresh_at = Instant::now().checked_add(ttl - margin).unwrap_or_else(Instant::now);
-        *cached = Some(Cached { token: answer.access_token.clone(), refresh_at, generation });
-        Ok((answer.access_token, generation))
+        Ok((answer.access_token, refresh_at))
     }
 }

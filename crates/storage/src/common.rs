@@ -205,6 +205,15 @@ pub(crate) fn late_result(report: AttemptReport) -> Exchange {
 /// The status and error of a record the dispatcher gave up on: `skipped` when Kuper ended the
 /// order while it was in flight (its refusal is moot, and a dead letter would only hold up
 /// nothing and alarm an operator), `dead` otherwise.
+/// Kuper itself ended the order: whatever is still queued or in flight for it is moot.
+pub(crate) fn moot(order: &Order) -> bool {
+    order.state.is_final() && order.ended_by_kuper()
+}
+
+pub(crate) fn moot_reason(report: &AttemptReport) -> String {
+    format!("moot, Kuper ended the order: {}", report.error.clone().unwrap_or_default())
+}
+
 pub(crate) fn give_up(record: &OutboxRecord, order: &Order, report: &AttemptReport) -> (&'static str, String) {
     // Our own cancel refused because Kuper already has the order final.
     let cancel_already_final = record.event == NotificationEvent::Canceled.as_str()

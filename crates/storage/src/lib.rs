@@ -337,15 +337,75 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>> {
 
 /// Hides a password in a database URL before it reaches a log or an error.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (main, query) = match url.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (url, None),
+    };
+    let main = match (main.find("://"), main.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
+            let creds = &main[s + 3..at];
             match creds.find(':') {
-                Some(c) => format!("{}://{}:***{}", &url[..s], &creds[..c], &url[at..]),
-                None => url.to_string(),
+                Some(c) => format!("{}://{}:***{}", &main[..s], &creds[..c], &main[at..]),
+                None => main.to_string(),
             }
         }
-        _ => url.to_string(),
+        _ => main.to_string(),
+    };
+    match query {
+        None => main,
+        Some(q) => {
+            // sqlx also takes the password (or a password file) as a query parameter.
+            let q: Vec<String> = q
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _))
+                        if matches!(k.to_ascii_lowercase().as_str(), "password" | "passfile" | "sslpassword") =>
+                    {
+                        format!("{k}=***")
+                    }
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{main}?{}", q.join("&"))
+        }
+    }
+}
+
+/// The file a `sqlite:` URL opens, as sqlx reads it (percent-decoding, `sqlite:///abs`).
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    use std::str::FromStr;
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    let text = path.to_string_lossy();
+    if text.is_empty() || text.contains(":memory:") {
+        return None;
+    }
+    Some(path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_wherever_they_are() {
+        assert_eq!(redact_url("postgres://u:hunter2@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=hunter2&sslmode=require"),
+            "postgres://u@h/db?password=***&sslmode=require"
+        );
+        assert_eq!(redact_url("sqlite://kuper-bridge.db"), "sqlite://kuper-bridge.db");
+        assert!(!redact_url("postgres://u:p%40ss@h/db?PassFile=/x").contains("p%40ss"));
+    }
+
+    #[test]
+    fn sqlite_file_is_what_sqlx_opens() {
+        assert_eq!(sqlite_file("sqlite://./x.db?mode=rwc").unwrap(), std::path::PathBuf::from("./x.db"));
+        assert_eq!(sqlite_file("sqlite:///tmp/my%20db.db").unwrap(), std::path::PathBuf::from("/tmp/my db.db"));
+        assert!(sqlite_file("sqlite::memory:").is_none());
     }
 }
 

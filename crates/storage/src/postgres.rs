@@ -82,7 +82,8 @@ impl PgStore {
     async fn begin(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>> {
         // READ COMMITTED: each statement sees what was committed before it started, and the
         // order row lock taken first serialises the writers of one order.
-        Ok(self.pool.begin().await?)
+        // The pickup-code and claim reasoning assume READ COMMITTED, whatever the server's default.
+        Ok(self.pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await?)
     }
 }
 
@@ -159,6 +160,11 @@ async fn notify_replicas(conn: &mut PgConnection) -> Result<()> {
     Ok(())
 }
 
+/// NUL is the one character PostgreSQL TEXT refuses; it becomes U+FFFD in what we keep.
+fn no_nul(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
 async fn insert_event(
     conn: &mut PgConnection,
     order_id: Option<i64>,
@@ -166,6 +172,22 @@ async fn insert_event(
     at: i64,
     e: &Exchange,
 ) -> Result<()> {
+    // PostgreSQL TEXT cannot hold NUL; Kuper's answers and refused bodies may contain one.
+    let e = &Exchange {
+        kind: no_nul(&e.kind),
+        direction: no_nul(&e.direction),
+        event: e.event.as_deref().map(no_nul),
+        outcome: e.outcome.as_deref().map(no_nul),
+        method: e.method.as_deref().map(no_nul),
+        path: e.path.as_deref().map(no_nul),
+        status: e.status,
+        latency_ms: e.latency_ms,
+        headers: e.headers.as_deref().map(no_nul),
+        body: e.body.as_deref().map(no_nul),
+        response: e.response.as_deref().map(no_nul),
+        detail: e.detail.as_deref().map(no_nul),
+        request_id: e.request_id.as_deref().map(no_nul),
+    };
     sqlx::query(
         "INSERT INTO events (order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
@@ -193,6 +215,10 @@ async fn insert_event(
 
 /// `lock`: inside a write transaction, lock the order's row until commit.
 async fn find_order_in(conn: &mut PgConnection, reference: &str, lock: bool) -> Result<Option<StoredOrder>> {
+    if reference.contains('\0') {
+        // No stored id can contain NUL (the parser refuses it), and PostgreSQL would refuse the bind.
+        return Ok(None);
+    }
     let row = sqlx::query(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE original_order_id = $1 OR order_uuid = $1 OR number = $1 ORDER BY id LIMIT 1{}",
         if lock { " FOR UPDATE" } else { "" }
@@ -309,7 +335,11 @@ impl Store for PgStore {
         sqlx::query("SET statement_timeout = 0").execute(&mut conn).await?;
         sqlx::query("SET lock_timeout = 0").execute(&mut conn).await?;
         // run_direct: sqlx's own way around `run`'s "Acquire is not general enough" in a Send future.
-        MIGRATOR.run_direct(&mut conn).await?;
+        // A replica of the previous release must still start after a newer one migrated:
+        // migrations only add, and unknown applied migrations are not an error.
+        let mut migrator = sqlx::migrate!("./migrations/postgres");
+        migrator.set_ignore_missing(true);
+        migrator.run_direct(&mut conn).await?;
         conn.close().await?;
         Ok(())
     }
@@ -566,7 +596,7 @@ impl Store for PgStore {
         if let Some(before) = f.before_id {
             q.push(" AND id < ").push_bind(before);
         }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit.clamp(1, 10_000));
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(order_from_row).collect()
     }
@@ -606,7 +636,7 @@ impl Store for PgStore {
         // Each claim gets its own lease token (owner/id/attempt), so a result that comes back
         // after its lease expired and the record was claimed again is recognised as late.
         let rows = sqlx::query(&format!(
-            "UPDATE outbox SET lease_until = $1 + $2, lease_owner = $3 || '/' || id || '/' || (attempts + 1), attempts = attempts + 1,
+            "UPDATE outbox SET lease_until = $1 + $2, lease_owner = $3 || '/' || id || '/' || $1, attempts = attempts + 1,
                  in_doubt = CASE WHEN lease_until IS NOT NULL THEN TRUE ELSE in_doubt END, updated_at = $1
              WHERE id IN (SELECT o.id FROM outbox o WHERE {HEAD_DUE} ORDER BY o.next_attempt_at, o.id LIMIT $4 FOR UPDATE SKIP LOCKED)
              RETURNING {OUTBOX_COLUMNS}"
@@ -659,6 +689,18 @@ impl Store for PgStore {
                 // The next notification of this order may have become the head of its queue.
                 notify_replicas(&mut tx).await?;
             }
+            AttemptOutcome::Retry { .. } if common::moot(&stored.order) => {
+                // Kuper ended the order while this was in flight: retrying would only be refused.
+                sqlx::query(
+                    "UPDATE outbox SET status = 'skipped', lease_until = NULL, lease_owner = NULL, last_status = $1, last_error = $2, updated_at = $3 WHERE id = $4",
+                )
+                .bind(report.status)
+                .bind(no_nul(&common::moot_reason(&report)))
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
             AttemptOutcome::Retry { next_attempt_at, in_doubt } => {
                 sqlx::query(
                     "UPDATE outbox SET next_attempt_at = $1, lease_until = NULL, lease_owner = NULL, last_status = $2, last_error = $3,
@@ -666,7 +708,7 @@ impl Store for PgStore {
                 )
                 .bind(next_attempt_at)
                 .bind(report.status)
-                .bind(&report.error)
+                .bind(report.error.as_deref().map(no_nul))
                 .bind(in_doubt)
                 .bind(now)
                 .bind(id)
@@ -681,7 +723,7 @@ impl Store for PgStore {
                 )
                 .bind(status)
                 .bind(report.status)
-                .bind(error)
+                .bind(no_nul(&error))
                 .bind(now)
                 .bind(id)
                 .execute(&mut *tx)
@@ -722,7 +764,7 @@ impl Store for PgStore {
         if let Some(status) = status {
             q.push(" WHERE status = ").push_bind(status.as_str());
         }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit.clamp(1, 10_000));
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(outbox_from_row).collect()
     }
@@ -752,14 +794,23 @@ impl Store for PgStore {
     }
 
     async fn purge_events(&self, before_ms: i64) -> Result<u64> {
-        let mut total = 0;
+        let (mut total, mut batches) = (0, 0);
         loop {
-            let done = sqlx::query("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < $1 LIMIT 2000)")
+            // The history of an open order or of a notification still waiting stays.
+            let done = sqlx::query(
+                "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.at < $1
+                   AND (e.order_id IS NULL OR e.order_id IN (SELECT o.id FROM orders o WHERE o.state IN ('delivered', 'canceled')))
+                   AND (e.outbox_id IS NULL OR e.outbox_id NOT IN (SELECT x.id FROM outbox x WHERE x.status IN ('pending', 'dead')))
+                   LIMIT 2000)",
+            )
                 .bind(before_ms)
                 .execute(&self.pool)
                 .await?;
             total += done.rows_affected();
-            if done.rows_affected() < 2000 {
+            batches += 1;
+            // Bounded per call: the hourly task comes back for the rest, and shutdown never
+            // waits behind a long backlog.
+            if done.rows_affected() < 2000 || batches >= 50 {
                 return Ok(total);
             }
             tokio::task::yield_now().await;

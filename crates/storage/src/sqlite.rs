@@ -177,7 +177,10 @@ async fn pickup_code_in_use(
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.writer).await?;
+        // Unknown applied migrations (a newer release ran first) are not an error.
+        let mut migrator = sqlx::migrate!("./migrations/sqlite");
+        migrator.set_ignore_missing(true);
+        migrator.run(&self.writer).await?;
         Ok(())
     }
 
@@ -407,7 +410,7 @@ impl Store for SqliteStore {
         if let Some(before) = f.before_id {
             q.push(" AND id < ").push_bind(before);
         }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit.clamp(1, 10_000));
         let rows = q.build().fetch_all(&self.reader).await?;
         rows.iter().map(order_from_row).collect()
     }
@@ -433,7 +436,7 @@ impl Store for SqliteStore {
         // Each claim gets its own lease token (owner/id/attempt), so a result that comes back
         // after its lease expired and the record was claimed again is recognised as late.
         let rows = sqlx::query(&format!(
-            "UPDATE outbox SET lease_until = ?1 + ?2, lease_owner = ?3 || '/' || id || '/' || (attempts + 1), attempts = attempts + 1,
+            "UPDATE outbox SET lease_until = ?1 + ?2, lease_owner = ?3 || '/' || id || '/' || ?1, attempts = attempts + 1,
                  in_doubt = CASE WHEN lease_until IS NOT NULL THEN 1 ELSE in_doubt END, updated_at = ?1
              WHERE id IN (SELECT o.id FROM outbox o WHERE {HEAD_DUE} ORDER BY o.next_attempt_at, o.id LIMIT ?4)
              RETURNING {OUTBOX_COLUMNS}"
@@ -445,7 +448,10 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        rows.iter().map(outbox_from_row).collect()
+        // RETURNING has no order in SQLite; oldest due first, as on PostgreSQL.
+        let mut records = rows.iter().map(outbox_from_row).collect::<Result<Vec<_>>>()?;
+        records.sort_by_key(|r| (r.next_attempt_at, r.id));
+        Ok(records)
     }
 
     async fn complete_attempt(&self, id: i64, lease: &str, report: AttemptReport) -> Result<()> {
@@ -459,7 +465,24 @@ impl Store for SqliteStore {
             tx.commit().await?;
             return Ok(());
         }
+        let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?"))
+            .bind(record.order_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let stored = order_from_row(&row)?;
         match &report.outcome {
+            AttemptOutcome::Retry { .. } if common::moot(&stored.order) => {
+                // Kuper ended the order while this was in flight: retrying would only be refused.
+                sqlx::query(
+                    "UPDATE outbox SET status = 'skipped', lease_until = NULL, lease_owner = NULL, last_status = ?, last_error = ?, updated_at = ? WHERE id = ?",
+                )
+                .bind(report.status)
+                .bind(common::moot_reason(&report))
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
             AttemptOutcome::Delivered => {
                 sqlx::query(
                     "UPDATE outbox SET status = 'sent', sent_at = ?, lease_until = NULL, lease_owner = NULL, last_status = ?, last_error = NULL, updated_at = ? WHERE id = ?",
@@ -471,11 +494,6 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
                 if let Some(event) = NotificationEvent::parse(&record.event) {
-                    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?"))
-                        .bind(record.order_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let stored = order_from_row(&row)?;
                     let mut order = stored.order;
                     let next = kuper_state_after_ack(order.kuper_state, event, order.scheme);
                     if next != order.kuper_state {
@@ -500,11 +518,7 @@ impl Store for SqliteStore {
             }
             AttemptOutcome::Dead => {
                 // Kuper ended the order while this was in flight: its refusal is moot.
-                let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?"))
-                    .bind(record.order_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let (status, error) = common::give_up(&record, &order_from_row(&row)?.order, &report);
+                let (status, error) = common::give_up(&record, &stored.order, &report);
                 sqlx::query(
                     "UPDATE outbox SET status = ?, lease_until = NULL, lease_owner = NULL, last_status = ?, last_error = ?, updated_at = ? WHERE id = ?",
                 )
@@ -558,7 +572,7 @@ impl Store for SqliteStore {
         if let Some(status) = status {
             q.push(" WHERE status = ").push_bind(status.as_str());
         }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit.clamp(1, 10_000));
         let rows = q.build().fetch_all(&self.reader).await?;
         rows.iter().map(outbox_from_row).collect()
     }
@@ -588,14 +602,23 @@ impl Store for SqliteStore {
     }
 
     async fn purge_events(&self, before_ms: i64) -> Result<u64> {
-        let mut total = 0;
+        let (mut total, mut batches) = (0, 0);
         loop {
-            let done = sqlx::query("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? LIMIT 2000)")
+            // The history of an open order or of a notification still waiting stays.
+            let done = sqlx::query(
+                "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.at < ?
+                   AND (e.order_id IS NULL OR e.order_id IN (SELECT o.id FROM orders o WHERE o.state IN ('delivered', 'canceled')))
+                   AND (e.outbox_id IS NULL OR e.outbox_id NOT IN (SELECT x.id FROM outbox x WHERE x.status IN ('pending', 'dead')))
+                   LIMIT 2000)",
+            )
                 .bind(before_ms)
                 .execute(&self.writer)
                 .await?;
             total += done.rows_affected();
-            if done.rows_affected() < 2000 {
+            batches += 1;
+            // Bounded per call: the hourly task comes back for the rest, and shutdown never
+            // waits behind a long backlog.
+            if done.rows_affected() < 2000 || batches >= 50 {
                 return Ok(total);
             }
             tokio::task::yield_now().await;

@@ -281,7 +281,11 @@ async fn an_expired_lease_is_taken_over_and_the_late_result_ignored(s: &dyn Stor
     let second = s.claim_due("w", t + 200, 60_000, 10).await.unwrap().remove(0);
     assert_eq!(second.id, first.id);
     assert_ne!(second.lease, first.lease);
-    assert_eq!(second.lease, Some(format!("w/{}/2", first.id)), "owner/id/attempt");
+    assert_eq!(
+        second.lease,
+        Some(format!("w/{}/{}", first.id, t + 200)),
+        "owner/id/claim time (never reused, even after a replay)"
+    );
     assert!(second.in_doubt, "the first attempt may have reached Kuper");
     complete(s, &first, AttemptOutcome::Delivered).await; // late: ignored
     let record = s.get_outbox(first.id).await.unwrap().unwrap();
@@ -606,7 +610,13 @@ async fn the_audit_log_is_purged_past_its_retention(s: &dyn Store) {
     let before = s.order_events(id).await.unwrap().len();
     assert!(before >= 2);
     assert_eq!(s.purge_events(0).await.unwrap(), 0, "nothing is older than the epoch");
-    assert!(s.purge_events(now() + 1).await.unwrap() >= before as u64);
+    assert_eq!(s.purge_events(now() + 1).await.unwrap(), 0, "an open order keeps its history");
+    assert_eq!(s.order_events(id).await.unwrap().len(), before);
+    // Kuper cancels: the order is final and its queued notification skipped.
+    let body = format!(r#"{{"event_type":"order.canceled","payload":{{"originalOrderId":"{a}"}}}}"#);
+    let env = WebhookEnvelope::parse(body.as_bytes()).unwrap();
+    s.ingest_webhook(&env, Exchange::default(), &Policy::default(), &respond).await.unwrap();
+    assert!(s.purge_events(now() + 1).await.unwrap() > before as u64);
     assert!(s.order_events(id).await.unwrap().is_empty());
     assert!(s.find_order(&a).await.unwrap().is_some(), "orders stay; only their history goes");
 }

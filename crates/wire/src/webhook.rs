@@ -116,6 +116,9 @@ impl WebhookEnvelope {
             return Err(ParseError::at("$", format!("expected an object, got {}", kind_of(&value))));
         };
         let event_type = match root.get("event_type") {
+            Some(Value::String(s)) if s.contains('\0') => {
+                return Err(ParseError::at("$.event_type", "contains a NUL character"))
+            }
             Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
             Some(Value::String(_)) => return Err(ParseError::at("$.event_type", "must not be empty")),
             Some(other) => {
@@ -188,6 +191,9 @@ fn optional_id(map: &Map<String, Value>, key: &str, path: &str) -> Result<Option
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) if s.len() > 200 => Err(ParseError::at(path, "longer than 200 characters")),
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            Err(ParseError::at(path, "contains a control character"))
+        }
         Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(Some(n.to_string())),
         Some(other) => Err(ParseError::at(path, format!("expected a string, got {}", kind_of(other)))),
@@ -425,6 +431,9 @@ mod tests {
             (r#"{"event_type":"order.paid","payload":[]}"#, "$.payload"),
             (r#"{"event_type":"order.paid","payload":{}}"#, "$.payload"),
             (r#"{"event_type":"order.paid","payload":{"orderUUID":{}}}"#, "$.payload.orderUUID"),
+            // NUL cannot be stored (PostgreSQL TEXT) and is never a real id.
+            (r#"{"event_type":"order.x\u0000y","payload":{}}"#, "$.event_type"),
+            (r#"{"event_type":"order.paid","payload":{"originalOrderId":"H1\u0000"}}"#, "$.payload.originalOrderId"),
         ];
         for (body, path) in cases {
             let err = WebhookEnvelope::parse(body.as_bytes()).unwrap_err();
