@@ -61,6 +61,8 @@ async fn bad_webhooks_get_their_status_and_change_nothing() {
     let id = id_of(&env.create_order(json!({"store": "1184"})).await);
     assert_eq!(env.act(&id, "start-assembly", json!({})).await.0, 202);
     env.wait_accepted(&id, &["order.in_work"]).await;
+    // Kuper has it; wait until the gateway has recorded that too, or the snapshot races it.
+    env.wait_outbox("in_work sent", |r| r.iter().all(|x| x["status"] == "sent")).await;
     let before = snapshot(&env, &id).await;
 
     let paid = json!({"event_type": "order.paid", "payload": {"originalOrderId": id}}).to_string();
