@@ -626,10 +626,8 @@ pub mod soak {
             if s.state != GATEWAY_FINAL_STATE || s.payment != GATEWAY_FINAL_PAYMENT {
                 t.unfinished += 1;
                 *t.unfinished_states.entry(format!("{}/{}", s.state, s.payment)).or_default() += 1;
-                t.problems.push(format!(
-                    "{}: the gateway holds {}/{} at the end",
-                    s.original_order_id, s.state, s.payment
-                ));
+                t.problems
+                    .push(format!("{}: the gateway holds {}/{} at the end", s.original_order_id, s.state, s.payment));
             }
         }
         t.distinct = by_id.len();

@@ -1125,7 +1125,8 @@ format = "json"
     // Nothing secret in what the gateway wrote (stdout and stderr of every life, level warn).
     let log_text = std::fs::read_to_string(&gw.log).unwrap_or_default();
     let log_lines = log_text.lines().count();
-    let leaked: usize = [API_KEY, "sim-secret", BASIC_CREDENTIALS_B64].iter().map(|s| log_text.matches(s).count()).sum();
+    let leaked: usize =
+        [API_KEY, "sim-secret", BASIC_CREDENTIALS_B64].iter().map(|s| log_text.matches(s).count()).sum();
 
     // ---- verdict
     let client_problems = lock(&sh.problems).clone();

@@ -137,7 +137,12 @@ fn an_order_kuper_never_heard_of_is_lost_and_stuck() {
 }
 
 fn stored(id: &str, number: &str) -> StoredOrder {
-    StoredOrder { original_order_id: id.into(), number: number.into(), state: "delivered".into(), payment: "paid".into() }
+    StoredOrder {
+        original_order_id: id.into(),
+        number: number.into(),
+        state: "delivered".into(),
+        payment: "paid".into(),
+    }
 }
 
 #[test]

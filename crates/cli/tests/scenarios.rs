@@ -111,7 +111,8 @@ async fn scheme_c_merchant_delivery() {
         )
         .await;
     assert_eq!(sim["state"], "shipped");
-    assert_eq!(env.order(&id).await["kuperState"], "shipped", "acknowledged notifications move Kuper's view");
+    // Acknowledged notifications move the gateway's copy of Kuper's view.
+    env.wait_order(&id, "kuperState shipped", |o| o["kuperState"] == "shipped").await;
     env.shutdown().await;
 }
 

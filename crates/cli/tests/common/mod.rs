@@ -209,6 +209,20 @@ impl Env {
         v
     }
 
+    /// Waits until the gateway's view of the order satisfies `pred` (it records Kuper's
+    /// acknowledgement a moment after Kuper has it).
+    pub async fn wait_order(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.order(id).await;
+            if pred(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn sim_order(&self, id: &str) -> Value {
         let resp = self.http.get(format!("{}/sim/v1/orders/{id}", self.sim_url)).send().await.expect("sim get");
         resp.json().await.expect("json")
