@@ -68,6 +68,10 @@ pub struct SoakArgs {
     /// On PostgreSQL a killed process's claims wait for lease = 5 × request timeout + margin.
     #[arg(long)]
     lease_margin_ms: Option<u64>,
+    /// The gateway's log level (production default: info). Its whole log is searched for
+    /// the secrets of the run at the end.
+    #[arg(long, default_value = "info")]
+    log_level: String,
     /// Also write every figure as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -208,6 +212,7 @@ struct GatewayProc {
     child: Option<tokio::process::Child>,
     probe: reqwest::Client,
     failed_starts: usize,
+    log_level: String,
 }
 
 impl GatewayProc {
@@ -238,7 +243,11 @@ impl GatewayProc {
                 cmd.env_remove(&key);
             }
         }
-        cmd.env("RUST_LOG", "warn").stdin(std::process::Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
+        cmd.env("RUST_LOG", &self.log_level)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true);
         self.child = Some(cmd.spawn().with_context(|| format!("cannot start {}", self.bin.display()))?);
         Ok(())
     }
@@ -567,7 +576,7 @@ async fn drive(sh: &Shared, n: usize, kind: Kind, permits: &Arc<tokio::sync::Sem
     }
     add(&sh.c.created);
     // Every fifth order: Kuper delivers order.created twice more, at the same moment.
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         let view: Value = sh.http.get(format!("{}/sim/v1/orders/{id}", sh.sim)).send().await?.json().await?;
         let envelope = json!({"event_type": "order.created", "payload": view["order"]});
         let once = || async {
@@ -998,9 +1007,10 @@ key = "{API_KEY}"
 scopes = ["admin"]
 
 [log]
-level = "warn"
+level = {log_level}
 format = "json"
 "#,
+        log_level = toml_str(&args.log_level),
         db_url = toml_str(&db.url),
         sim = toml_str(&sim_url),
         dispatcher = plan.dispatcher_toml(),
@@ -1017,6 +1027,7 @@ format = "json"
         child: None,
         probe,
         failed_starts: 0,
+        log_level: args.log_level.clone(),
     };
     gw.start().await?;
     progress(format!("gateway pid {} at {url}, simulator at {sim_url}", gw.pid().unwrap_or(0)));
@@ -1207,7 +1218,13 @@ format = "json"
         ),
         (
             "secrets in the gateway's log (API key, OAuth client secret, webhook Basic credentials)".into(),
-            format!("{leaked} occurrence(s) in {} lines", thousands(log_lines as f64)),
+            format!(
+                "{leaked} occurrence(s) in {} lines ({} MiB, level {}, all {} process lives)",
+                thousands(log_lines as f64),
+                (log_text.len() as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+                args.log_level,
+                kills.kills + 1
+            ),
             mark(leaked == 0),
         ),
         (
