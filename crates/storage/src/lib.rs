@@ -386,6 +386,10 @@ pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     Some(path.to_path_buf())
 }
 
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,8 +411,4 @@ mod tests {
         assert_eq!(sqlite_file("sqlite:///tmp/my%20db.db").unwrap(), std::path::PathBuf::from("/tmp/my db.db"));
         assert!(sqlite_file("sqlite::memory:").is_none());
     }
-}
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
