@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// invariant breaks (something lost, doubled, reordered, refused, stuck or duplicated).
 #[derive(clap::Args)]
 pub struct SoakArgs {
-    /// Small counts for CI: 300 orders, a kill every ~1 s, a 3 s outage; about a minute.
+    /// Small counts for CI: 300 orders, a kill every ~1 s, a 3 s outage; about 40 s on 2 vCPUs.
     #[arg(long)]
     quick: bool,
     /// Orders placed by Kuper, the four kinds (A, A restaurant, B, C) in turn
@@ -756,16 +756,18 @@ async fn run_outage(sh: Arc<Shared>, plan: Arc<Plan>) -> Result<OutageReport> {
 }
 
 /// From the simulator's log: the notifications refused during the outage, and how long after
-/// its end the last of them was accepted.
+/// its end the last of them was accepted (the first non-fault arrival after its last refusal).
 fn outage_from_log(log: &[Value], rep: &OutageReport) -> (usize, usize, Option<Duration>) {
-    let mut refused: HashMap<(String, String), ()> = HashMap::new();
-    // (order, event) pairs refused at least once; attempts counts every refusal.
+    // (order, event) → seq of its last refusal by the outage.
+    let mut refused: HashMap<(String, String), u64> = HashMap::new();
     let mut attempts = 0;
     for r in log {
         if r["verdict"] == "fault" && (r["rule"] == "outage" || r["rule"] == "outage_hang") {
             attempts += 1;
             if let (Some(o), Some(e)) = (r["originalOrderId"].as_str(), r["event"].as_str()) {
-                refused.insert((o.to_string(), e.to_string()), ());
+                let seq = r["seq"].as_u64().unwrap_or(0);
+                let last = refused.entry((o.to_string(), e.to_string())).or_insert(seq);
+                *last = (*last).max(seq);
             }
         }
     }
@@ -776,7 +778,9 @@ fn outage_from_log(log: &[Value], rep: &OutageReport) -> (usize, usize, Option<D
         }
         let key =
             (r["originalOrderId"].as_str().unwrap_or("").to_string(), r["event"].as_str().unwrap_or("").to_string());
-        if refused.remove(&key).is_some() {
+        let seq = r["seq"].as_u64().unwrap_or(0);
+        if refused.get(&key).is_some_and(|refused_at| seq > *refused_at) {
+            refused.remove(&key);
             if let Some(at) = at_ms(r) {
                 last = Some(last.map_or(at, |l| l.max(at)));
             }
@@ -1133,7 +1137,7 @@ format = "json"
     let rss_now = rss.as_deref().and_then(|s| procfs::status_bytes(s, "VmRSS"));
     gw.kill9().await.ok();
     sim.shutdown().await;
-    // Nothing secret in what the gateway wrote (stdout and stderr of every life, level warn).
+    // Nothing secret in what the gateway wrote (stdout and stderr of every life, at --log-level).
     let log_text = std::fs::read_to_string(&gw.log).unwrap_or_default();
     let log_lines = log_text.lines().count();
     let leaked: usize =
@@ -1307,7 +1311,7 @@ format = "json"
     ));
     let mut notes = vec![
         format!("gateway config: production settings except the dispatcher — {}", plan.schedule_text()),
-        "the schedule is compressed (why: with production's 2 min / 5 min / 15 min steps the first retry after a 2-minute outage can come up to 18 min after it began, and the soak would mostly measure waiting); the retry code, the jitter, the FIFO rule and the in-doubt handling are the production code paths, only the delays are shorter".into(),
+        "the schedule is compressed (why: with production's steps a notification that already failed four times waits 2 min, then 5 min, then 15 min for its next try, and under a kill every few seconds plus an outage that happens easily, so the soak would mostly measure waiting); the retry code, the jitter, the FIFO rule and the in-doubt handling are the production code paths, only the delays are shorter".into(),
         format!("gateway RSS at the end {:.1} MiB", rss_now.map_or(f64::NAN, |b| b as f64 / 1024.0 / 1024.0)),
         format!("faults answered by Kuper (by rule): {:?}", t.faults),
     ];
