@@ -50,6 +50,9 @@ impl DispatcherConfig {
     }
 }
 
+/// How often the dispatcher looks for records left waiting behind final ones (only an older
+/// version writing during a rolling upgrade leaves them).
+const REPAIR_INTERVAL: Duration = Duration::from_secs(60);
 /// Shortest sleep of the dispatcher loop.
 const MIN_SLEEP_MS: i64 = 5;
 /// Kuper's answer is kept as evidence up to this size.
@@ -107,10 +110,19 @@ impl Dispatcher {
         }
         let signal = self.store.outbox_signal();
         let mut inflight: JoinSet<()> = JoinSet::new();
+        let mut last_repair: Option<std::time::Instant> = None;
         let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
         loop {
             if shutdown.is_cancelled() {
                 break;
+            }
+            if last_repair.is_none_or(|at| at.elapsed() >= REPAIR_INTERVAL) {
+                last_repair = Some(std::time::Instant::now());
+                match self.store.repair_queue_heads(now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => warn!(repaired = n, "outbox records were waiting behind final ones; made due"),
+                    Err(e) => warn!(error = %e, "could not check the outbox queue heads"),
+                }
             }
             let capacity = self.config.concurrency.saturating_sub(inflight.len());
             if capacity == 0 {

@@ -174,6 +174,7 @@ mod tests {
             status: OutboxStatus::Pending,
             attempts,
             next_attempt_at: 0,
+            waiting: false,
             in_doubt,
             last_status: None,
             last_error: None,

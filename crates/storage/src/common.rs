@@ -29,6 +29,11 @@ where
     })
 }
 
+/// `next_attempt_at` of a record queued behind an earlier open record of its order
+/// (9999-12-31T23:59:59.999Z): outside every claim's range until its predecessor is final and
+/// the record is promoted to the head of the queue (migration 0004 on SQLite, 0003 on PostgreSQL).
+pub(crate) const WAITING: i64 = 253_402_300_799_999;
+
 pub(crate) fn outbox_from_row<R>(row: &R) -> Result<OutboxRecord>
 where
     R: Row,
@@ -38,6 +43,7 @@ where
     bool: Type<R::Database> + for<'r> Decode<'r, R::Database>,
 {
     let status: String = row.try_get("status")?;
+    let next_attempt_at: i64 = row.try_get("next_attempt_at")?;
     Ok(OutboxRecord {
         id: row.try_get("id")?,
         order_id: row.try_get("order_id")?,
@@ -47,7 +53,8 @@ where
         status: OutboxStatus::parse(&status)
             .ok_or_else(|| StoreError::Unavailable(format!("outbox row with unknown status {status:?}")))?,
         attempts: row.try_get("attempts")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
+        next_attempt_at: if next_attempt_at >= WAITING { row.try_get("created_at")? } else { next_attempt_at },
+        waiting: next_attempt_at >= WAITING,
         // SQLite keeps 0/1 in an INTEGER, PostgreSQL a BOOLEAN; sqlx reads both as bool.
         in_doubt: row.try_get("in_doubt")?,
         lease: row.try_get("lease_owner")?,

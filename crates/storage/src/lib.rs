@@ -133,7 +133,11 @@ pub struct OutboxRecord {
     pub body: String,
     pub status: OutboxStatus,
     pub attempts: i64,
+    /// When it may next be sent. For a record waiting behind an earlier one of its order
+    /// (`waiting`), its creation time: it goes out once the earlier one is final.
     pub next_attempt_at: i64,
+    /// Queued behind an earlier pending or dead notification of the same order.
+    pub waiting: bool,
     /// An earlier attempt may have reached Kuper without us learning the answer.
     pub in_doubt: bool,
     pub last_status: Option<i64>,
@@ -287,6 +291,10 @@ pub trait Store: Send + Sync + 'static {
     /// Drops leases left by a process that is gone (single-process backends only; PostgreSQL
     /// serves several replicas and never releases a lease early: expiry handles dead ones).
     async fn release_stale_leases(&self, owner: &str) -> Result<u64>;
+    /// Makes due any waiting record whose predecessors are all final but which was not
+    /// promoted (a record written by an older version during a rolling upgrade). Cheap when
+    /// there is nothing to do; the dispatcher runs it at start and once a minute.
+    async fn repair_queue_heads(&self, now_ms: i64) -> Result<u64>;
 
     async fn list_outbox(&self, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxRecord>>;
     async fn get_outbox(&self, outbox_id: i64) -> Result<Option<OutboxRecord>>;
@@ -384,6 +392,15 @@ pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
         return None;
     }
     Some(path.to_path_buf())
+}
+
+/// The claim's candidate query as each backend runs it (`$1`/`?1` = now), for the tests that
+/// check its plan stays an index range over due heads whatever the table statistics say.
+#[doc(hidden)]
+pub fn claim_candidates_sql(postgres: bool) -> String {
+    let (from, head_due) =
+        if postgres { (postgres::CLAIM_FROM, postgres::HEAD_DUE) } else { (sqlite::CLAIM_FROM, sqlite::HEAD_DUE) };
+    format!("SELECT o.id FROM {from} WHERE {head_due} ORDER BY o.next_attempt_at, o.id LIMIT 32")
 }
 
 pub fn now_ms() -> i64 {

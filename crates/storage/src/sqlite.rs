@@ -33,7 +33,10 @@ const OUTBOX_COLUMNS: &str =
     "id, order_id, kind, event, body, status, attempts, next_attempt_at, in_doubt, last_status, last_error, created_at, sent_at, lease_owner, retry_since, idempotency_key";
 /// A pending record that is the head of its order's queue (no earlier pending or dead record:
 /// per-order FIFO, protocol.md §9), due, and not under a live lease. Binds ?1 = now.
-const HEAD_DUE: &str = "o.status = 'pending' AND o.next_attempt_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until <= ?1)
+/// Without statistics SQLite would rather walk `outbox_status_id` over every pending record
+/// (the waiting ones too) and sort; the due-heads index is the plan, so it is named.
+pub(crate) const CLAIM_FROM: &str = "outbox o INDEXED BY outbox_pending_due";
+pub(crate) const HEAD_DUE: &str = "o.status = 'pending' AND o.next_attempt_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until <= ?1)
     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.id < o.id AND p.status IN ('pending', 'dead'))";
 const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id";
 
@@ -141,6 +144,22 @@ async fn fetch_outbox(conn: &mut SqliteConnection, id: i64) -> Result<OutboxReco
     outbox_from_row(&row)
 }
 
+/// Makes the first open record of the order due if it was waiting: called by every commit
+/// that may have made a record final (sent, skipped, dead letter skipped or superseded).
+async fn promote_queue_head(conn: &mut SqliteConnection, order_id: i64, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET next_attempt_at = ?1
+         WHERE id = (SELECT MIN(p.id) FROM outbox p WHERE p.order_id = ?2 AND p.status IN ('pending', 'dead'))
+           AND status = 'pending' AND next_attempt_at = ?3",
+    )
+    .bind(now)
+    .bind(order_id)
+    .bind(common::WAITING)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Kuper ended the order: queued notifications would only be refused (protocol.md §5).
 async fn supersede_pending(conn: &mut SqliteConnection, order_id: i64, now: i64, reason: &str) -> Result<u64> {
     let done = sqlx::query(
@@ -151,8 +170,9 @@ async fn supersede_pending(conn: &mut SqliteConnection, order_id: i64, now: i64,
     .bind(now)
     .bind(order_id)
     .bind(now)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    promote_queue_head(conn, order_id, now).await?;
     Ok(done.rows_affected())
 }
 
@@ -331,7 +351,9 @@ impl Store for SqliteStore {
             let body = serde_json::to_string(&n.render(policy.notification_format))?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO outbox (order_id, kind, event, body, status, next_attempt_at, created_at, updated_at, retry_since, idempotency_key)
-                 VALUES (?, 'notification', ?, ?, 'pending', ?, ?, ?, ?, ?) RETURNING id",
+                 VALUES (?1, 'notification', ?2, ?3, 'pending',
+                         CASE WHEN EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = ?1 AND p.status IN ('pending', 'dead')) THEN ?9 ELSE ?4 END,
+                         ?5, ?6, ?7, ?8) RETURNING id",
             )
             .bind(found.id)
             .bind(n.event.as_str())
@@ -341,6 +363,7 @@ impl Store for SqliteStore {
             .bind(now)
             .bind(now)
             .bind(format!("kb-{}", uuid::Uuid::new_v4()))
+            .bind(common::WAITING)
             .fetch_one(&mut *tx)
             .await?;
             ids.push(id);
@@ -425,7 +448,7 @@ impl Store for SqliteStore {
 
     async fn claim_due(&self, owner: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxRecord>> {
         // A read first: an idle dispatcher must not take the write lock every poll.
-        let due: Option<i64> = sqlx::query_scalar(&format!("SELECT o.id FROM outbox o WHERE {HEAD_DUE} LIMIT 1"))
+        let due: Option<i64> = sqlx::query_scalar(&format!("SELECT o.id FROM {CLAIM_FROM} WHERE {HEAD_DUE} LIMIT 1"))
             .bind(now)
             .fetch_optional(&self.reader)
             .await?;
@@ -438,7 +461,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(&format!(
             "UPDATE outbox SET lease_until = ?1 + ?2, lease_owner = ?3 || '/' || id || '/' || ?1, attempts = attempts + 1,
                  in_doubt = CASE WHEN lease_until IS NOT NULL THEN 1 ELSE in_doubt END, updated_at = ?1
-             WHERE id IN (SELECT o.id FROM outbox o WHERE {HEAD_DUE} ORDER BY o.next_attempt_at, o.id LIMIT ?4)
+             WHERE id IN (SELECT o.id FROM {CLAIM_FROM} WHERE {HEAD_DUE} ORDER BY o.next_attempt_at, o.id LIMIT ?4)
              RETURNING {OUTBOX_COLUMNS}"
         ))
         .bind(now)
@@ -531,6 +554,8 @@ impl Store for SqliteStore {
                 .await?;
             }
         }
+        // Sent, skipped or a dead letter that turned out moot: the next record may be the head.
+        promote_queue_head(&mut tx, record.order_id, now).await?;
         insert_event(&mut tx, Some(record.order_id), Some(id), now, &report.exchange).await?;
         tx.commit().await?;
         if matches!(report.outcome, AttemptOutcome::Delivered) {
@@ -545,12 +570,43 @@ impl Store for SqliteStore {
         // the commit that finishes its predecessor.
         Ok(sqlx::query_scalar(
             "SELECT MIN(CASE WHEN o.lease_until IS NOT NULL AND o.lease_until > ?1 THEN o.lease_until ELSE o.next_attempt_at END)
-             FROM outbox o WHERE o.status = 'pending'
+             FROM outbox o INDEXED BY outbox_pending_due WHERE o.status = 'pending' AND o.next_attempt_at < ?2
                AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.id < o.id AND p.status IN ('pending', 'dead'))",
         )
         .bind(now)
+        .bind(common::WAITING)
         .fetch_one(&self.reader)
         .await?)
+    }
+
+    async fn repair_queue_heads(&self, now: i64) -> Result<u64> {
+        // A read first: with nothing to repair (always, unless an older version wrote to the
+        // outbox) the writer is not taken.
+        let stranded: Vec<i64> = sqlx::query_scalar(
+            "SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_attempt_at = ?1
+               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.id < o.id AND p.status IN ('pending', 'dead'))
+             LIMIT 1000",
+        )
+        .bind(common::WAITING)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut repaired = 0;
+        for id in stranded {
+            let mut tx = self.begin().await?;
+            let order_id: Option<i64> = sqlx::query_scalar(&format!("SELECT order_id FROM outbox WHERE id = ?1"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(order_id) = order_id {
+                promote_queue_head(&mut tx, order_id, now).await?;
+                repaired += 1;
+            }
+            tx.commit().await?;
+        }
+        if repaired > 0 {
+            self.signal.notify_one();
+        }
+        Ok(repaired)
     }
 
     async fn release_stale_leases(&self, owner: &str) -> Result<u64> {
@@ -661,6 +717,7 @@ async fn operator_decision(
         .bind(outbox_id)
         .execute(&mut *tx)
         .await?;
+    promote_queue_head(&mut tx, record.order_id, now).await?;
     common::operator_exchange(&mut exchange, &record, to, note);
     insert_event(&mut tx, Some(record.order_id), Some(outbox_id), now, &exchange).await?;
     let updated = fetch_outbox(&mut tx, outbox_id).await?;

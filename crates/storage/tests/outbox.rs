@@ -204,6 +204,7 @@ on_both_backends!(
     stats_count_pending_and_dead,
     filters_select_what_they_name,
     the_audit_log_is_purged_past_its_retention,
+    waiting_records_are_flagged_and_promoted_one_at_a_time,
 );
 
 async fn only_the_head_of_each_queue_is_claimed(s: &dyn Store) {
@@ -619,4 +620,151 @@ async fn the_audit_log_is_purged_past_its_retention(s: &dyn Store) {
     assert!(s.purge_events(now() + 1).await.unwrap() > before as u64);
     assert!(s.order_events(id).await.unwrap().is_empty());
     assert!(s.find_order(&a).await.unwrap().is_some(), "orders stay; only their history goes");
+}
+
+async fn waiting_records_are_flagged_and_promoted_one_at_a_time(s: &dyn Store) {
+    let a = order(s, 1).await;
+    act(s, &a, Action::Ready { positions: None }).await; // in_work, assembled, ready_for_delivery
+    let waiting = |records: Vec<OutboxRecord>| {
+        let mut r: Vec<(String, bool)> = records.into_iter().map(|r| (r.event, r.waiting)).collect();
+        r.reverse(); // listed newest first
+        r
+    };
+    let listed = waiting(s.list_outbox(None, 10).await.unwrap());
+    assert_eq!(
+        listed,
+        [("order.in_work".into(), false), ("order.assembled".into(), true), ("order.ready_for_delivery".into(), true)]
+    );
+    let head = s.claim_due("w", now(), 60_000, 10).await.unwrap().remove(0);
+    complete(s, &head, AttemptOutcome::Delivered).await;
+    let listed = waiting(s.list_outbox(Some(OutboxStatus::Pending), 10).await.unwrap());
+    assert_eq!(listed, [("order.assembled".into(), false), ("order.ready_for_delivery".into(), true)]);
+    // A dead letter keeps the records behind it waiting; skipping it promotes the next.
+    let head = s.claim_due("w", now(), 60_000, 10).await.unwrap().remove(0);
+    complete(s, &head, AttemptOutcome::Dead).await;
+    assert!(s.get_outbox(head.id + 1).await.unwrap().unwrap().waiting);
+    s.skip(head.id, Exchange::default()).await.unwrap();
+    let next = s.get_outbox(head.id + 1).await.unwrap().unwrap();
+    assert!(!next.waiting);
+    assert_eq!(s.claim_due("w", now(), 60_000, 10).await.unwrap()[0].id, next.id);
+    // Nothing stranded: the repair pass finds nothing to do.
+    assert_eq!(s.repair_queue_heads(now()).await.unwrap(), 0);
+}
+
+/// A record written by an older version (no queue-head promotion) behind a record that is
+/// now final: the dispatcher's repair pass makes it due, and never one behind an open record.
+mod stranded {
+    use super::*;
+    use sqlx::Connection;
+
+    const WAITING: i64 = 253_402_300_799_999;
+
+    async fn strand_all_pending(url: &str) {
+        let sql = "UPDATE outbox SET next_attempt_at = 253402300799999 WHERE status = 'pending'";
+        if url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        } else {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+    }
+
+    async fn scenario(s: &dyn Store, url: &str) {
+        let a = order(s, 1).await;
+        act(s, &a, Action::Assembled).await;
+        strand_all_pending(url).await;
+        assert!(s.claim_due("w", now(), 60_000, 10).await.unwrap().is_empty(), "stranded: nothing due");
+        assert_eq!(s.repair_queue_heads(now()).await.unwrap(), 1, "only the first of the order");
+        let head = s.claim_due("w", now(), 60_000, 10).await.unwrap();
+        assert_eq!(head.len(), 1);
+        assert_eq!(head[0].event, "order.in_work");
+        assert!(s.get_outbox(head[0].id + 1).await.unwrap().unwrap().next_attempt_at < WAITING);
+        assert!(s.get_outbox(head[0].id + 1).await.unwrap().unwrap().waiting);
+        assert_eq!(s.repair_queue_heads(now()).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn sqlite_repair_makes_the_stranded_head_due() {
+        let (s, dir) = crate::db::sqlite().await;
+        scenario(&*s, &format!("sqlite://{}", dir.path().join("t.db").display())).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_repair_makes_the_stranded_head_due() {
+        let Some(db) = crate::db::PgDb::create().await else { return };
+        let s = db.store().await;
+        scenario(&*s, &db.url.clone()).await;
+        drop(s);
+        db.drop_db().await;
+    }
+}
+
+/// The claim reads due heads through the partial indexes, whatever the statistics say (a
+/// fresh database has none): the plan that once scanned the whole backlog per candidate
+/// (RELIABILITY.md, findings 1 and 2) cannot come back unnoticed.
+mod claim_plan {
+    use super::*;
+    use sqlx::Connection;
+
+    async fn fill(s: &dyn Store) {
+        for n in 0..50 {
+            let id = order(s, n).await;
+            act(s, &id, Action::Ready { positions: None }).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_claim_uses_the_due_and_open_indexes() {
+        let (s, dir) = crate::db::sqlite().await;
+        fill(&*s).await;
+        let mut c =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let plan: Vec<String> =
+            sqlx::query_scalar(&format!("EXPLAIN QUERY PLAN {}", kuper_bridge_storage::claim_candidates_sql(false)))
+                .bind(now())
+                .fetch_all(&mut c)
+                .await
+                .unwrap_or_else(|_| Vec::new());
+        let plan = if plan.is_empty() {
+            // EXPLAIN QUERY PLAN rows are (id, parent, notused, detail).
+            sqlx::query_as::<_, (i64, i64, i64, String)>(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                kuper_bridge_storage::claim_candidates_sql(false)
+            ))
+            .bind(now())
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.3)
+            .collect()
+        } else {
+            plan
+        };
+        let text = plan.join("\n");
+        assert!(text.contains("outbox_pending_due"), "{text}");
+        assert!(text.contains("outbox_open_by_order"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn postgres_claim_uses_the_due_and_open_indexes_without_statistics() {
+        let Some(db) = crate::db::PgDb::create().await else { return };
+        let s = db.store().await;
+        fill(&*s).await;
+        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let plan: Vec<String> =
+            sqlx::query_scalar(&format!("EXPLAIN {}", kuper_bridge_storage::claim_candidates_sql(true)))
+                .bind(now())
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+        let text = plan.join("\n");
+        assert!(text.contains("outbox_pending_due"), "{text}");
+        assert!(text.contains("outbox_open_by_order"), "{text}");
+        assert!(!text.contains("BitmapAnd"), "{text}");
+        drop(c);
+        drop(s);
+        db.drop_db().await;
+    }
 }
