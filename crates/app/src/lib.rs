@@ -1,12 +1,14 @@
 //! The HTTP app: Kuper's webhook receiver, the merchant REST API, health and metrics.
 //! Handlers parse, call storage (which calls the domain) and map errors once (`error.rs`).
 
+pub mod acceptance;
 pub mod api;
 pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod webhook;
 
+pub use acceptance::{AcceptanceClient, AcceptanceHook};
 pub use auth::{ApiKey, Scope, WebhookAuth};
 pub use metrics::AppMetrics;
 
@@ -42,6 +44,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub verify_limiter: Arc<VerifyLimiter>,
     pub unauthenticated_audit: Arc<AuditBudget>,
+    /// Asked before a new order is accepted, when configured.
+    pub acceptance: Option<Arc<AcceptanceClient>>,
 }
 
 /// How many refused, unauthenticated requests per minute are written to the audit log.

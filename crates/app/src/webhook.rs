@@ -105,7 +105,23 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
     exchange.event = Some(env.event_type.clone());
     exchange.body = Some(text);
     exchange.latency_ms = Some(started.elapsed().as_millis() as i64);
-    match state.store.ingest_webhook(&env, exchange, &state.policy, &answer).await {
+    // The acceptance hook is asked about orders we do not have yet; a redelivered
+    // order.created is answered as the first one was, without asking again.
+    let acceptance = match (&state.acceptance, env.event) {
+        (Some(hook), Some(WebhookEvent::OrderCreated)) => {
+            let known = match env.identity.original_order_id.as_deref().or(env.identity.order_uuid.as_deref()) {
+                Some(reference) => state.store.find_order(reference).await.ok().flatten().is_some(),
+                None => false,
+            };
+            if known {
+                None
+            } else {
+                Some(hook.ask(&env, &state.policy).await)
+            }
+        }
+        _ => None,
+    };
+    match state.store.ingest_webhook_with(&env, exchange, &state.policy, &answer, acceptance).await {
         Ok(result) => {
             let (status, body) = answer(&result);
             let outcome = result.outcome();

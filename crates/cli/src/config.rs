@@ -26,10 +26,12 @@ pub struct Config {
     pub pickup: Pickup,
     pub audit: Audit,
     pub log: Log,
-    /// Later features (forwarding, acceptance hook, reconciliation) are parsed so that a
-    /// config written for them is not refused; `config check` says they are not active yet.
-    pub subscribers: Vec<serde_json::Value>,
-    pub acceptance_hook: Option<serde_json::Value>,
+    /// Merchant systems that receive every Kuper webhook and every change (forwarding).
+    pub subscribers: Vec<SubscriberConfig>,
+    /// Asked "can you take this order?" before `order.created` is answered.
+    pub acceptance_hook: Option<AcceptanceHookConfig>,
+    /// Later feature, parsed so that a config written for it is not refused; `config check`
+    /// says it is not active yet.
     pub reconciliation: Option<serde_json::Value>,
 }
 
@@ -127,7 +129,10 @@ impl Default for Database {
 
 impl Database {
     pub fn store_options(&self) -> kuper_bridge_storage::StoreOptions {
-        kuper_bridge_storage::StoreOptions { busy_timeout: std::time::Duration::from_millis(self.busy_timeout_ms) }
+        kuper_bridge_storage::StoreOptions {
+            busy_timeout: std::time::Duration::from_millis(self.busy_timeout_ms),
+            ..Default::default()
+        }
     }
 }
 
@@ -227,6 +232,105 @@ pub struct ApiKeyConfig {
     pub key_file: Option<PathBuf>,
     #[serde(default)]
     pub scopes: Vec<String>,
+}
+
+fn all_events() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// `[[subscribers]]`: one merchant system receiving forwarded events (interfaces.md).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberConfig {
+    /// Names its queue in the outbox (`subscriber:<name>`); default: the URL. Keep it when the
+    /// URL changes, or events still queued for the old name are dead-lettered.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub url: String,
+    /// `whsec_<base64>` keys (or plain secrets of 16+ characters); several sign at once during
+    /// a rotation.
+    #[serde(default, deserialize_with = "lenient::strings")]
+    pub secret: Vec<String>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// `*`, a prefix like `order.*`, or exact event types.
+    #[serde(default = "all_events")]
+    pub events: Vec<String>,
+    /// Store ids whose orders go to this subscriber; empty = all stores.
+    #[serde(default, deserialize_with = "lenient::strings")]
+    pub stores: Vec<String>,
+}
+
+impl SubscriberConfig {
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.url.clone())
+    }
+}
+
+/// `[acceptance_hook]`: asked before a new order is accepted (interfaces.md).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptanceHookConfig {
+    pub url: String,
+    #[serde(default, deserialize_with = "lenient::strings")]
+    pub secret: Vec<String>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Hard deadline of the question; Kuper is answered within it whatever the hook does.
+    #[serde(default = "AcceptanceHookConfig::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// `accept` or `cancel` when the hook times out, fails or answers something malformed.
+    #[serde(default = "AcceptanceHookConfig::default_on_error")]
+    pub on_error: String,
+    /// The cancel reason used by `on_error = "cancel"` (one of `kuper.cancel_reasons`).
+    #[serde(default = "AcceptanceHookConfig::default_cancel_reason")]
+    pub cancel_reason: String,
+}
+
+impl AcceptanceHookConfig {
+    fn default_timeout_ms() -> u64 {
+        2000
+    }
+    fn default_on_error() -> String {
+        "accept".into()
+    }
+    fn default_cancel_reason() -> String {
+        "technical_issues".into()
+    }
+}
+
+/// Secrets from the config value and/or a file (one per line), parsed as signing keys.
+fn signing_keys(
+    what: &str,
+    inline: &[String],
+    file: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> Vec<kuper_bridge_wire::forward::SigningKey> {
+    let mut secrets: Vec<String> = inline.to_vec();
+    if let Some(f) = file {
+        match std::fs::read_to_string(f) {
+            Ok(text) => secrets.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from)),
+            Err(e) => problems.push(format!("{what}.secret_file: cannot read {}: {e}", f.display())),
+        }
+    }
+    if secrets.is_empty() {
+        problems.push(format!("{what}.secret: required (whsec_<base64>; receivers verify the signature with it)"));
+    }
+    let mut keys = Vec::new();
+    for (i, secret) in secrets.iter().enumerate() {
+        // The error names the position, never the value.
+        match kuper_bridge_wire::forward::SigningKey::parse(secret) {
+            Ok(k) => keys.push(k),
+            Err(e) => problems.push(format!("{what}.secret[{i}] {e}")),
+        }
+    }
+    keys
+}
+
+fn http_url(what: &str, url: &str, problems: &mut Vec<String>) {
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(char::is_whitespace) {
+        problems.push(format!("{what}.url: {url:?} is not an http(s) URL"));
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -384,6 +488,8 @@ pub struct Resolved {
     pub webhook_auth: WebhookAuth,
     pub api_keys: Vec<ApiKey>,
     pub dispatcher: DispatcherConfig,
+    pub forwarding: kuper_bridge_storage::Forwarding,
+    pub acceptance: Option<kuper_bridge_app::AcceptanceHook>,
     pub warnings: Vec<String>,
 }
 
@@ -568,10 +674,68 @@ impl Config {
             problems
                 .push("pickup: max_attempts and client_failures_per_minute positive, lockout_secs not negative".into());
         }
-        if !self.subscribers.is_empty() || self.acceptance_hook.is_some() || self.reconciliation.is_some() {
-            warnings.push(
-                "subscribers / acceptance_hook / reconciliation are accepted but not active in this version".into(),
-            );
+        let mut forwarding = kuper_bridge_storage::Forwarding::default();
+        let mut subscriber_targets = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, sub) in self.subscribers.iter().enumerate() {
+            let what = format!("subscribers[{i}]");
+            http_url(&what, &sub.url, &mut problems);
+            let keys = signing_keys(&what, &sub.secret, sub.secret_file.as_deref(), &mut problems);
+            let name = sub.name();
+            if name.trim().is_empty() || name.chars().any(char::is_control) || !names.insert(name.clone()) {
+                problems.push(format!("{what}.name: {name:?} must be printable and unique among the subscribers"));
+            }
+            if sub.events.is_empty() || sub.events.iter().any(|e| e.trim().is_empty()) {
+                problems.push(format!("{what}.events: at least one event type (or \"*\")"));
+            }
+            let destination = format!("subscriber:{name}");
+            forwarding.subscribers.push(kuper_bridge_storage::SubscriberRoute {
+                destination: destination.clone(),
+                events: sub.events.clone(),
+                stores: sub.stores.clone(),
+            });
+            subscriber_targets.push(kuper_bridge_dispatcher::SubscriberTarget {
+                destination,
+                url: sub.url.clone(),
+                keys,
+            });
+        }
+        let acceptance = match &self.acceptance_hook {
+            None => None,
+            Some(h) => {
+                http_url("acceptance_hook", &h.url, &mut problems);
+                let keys = signing_keys("acceptance_hook", &h.secret, h.secret_file.as_deref(), &mut problems);
+                if !(100..=10_000).contains(&h.timeout_ms) {
+                    problems.push(
+                        "acceptance_hook.timeout_ms: between 100 and 10000 (Kuper waits for the answer to order.created)"
+                            .into(),
+                    );
+                }
+                let cancel_on_error = match h.on_error.as_str() {
+                    "accept" => false,
+                    "cancel" => true,
+                    other => {
+                        problems.push(format!("acceptance_hook.on_error: {other:?} is not accept or cancel"));
+                        false
+                    }
+                };
+                if !self.kuper.cancel_reasons.contains(&h.cancel_reason) {
+                    problems.push(format!(
+                        "acceptance_hook.cancel_reason: {:?} is not one of kuper.cancel_reasons",
+                        h.cancel_reason
+                    ));
+                }
+                Some(kuper_bridge_app::AcceptanceHook {
+                    url: h.url.clone(),
+                    keys,
+                    timeout: Duration::from_millis(h.timeout_ms),
+                    cancel_on_error,
+                    cancel_reason: h.cancel_reason.clone(),
+                })
+            }
+        };
+        if self.reconciliation.is_some() {
+            warnings.push("reconciliation is accepted but not active in this version".into());
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -618,7 +782,10 @@ impl Config {
                 attempt_budget,
                 lease: attempt_budget + Duration::from_millis(d.lease_margin_ms),
                 release_stale_leases_on_start: self.database.url.starts_with("sqlite:"),
+                subscribers: subscriber_targets,
             },
+            forwarding,
+            acceptance,
             warnings,
         })
     }

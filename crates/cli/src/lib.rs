@@ -42,7 +42,9 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
     // Every role: an API-only process beside a serving one would still break the one-writer
     // assumption of the SQLite backend (several processes need PostgreSQL).
     let lock = lock_sqlite(&config.database.url)?;
-    let store = kuper_bridge_storage::open(&config.database.url, &config.database.store_options()).await?;
+    let mut store_options = config.database.store_options();
+    store_options.forwarding = resolved.forwarding.clone();
+    let store = kuper_bridge_storage::open(&config.database.url, &store_options).await?;
     store.migrate().await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -63,6 +65,7 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
         registry: Arc::new(registry),
         verify_limiter: Arc::new(VerifyLimiter::new(config.pickup.client_failures_per_minute)),
         unauthenticated_audit: Arc::new(kuper_bridge_app::AuditBudget::new(60)),
+        acceptance: resolved.acceptance.map(|hook| Arc::new(kuper_bridge_app::AcceptanceClient::new(hook))),
     };
     let mut tasks = Vec::new();
     let app = if config.server.serves_api() {

@@ -42,6 +42,16 @@ pub struct DispatcherConfig {
     /// SQLite runs one process per database: leases left by a killed process can be dropped
     /// at start instead of waiting for them to expire.
     pub release_stale_leases_on_start: bool,
+    /// Merchant systems receiving forwarded events, by outbox destination.
+    pub subscribers: Vec<SubscriberTarget>,
+}
+
+/// Where and how the records of one `subscriber:<name>` destination are sent.
+#[derive(Debug, Clone)]
+pub struct SubscriberTarget {
+    pub destination: String,
+    pub url: String,
+    pub keys: Vec<kuper_bridge_wire::forward::SigningKey>,
 }
 
 impl DispatcherConfig {
@@ -218,6 +228,9 @@ impl Dispatcher {
 
     /// One delivery attempt of one record, recorded whatever happens.
     async fn process(&self, record: OutboxRecord) {
+        if record.destination != "kuper" {
+            return self.forward(record).await;
+        }
         let started = Instant::now();
         let (mut first, used) = self.send(&record, None).await;
         let mut detail = Vec::new();
@@ -380,6 +393,106 @@ impl Dispatcher {
             },
         };
         (t, generation)
+    }
+}
+
+impl Dispatcher {
+    /// One attempt to deliver a forwarded event to a subscriber (Standard Webhooks). 2xx is
+    /// delivered; 410 Gone means "stop sending" (dead letter); anything else is retried on the
+    /// schedule until the give-up window, like notifications to Kuper.
+    async fn forward(&self, record: OutboxRecord) {
+        let started = Instant::now();
+        let target = self.config.subscribers.iter().find(|s| s.destination == record.destination);
+        let webhook_id = if record.idempotency_key.is_empty() {
+            format!("kb-outbox-{}", record.id)
+        } else {
+            record.idempotency_key.clone()
+        };
+        let (status, body, failure, path) = match target {
+            None => (
+                None,
+                String::new(),
+                Some(format!("{} is no longer configured (renamed or removed subscriber)", record.destination)),
+                None,
+            ),
+            Some(target) => {
+                let timestamp = chrono::Utc::now().timestamp();
+                let signature = kuper_bridge_wire::forward::sign(&target.keys, &webhook_id, timestamp, &record.body);
+                let sent = self
+                    .client
+                    .post(&target.url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header(kuper_bridge_wire::forward::HEADER_ID, &webhook_id)
+                    .header(kuper_bridge_wire::forward::HEADER_TIMESTAMP, timestamp.to_string())
+                    .header(kuper_bridge_wire::forward::HEADER_SIGNATURE, signature)
+                    .body(record.body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(mut resp) => {
+                        let status = resp.status().as_u16();
+                        // Only evidence: read up to a bound.
+                        let mut bytes = Vec::new();
+                        while let Ok(Some(chunk)) = resp.chunk().await {
+                            bytes.extend_from_slice(&chunk);
+                            if bytes.len() > MAX_ANSWER_BYTES {
+                                break;
+                            }
+                        }
+                        (Some(status), String::from_utf8_lossy(&bytes).into_owned(), None, Some(target.url.clone()))
+                    }
+                    Err(e) => {
+                        (None, String::new(), Some(Failure::from_reqwest(&e).to_string()), Some(target.url.clone()))
+                    }
+                }
+            }
+        };
+        let now = now_ms();
+        let give_up_ms = i64::try_from(self.config.retry.give_up_after.as_millis()).unwrap_or(i64::MAX);
+        let (outcome, label) = if matches!(status, Some(200..=299)) {
+            (AttemptOutcome::Delivered, "delivered")
+        } else if target.is_none() || status == Some(410) || now.saturating_sub(record.retry_since) >= give_up_ms {
+            (AttemptOutcome::Dead, "dead")
+        } else {
+            let floor = matches!(status, Some(429)).then_some(self.config.retry.throttle_floor);
+            let delay = self.config.retry.delay(record.attempts, floor, None, &mut rand::rng());
+            let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+            (AttemptOutcome::Retry { next_attempt_at: at, in_doubt: status.is_none() }, "retry")
+        };
+        self.metrics.record(&format!("forward:{}", record.event), label, started.elapsed());
+        let error = match (&failure, status) {
+            (Some(f), _) => Some(f.clone()),
+            (None, Some(s)) if !(200..300).contains(&s) => Some(format!("HTTP {s}: {}", truncate(&body, 300))),
+            _ => None,
+        };
+        if label == "dead" {
+            warn!(outbox_id = record.id, destination = %record.destination, event = %record.event, status = ?status, error = ?error, "forwarded event dead-lettered");
+        } else {
+            info!(outbox_id = record.id, destination = %record.destination, event = %record.event, status = ?status, outcome = label, "forward attempt");
+        }
+        let exchange = Exchange {
+            kind: "forward".into(),
+            direction: "out".into(),
+            event: Some(record.event.clone()),
+            outcome: Some(label.into()),
+            method: Some("POST".into()),
+            path,
+            status: status.map(i64::from),
+            latency_ms: Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)),
+            headers: Some(format!(r#"{{"webhook-id":"{webhook_id}","webhook-signature":"[redacted]"}}"#)),
+            body: Some(record.body.clone()),
+            response: Some(truncate(&body, 4096)),
+            detail: Some(format!("to {}", record.destination)),
+            request_id: Some(format!("kb-outbox-{}", record.id)),
+        };
+        let report = AttemptReport { outcome, status: status.map(i64::from), error, exchange };
+        let Some(lease) = record.lease.as_deref() else {
+            warn!(outbox_id = record.id, "claimed record without a lease token");
+            return;
+        };
+        if let Err(e) = self.store.complete_attempt(record.id, lease, report).await {
+            warn!(outbox_id = record.id, error = %e, "could not record the forward attempt");
+        }
     }
 }
 

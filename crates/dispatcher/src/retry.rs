@@ -169,6 +169,7 @@ mod tests {
             id: 1,
             order_id: 1,
             kind: "notification".into(),
+            destination: "kuper".into(),
             event: "order.in_work".into(),
             body: "{}".into(),
             status: OutboxStatus::Pending,

@@ -48,6 +48,7 @@ where
         id: row.try_get("id")?,
         order_id: row.try_get("order_id")?,
         kind: row.try_get("kind")?,
+        destination: row.try_get("destination")?,
         event: row.try_get("event")?,
         body: row.try_get("body")?,
         status: OutboxStatus::parse(&status)
@@ -260,4 +261,164 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     // Comparing digests keeps even the length of the secret out of the timing.
     Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
+}
+
+/// One outbox row to write: a notification to Kuper or an event for a subscriber.
+pub(crate) struct OutboxRow {
+    pub kind: &'static str,
+    pub destination: String,
+    pub event: String,
+    pub body: String,
+}
+
+/// What forwarded events say about the order, whatever the event (docs/forwarded-events.md).
+pub fn forward_data(order: &Order, event: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "originalOrderId": order.original_order_id,
+        "orderUUID": order.order_uuid,
+        "number": order.number,
+        "storeId": order.store_id,
+        "scheme": order.scheme,
+        "restaurant": order.restaurant,
+        "state": order.state,
+        "kuperState": order.kuper_state,
+        "paymentState": order.payment_state,
+        "event": event,
+    })
+}
+
+/// The rows forwarding `event_type` to every subscriber that takes it.
+pub(crate) fn forwards(
+    forwarding: &crate::Forwarding,
+    order: &Order,
+    event_type: &str,
+    event: serde_json::Value,
+    now: i64,
+) -> Result<Vec<OutboxRow>> {
+    let mut destinations = forwarding.destinations(event_type, &order.store_id).peekable();
+    if destinations.peek().is_none() {
+        return Ok(Vec::new());
+    }
+    let timestamp = chrono::DateTime::from_timestamp_millis(now)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let body = serde_json::to_string(&kuper_bridge_wire::forward::envelope(
+        event_type,
+        &timestamp,
+        forward_data(order, event),
+    ))?;
+    Ok(destinations
+        .map(|d| OutboxRow {
+            kind: "forward",
+            destination: d.to_string(),
+            event: event_type.to_string(),
+            body: body.clone(),
+        })
+        .collect())
+}
+
+/// A Kuper webhook as forwarded: its payload, as received.
+pub(crate) fn kuper_event(env: &WebhookEnvelope) -> serde_json::Value {
+    serde_json::json!({ "source": "kuper", "payload": env.payload })
+}
+
+/// Notifications a change queued for Kuper, then the same events for the subscribers (each
+/// with what caused it: a merchant action, the acceptance hook, …).
+pub(crate) fn change_rows(
+    forwarding: &crate::Forwarding,
+    before: &Order,
+    after: &Order,
+    queued: &[NotificationData],
+    cause: serde_json::Value,
+    policy: &Policy,
+    now: i64,
+) -> Result<Vec<OutboxRow>> {
+    let mut rows = Vec::with_capacity(queued.len() * (1 + forwarding.subscribers.len()));
+    for n in queued {
+        rows.push(OutboxRow {
+            kind: "notification",
+            destination: "kuper".into(),
+            event: n.event.as_str().to_string(),
+            body: serde_json::to_string(&n.render(policy.notification_format))?,
+        });
+    }
+    for n in queued {
+        let event = serde_json::json!({
+            "source": cause,
+            "from": before.state,
+            "to": after.state,
+            "notification": n.render(policy.notification_format),
+        });
+        rows.extend(forwards(forwarding, after, n.event.as_str(), event, now)?);
+    }
+    Ok(rows)
+}
+
+/// The event forwarded when a notification to Kuper is dead-lettered.
+pub(crate) fn dead_letter_event(record: &OutboxRecord, report: &AttemptReport) -> serde_json::Value {
+    serde_json::json!({
+        "source": "gateway",
+        "notification": record.event,
+        "outboxId": record.id,
+        "attempts": record.attempts,
+        "lastStatus": report.status,
+        "lastError": report.error,
+    })
+}
+
+/// The number the acceptance hook asked for, if it accepted with one.
+pub(crate) fn wanted_number(decision: &crate::AcceptanceDecision) -> Option<&str> {
+    match &decision.verdict {
+        crate::AcceptanceVerdict::Accept { number: Some(n), .. } => Some(n.as_str()),
+        _ => None,
+    }
+}
+
+/// Uses the merchant's own number unless another order has it (numbers are unique: Kuper and
+/// the API find orders by them); then ours stays and the timeline says why.
+pub(crate) fn take_number(order: &mut Order, wanted: &str, taken: bool, notes: &mut Vec<String>) {
+    if taken {
+        notes.push(format!("acceptance hook number {wanted:?} is used by another order; kept {}", order.number));
+    } else {
+        order.number = wanted.to_string();
+    }
+}
+
+/// Applies the acceptance hook's verdict to a new order: its assembly time, or a cancellation
+/// with the hook's reason (queued for Kuper after the `created` answer). Returns the order and
+/// the outbox rows the decline adds.
+pub(crate) fn apply_acceptance(
+    order: &Order,
+    decision: &crate::AcceptanceDecision,
+    forwarding: &crate::Forwarding,
+    policy: &Policy,
+    now: i64,
+    notes: &mut Vec<String>,
+) -> Result<(Order, Vec<OutboxRow>)> {
+    match &decision.verdict {
+        crate::AcceptanceVerdict::Accept { expected_assembly_time, .. } => {
+            let mut order = order.clone();
+            if let Some(t) = expected_assembly_time {
+                order.expected_assembly_time = t.clone();
+            }
+            Ok((order, Vec::new()))
+        }
+        crate::AcceptanceVerdict::Decline { reason, description } => {
+            let cancel =
+                kuper_bridge_domain::Action::Cancel { reason: reason.clone(), description: description.clone() };
+            match engine::apply_action(order, cancel, policy) {
+                Ok(d) => {
+                    let cause = serde_json::json!({ "kind": "acceptance_hook", "reason": reason });
+                    let rows = change_rows(forwarding, order, &d.order, &d.notifications, cause, policy, now)?;
+                    Ok((d.order, rows))
+                }
+                Err(e) => {
+                    // The rules table refuses a cancel here (a scheme that cannot be canceled
+                    // at creation): the order stays, and an operator sees why.
+                    notes.push(format!("acceptance hook declined ({reason}) but the cancel was refused: {e}"));
+                    Ok((order.clone(), Vec::new()))
+                }
+            }
+        }
+    }
 }

@@ -6,6 +6,7 @@ mod common;
 mod postgres;
 mod sqlite;
 
+pub use common::forward_data;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -128,7 +129,10 @@ impl OutboxStatus {
 pub struct OutboxRecord {
     pub id: i64,
     pub order_id: i64,
+    /// `notification` (to Kuper) or `forward` (to a subscriber).
     pub kind: String,
+    /// `kuper` or `subscriber:<name>`; each (order, destination) is one FIFO queue.
+    pub destination: String,
     pub event: String,
     pub body: String,
     pub status: OutboxStatus,
@@ -150,6 +154,52 @@ pub struct OutboxRecord {
     pub retry_since: i64,
     /// Sent as `Idempotency-Key`; unique per notification ever.
     pub idempotency_key: String,
+}
+
+/// Where forwarded events go: one route per configured subscriber.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarding {
+    pub subscribers: Vec<SubscriberRoute>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubscriberRoute {
+    /// `subscriber:<name>`, stable across restarts (records wait under it).
+    pub destination: String,
+    /// Event types taken (`*`, `order.*`, exact names).
+    pub events: Vec<String>,
+    /// Store ids taken; empty = all.
+    pub stores: Vec<String>,
+}
+
+impl Forwarding {
+    /// The destinations that take `event_type` for an order of `store_id`.
+    pub fn destinations<'a>(&'a self, event_type: &'a str, store_id: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.subscribers
+            .iter()
+            .filter(move |s| {
+                kuper_bridge_wire::forward::filter_matches(&s.events, event_type)
+                    && (s.stores.is_empty() || s.stores.iter().any(|x| x == store_id))
+            })
+            .map(|s| s.destination.as_str())
+    }
+}
+
+/// The merchant's acceptance hook's verdict on a new order (decided before the webhook is
+/// stored, applied in the same transaction as the order).
+#[derive(Debug, Clone)]
+pub struct AcceptanceDecision {
+    pub verdict: AcceptanceVerdict,
+    /// The hook call as it goes into the order's timeline.
+    pub exchange: Exchange,
+}
+
+#[derive(Debug, Clone)]
+pub enum AcceptanceVerdict {
+    /// Take the order, with the merchant's number and assembly time where it gave them.
+    Accept { number: Option<String>, expected_assembly_time: Option<String> },
+    /// Answer Kuper `created`, then cancel with this reason.
+    Decline { reason: String, description: String },
 }
 
 /// What the webhook receiver learned from storing a webhook.
@@ -257,6 +307,19 @@ pub trait Store: Send + Sync + 'static {
         exchange: Exchange,
         policy: &Policy,
         respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+    ) -> Result<IngestResult> {
+        self.ingest_webhook_with(env, exchange, policy, respond, None).await
+    }
+
+    /// [`Store::ingest_webhook`] with the acceptance hook's verdict for a new order (ignored
+    /// for anything but a first `order.created`).
+    async fn ingest_webhook_with(
+        &self,
+        env: &WebhookEnvelope,
+        exchange: Exchange,
+        policy: &Policy,
+        respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+        acceptance: Option<AcceptanceDecision>,
     ) -> Result<IngestResult>;
 
     /// Records an exchange not tied to an order change (refused webhooks, for instance).
@@ -317,6 +380,8 @@ pub enum ActionRequest {
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
+    /// Who receives forwarded events (written to the outbox with the change that causes them).
+    pub forwarding: Forwarding,
     /// How long a write waits for another process's write lock before failing (then the
     /// webhook is answered 503 and Kuper retries). On PostgreSQL this is `lock_timeout`: how
     /// long a write waits for another replica's lock on the same order.
@@ -325,7 +390,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { busy_timeout: std::time::Duration::from_secs(5) }
+        Self { forwarding: Forwarding::default(), busy_timeout: std::time::Duration::from_secs(5) }
     }
 }
 

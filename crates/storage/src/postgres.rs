@@ -7,12 +7,13 @@
 
 use crate::common::{self, event_from_row, order_from_row, outbox_from_row, PickupCheck};
 use crate::{
-    now_ms, ActionRequest, ActionResult, AttemptOutcome, AttemptReport, EventRecord, Exchange, IngestResult,
-    OrderFilter, OutboxRecord, OutboxStats, OutboxStatus, PickupVerification, Result, Store, StoreError, StoredOrder,
+    now_ms, AcceptanceDecision, ActionRequest, ActionResult, AttemptOutcome, AttemptReport, EventRecord, Exchange,
+    IngestResult, OrderFilter, OutboxRecord, OutboxStats, OutboxStatus, PickupVerification, Result, Store, StoreError,
+    StoredOrder,
 };
 use async_trait::async_trait;
 use kuper_bridge_domain::engine::{self, kuper_state_after_ack};
-use kuper_bridge_domain::{Action, Order, Policy};
+use kuper_bridge_domain::{Action, Order, Policy, WebhookOutcome};
 use kuper_bridge_wire::{CreatedAnswer, NotificationEvent, WebhookEnvelope, WebhookEvent};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
@@ -37,18 +38,19 @@ const PICKUP_CODES_LOCK: i32 = 0x6b62_0001;
 pub struct PgStore {
     pool: PgPool,
     signal: Arc<Notify>,
+    forwarding: Arc<crate::Forwarding>,
     /// Dropped with the store, which stops the listener task.
     _listener: oneshot::Sender<()>,
 }
 
 const ORDER_COLUMNS: &str = "id, data, created_at, updated_at";
 const OUTBOX_COLUMNS: &str =
-    "id, order_id, kind, event, body, status, attempts, next_attempt_at, in_doubt, last_status, last_error, created_at, sent_at, lease_owner, retry_since, idempotency_key";
+    "id, order_id, kind, destination, event, body, status, attempts, next_attempt_at, in_doubt, last_status, last_error, created_at, sent_at, lease_owner, retry_since, idempotency_key";
 /// A pending record that is the head of its order's queue (no earlier pending or dead record:
 /// per-order FIFO, protocol.md §9), due, and not under a live lease. Binds $1 = now.
 pub(crate) const CLAIM_FROM: &str = "outbox o";
 pub(crate) const HEAD_DUE: &str = "o.status = 'pending' AND o.next_attempt_at <= $1 AND (o.lease_until IS NULL OR o.lease_until <= $1)
-    AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.id < o.id AND p.status IN ('pending', 'dead'))";
+    AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.destination = o.destination AND p.id < o.id AND p.status IN ('pending', 'dead'))";
 const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id";
 
 impl PgStore {
@@ -77,7 +79,7 @@ impl PgStore {
         let listener = listen(&options).await?;
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(relay_wake_ups(listener, options, signal.clone(), stopped));
-        Ok(Self { pool, signal, _listener: stop })
+        Ok(Self { pool, signal, forwarding: Arc::new(store_options.forwarding.clone()), _listener: stop })
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>> {
@@ -286,17 +288,50 @@ async fn fetch_outbox(conn: &mut PgConnection, id: i64, lock: bool) -> Result<Ou
     outbox_from_row(&row)
 }
 
+/// Queues rows behind the order's open records of the same destination (or at the head of
+/// an empty queue); returns their ids. Called under the order's row lock: the ids of one
+/// queue grow in commit order, which the head-of-queue rule of `claim_due` relies on.
+async fn insert_outbox(
+    conn: &mut PgConnection,
+    order_id: i64,
+    rows: &[common::OutboxRow],
+    now: i64,
+) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO outbox (order_id, kind, destination, event, body, status, next_attempt_at, created_at, updated_at, retry_since, idempotency_key)
+             VALUES ($1, $2, $3, $4, $5, 'pending',
+                     CASE WHEN EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = $1 AND p.destination = $3 AND p.status IN ('pending', 'dead')) THEN $8 ELSE $6 END,
+                     $6, $6, $6, $7) RETURNING id",
+        )
+        .bind(order_id)
+        .bind(row.kind)
+        .bind(&row.destination)
+        .bind(&row.event)
+        .bind(&row.body)
+        .bind(now)
+        .bind(format!("kb-{}", uuid::Uuid::new_v4()))
+        .bind(common::WAITING)
+        .fetch_one(&mut *conn)
+        .await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
 /// Makes the first open record of the order due if it was waiting: called by every commit
 /// that may have made a record final (sent, skipped, dead letter skipped or superseded).
-async fn promote_queue_head(conn: &mut PgConnection, order_id: i64, now: i64) -> Result<()> {
+async fn promote_queue_head(conn: &mut PgConnection, order_id: i64, destination: &str, now: i64) -> Result<()> {
     sqlx::query(
         "UPDATE outbox SET next_attempt_at = $1
-         WHERE id = (SELECT MIN(p.id) FROM outbox p WHERE p.order_id = $2 AND p.status IN ('pending', 'dead'))
+         WHERE id = (SELECT MIN(p.id) FROM outbox p WHERE p.order_id = $2 AND p.destination = $4 AND p.status IN ('pending', 'dead'))
            AND status = 'pending' AND next_attempt_at = $3",
     )
     .bind(now)
     .bind(order_id)
     .bind(common::WAITING)
+    .bind(destination)
     .execute(conn)
     .await?;
     Ok(())
@@ -308,14 +343,14 @@ async fn supersede_pending(conn: &mut PgConnection, order_id: i64, now: i64, rea
     // sees its live lease, so an in-flight record is never skipped under its sender.
     let done = sqlx::query(
         "UPDATE outbox SET status = 'skipped', last_error = $1, updated_at = $2
-         WHERE order_id = $3 AND status IN ('pending', 'dead') AND (lease_until IS NULL OR lease_until <= $2)",
+         WHERE order_id = $3 AND destination = 'kuper' AND status IN ('pending', 'dead') AND (lease_until IS NULL OR lease_until <= $2)",
     )
     .bind(reason)
     .bind(now)
     .bind(order_id)
     .execute(&mut *conn)
     .await?;
-    promote_queue_head(conn, order_id, now).await?;
+    promote_queue_head(conn, order_id, "kuper", now).await?;
     Ok(done.rows_affected())
 }
 
@@ -376,18 +411,20 @@ impl Store for PgStore {
         self.signal.clone()
     }
 
-    async fn ingest_webhook(
+    async fn ingest_webhook_with(
         &self,
         env: &WebhookEnvelope,
         mut exchange: Exchange,
         policy: &Policy,
         respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+        acceptance: Option<AcceptanceDecision>,
     ) -> Result<IngestResult> {
         let now = now_ms();
         let mut tx = self.begin().await?;
         let existing = if env.event.is_some() { find_by_identity(&mut tx, env).await? } else { None };
         let mut order_id = existing.as_ref().map(|o| o.id);
         let mut queued = false;
+        let mut notes = Vec::new();
         let result = match (env.event, existing) {
             (None, _) => IngestResult::UnknownEvent,
             (Some(WebhookEvent::OrderCreated), Some(found)) => IngestResult::Created {
@@ -420,6 +457,44 @@ impl Store for PgStore {
                 .await?;
                 if inserted.is_some() {
                     order_id = Some(id);
+                    let generated = order.clone();
+                    let mut order = order;
+                    if let Some(wanted) = acceptance.as_ref().and_then(common::wanted_number) {
+                        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM orders WHERE number = $1")
+                            .bind(wanted)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        common::take_number(&mut order, wanted, taken.is_some(), &mut notes);
+                    }
+                    let mut rows = common::forwards(
+                        &self.forwarding,
+                        &order,
+                        env.event_type.as_str(),
+                        common::kuper_event(env),
+                        now,
+                    )?;
+                    if let Some(decision) = &acceptance {
+                        let (after, more) =
+                            common::apply_acceptance(&order, decision, &self.forwarding, policy, now, &mut notes)?;
+                        order = after;
+                        rows.extend(more);
+                        insert_event(&mut tx, Some(id), None, now, &decision.exchange).await?;
+                    }
+                    if order != generated {
+                        sqlx::query("UPDATE orders SET number = $1, state = $2, data = $3 WHERE id = $4")
+                            .bind(&order.number)
+                            .bind(order.state.as_str())
+                            .bind(serde_json::to_string(&order)?)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    if !insert_outbox(&mut tx, id, &rows, now).await?.is_empty() {
+                        notify_replicas(&mut tx).await?;
+                        queued = true;
+                    }
+                    // Kuper's answer is `created` even when the hook declined: the
+                    // cancellation follows as a notification (protocol.md §4).
                     IngestResult::Created {
                         order_id: id,
                         answer: CreatedAnswer::new(order.number.clone(), order.expected_assembly_time.clone()),
@@ -460,10 +535,26 @@ impl Store for PgStore {
                     }
                     queued = skipped > 0;
                 }
+                if decision.outcome != WebhookOutcome::Duplicate {
+                    let rows = common::forwards(
+                        &self.forwarding,
+                        &decision.order,
+                        env.event_type.as_str(),
+                        common::kuper_event(env),
+                        now,
+                    )?;
+                    if !insert_outbox(&mut tx, found.id, &rows, now).await?.is_empty() {
+                        notify_replicas(&mut tx).await?;
+                        queued = true;
+                    }
+                }
                 IngestResult::Applied { order_id: found.id, outcome: decision.outcome, note: decision.note }
             }
         };
         common::finish_ingest_exchange(&mut exchange, &result, respond);
+        if !notes.is_empty() {
+            exchange.detail = Some(notes.join("; "));
+        }
         insert_event(&mut tx, order_id, None, now, &exchange).await?;
         tx.commit().await?;
         if queued {
@@ -511,6 +602,7 @@ impl Store for PgStore {
             }
         };
         // The rules first: a refused action is a 409 whatever its input.
+        let action_name = action.kind().as_str();
         let decision = engine::apply_action(&found.order, action, policy)?;
         if supplied_code {
             let code = decision.order.pickup.as_ref().map(|p| p.code.clone()).unwrap_or_default();
@@ -522,30 +614,19 @@ impl Store for PgStore {
             }
         }
         save_order(&mut tx, found.id, &decision.order, now).await?;
-        let mut ids = Vec::with_capacity(decision.notifications.len());
-        for n in &decision.notifications {
-            let body = serde_json::to_string(&n.render(policy.notification_format))?;
-            // Inserted under the order's lock: the ids of one order's records grow in commit
-            // order, which the head-of-queue rule of `claim_due` relies on.
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO outbox (order_id, kind, event, body, status, next_attempt_at, created_at, updated_at, retry_since, idempotency_key)
-                 VALUES ($1, 'notification', $2, $3, 'pending',
-                         CASE WHEN EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = $1 AND p.status IN ('pending', 'dead')) THEN $9 ELSE $4 END,
-                         $5, $6, $7, $8) RETURNING id",
-            )
-            .bind(found.id)
-            .bind(n.event.as_str())
-            .bind(&body)
-            .bind(now)
-            .bind(now)
-            .bind(now)
-            .bind(now)
-            .bind(format!("kb-{}", uuid::Uuid::new_v4()))
-            .bind(common::WAITING)
-            .fetch_one(&mut *tx)
-            .await?;
-            ids.push(id);
-        }
+        let cause = serde_json::json!({ "kind": "merchant", "action": action_name });
+        let rows = common::change_rows(
+            &self.forwarding,
+            &found.order,
+            &decision.order,
+            &decision.notifications,
+            cause,
+            policy,
+            now,
+        )?;
+        let mut ids = insert_outbox(&mut tx, found.id, &rows, now).await?;
+        // The rows to Kuper come first; the rest are forwards to subscribers.
+        ids.truncate(decision.notifications.len());
         exchange.outcome = Some("accepted".into());
         exchange.detail = Some(common::action_detail(&found.order, &decision.order, &decision.notifications));
         insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
@@ -682,6 +763,8 @@ impl Store for PgStore {
         // cannot slip between the lease check and the update.
         let stored = lock_order_of(&mut tx, id).await?;
         let record = fetch_outbox(&mut tx, id, true).await?;
+        let to_kuper = record.destination == "kuper";
+        let mut forwards = Vec::new();
         if record.lease.as_deref() != Some(lease) || record.status != OutboxStatus::Pending {
             // Our lease expired and someone else owns the record now: keep their result,
             // but keep the evidence of ours.
@@ -699,7 +782,7 @@ impl Store for PgStore {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-                if let Some(event) = NotificationEvent::parse(&record.event) {
+                if let Some(event) = NotificationEvent::parse(&record.event).filter(|_| to_kuper) {
                     let mut order = stored.order;
                     let next = kuper_state_after_ack(order.kuper_state, event, order.scheme);
                     if next != order.kuper_state {
@@ -710,7 +793,7 @@ impl Store for PgStore {
                 // The next notification of this order may have become the head of its queue.
                 notify_replicas(&mut tx).await?;
             }
-            AttemptOutcome::Retry { .. } if common::moot(&stored.order) => {
+            AttemptOutcome::Retry { .. } if to_kuper && common::moot(&stored.order) => {
                 // Kuper ended the order while this was in flight: retrying would only be refused.
                 sqlx::query(
                     "UPDATE outbox SET status = 'skipped', lease_until = NULL, lease_owner = NULL, last_status = $1, last_error = $2, updated_at = $3 WHERE id = $4",
@@ -738,7 +821,15 @@ impl Store for PgStore {
             }
             AttemptOutcome::Dead => {
                 // Kuper ended the order while this was in flight: its refusal is moot.
-                let (status, error) = common::give_up(&record, &stored.order, &report);
+                let (status, error) = if to_kuper {
+                    common::give_up(&record, &stored.order, &report)
+                } else {
+                    ("dead", report.error.clone().unwrap_or_default())
+                };
+                if to_kuper && status == "dead" {
+                    let event = common::dead_letter_event(&record, &report);
+                    forwards = common::forwards(&self.forwarding, &stored.order, "notification.dead", event, now)?;
+                }
                 sqlx::query(
                     "UPDATE outbox SET status = $1, lease_until = NULL, lease_owner = NULL, last_status = $2, last_error = $3, updated_at = $4 WHERE id = $5",
                 )
@@ -752,10 +843,13 @@ impl Store for PgStore {
             }
         }
         // Sent, skipped or a dead letter that turned out moot: the next record may be the head.
-        promote_queue_head(&mut tx, record.order_id, now).await?;
+        promote_queue_head(&mut tx, record.order_id, &record.destination, now).await?;
+        if !insert_outbox(&mut tx, record.order_id, &forwards, now).await?.is_empty() {
+            notify_replicas(&mut tx).await?;
+        }
         insert_event(&mut tx, Some(record.order_id), Some(id), now, &report.exchange).await?;
         tx.commit().await?;
-        if matches!(report.outcome, AttemptOutcome::Delivered) {
+        if matches!(report.outcome, AttemptOutcome::Delivered) || !forwards.is_empty() {
             // The next notification of this order may have become the head of its queue.
             self.signal.notify_one();
         }
@@ -768,7 +862,7 @@ impl Store for PgStore {
         Ok(sqlx::query_scalar(
             "SELECT MIN(CASE WHEN o.lease_until IS NOT NULL AND o.lease_until > $1 THEN o.lease_until ELSE o.next_attempt_at END)
              FROM outbox o WHERE o.status = 'pending' AND o.next_attempt_at < $2
-               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.id < o.id AND p.status IN ('pending', 'dead'))",
+               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.destination = o.destination AND p.id < o.id AND p.status IN ('pending', 'dead'))",
         )
         .bind(now)
         .bind(common::WAITING)
@@ -781,7 +875,7 @@ impl Store for PgStore {
         // outbox) the writer is not taken.
         let stranded: Vec<i64> = sqlx::query_scalar(
             "SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_attempt_at = $1
-               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.id < o.id AND p.status IN ('pending', 'dead'))
+               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.destination = o.destination AND p.id < o.id AND p.status IN ('pending', 'dead'))
              LIMIT 1000",
         )
         .bind(common::WAITING)
@@ -792,7 +886,9 @@ impl Store for PgStore {
             // Under the order's lock, like every other change to its queue.
             let mut tx = self.begin().await?;
             let order = lock_order_of(&mut tx, id).await?;
-            promote_queue_head(&mut tx, order.id, now).await?;
+            let destination: String =
+                sqlx::query_scalar("SELECT destination FROM outbox WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
+            promote_queue_head(&mut tx, order.id, &destination, now).await?;
             notify_replicas(&mut tx).await?;
             tx.commit().await?;
             repaired += 1;
@@ -905,7 +1001,7 @@ async fn operator_decision(
     .bind(outbox_id)
     .execute(&mut *tx)
     .await?;
-    promote_queue_head(&mut tx, record.order_id, now).await?;
+    promote_queue_head(&mut tx, record.order_id, &record.destination, now).await?;
     common::operator_exchange(&mut exchange, &record, to, note);
     insert_event(&mut tx, Some(record.order_id), Some(outbox_id), now, &exchange).await?;
     let updated = fetch_outbox(&mut tx, outbox_id, false).await?;

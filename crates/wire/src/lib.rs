@@ -6,6 +6,7 @@
 
 pub mod answer;
 pub mod decimal;
+pub mod forward;
 pub mod kuper_error;
 pub mod notification;
 pub mod webhook;
