@@ -119,11 +119,15 @@ pub struct Database {
     pub url: String,
     /// How long a write waits for a lock held by another process (ms).
     pub busy_timeout_ms: u64,
+    /// SQLite only: the most the database file may grow to, MiB; 0 = no limit (the disk's).
+    /// Past it writes fail like on a full disk (webhooks answered 503, Kuper retries), while
+    /// the disk keeps room for the system and the logs.
+    pub sqlite_max_size_mb: u64,
 }
 
 impl Default for Database {
     fn default() -> Self {
-        Self { url: "sqlite://kuper-bridge.db".into(), busy_timeout_ms: 5000 }
+        Self { url: "sqlite://kuper-bridge.db".into(), busy_timeout_ms: 5000, sqlite_max_size_mb: 0 }
     }
 }
 
@@ -131,6 +135,8 @@ impl Database {
     pub fn store_options(&self) -> kuper_bridge_storage::StoreOptions {
         kuper_bridge_storage::StoreOptions {
             busy_timeout: std::time::Duration::from_millis(self.busy_timeout_ms),
+            sqlite_max_size_bytes: (self.sqlite_max_size_mb > 0)
+                .then(|| self.sqlite_max_size_mb.saturating_mul(1 << 20)),
             ..Default::default()
         }
     }

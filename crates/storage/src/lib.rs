@@ -386,11 +386,17 @@ pub struct StoreOptions {
     /// webhook is answered 503 and Kuper retries). On PostgreSQL this is `lock_timeout`: how
     /// long a write waits for another replica's lock on the same order.
     pub busy_timeout: std::time::Duration,
+    /// SQLite: the largest the database may grow (writes then fail as on a full disk).
+    pub sqlite_max_size_bytes: Option<u64>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { forwarding: Forwarding::default(), busy_timeout: std::time::Duration::from_secs(5) }
+        Self {
+            forwarding: Forwarding::default(),
+            busy_timeout: std::time::Duration::from_secs(5),
+            sqlite_max_size_bytes: None,
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tracing::warn;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -30,6 +31,8 @@ pub struct SqliteStore {
     forwarding: Arc<crate::Forwarding>,
 }
 
+/// SQLite's default page size, which kuper-bridge never changes.
+const SQLITE_PAGE_SIZE: u64 = 4096;
 const ORDER_COLUMNS: &str = "id, data, created_at, updated_at";
 const OUTBOX_COLUMNS: &str =
     "id, order_id, kind, destination, event, body, status, attempts, next_attempt_at, in_doubt, last_status, last_error, created_at, sent_at, lease_owner, retry_since, idempotency_key";
@@ -51,6 +54,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(store_options.busy_timeout);
+        // SQLite's own cap (per connection, so on every one): past it a write fails with
+        // SQLITE_FULL exactly as on a full disk, and is answered 503.
+        let options = match store_options.sqlite_max_size_bytes {
+            Some(bytes) => options.pragma("max_page_count", (bytes / SQLITE_PAGE_SIZE).max(1).to_string()),
+            None => options,
+        };
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
@@ -70,7 +79,20 @@ impl SqliteStore {
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        match self.writer.begin_with("BEGIN IMMEDIATE").await {
+            Err(sqlx::Error::InvalidSavePointStatement) => {
+                // After SQLITE_FULL (or an I/O error) SQLite rolls the transaction back by
+                // itself; sqlx 0.8's ROLLBACK then fails and it keeps counting a transaction
+                // that no longer exists, refusing every later BEGIN on that connection: the
+                // writer would stay broken after the disk has room again. Replace it.
+                warn!("replacing the SQLite writer connection after SQLite rolled a transaction back by itself");
+                let mut stuck = self.writer.acquire().await?;
+                stuck.close_on_drop();
+                drop(stuck);
+                Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            other => Ok(other?),
+        }
     }
 }
 
