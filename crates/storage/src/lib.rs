@@ -3,6 +3,7 @@
 //! order, its outbox rows and its timeline entries in one transaction.
 
 mod common;
+mod group_commit;
 mod postgres;
 mod sqlite;
 

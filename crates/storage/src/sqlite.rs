@@ -20,12 +20,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tracing::warn;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
     writer: SqlitePool,
+    /// Every write goes through here (group commit: one fsync for many writers).
+    group: crate::group_commit::GroupWriter,
     reader: SqlitePool,
     signal: Arc<Notify>,
     forwarding: Arc<crate::Forwarding>,
@@ -71,6 +72,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         Ok(Self {
+            group: crate::group_commit::GroupWriter::new(writer.clone()),
             writer,
             reader,
             signal: Arc::new(Notify::new()),
@@ -78,21 +80,9 @@ impl SqliteStore {
         })
     }
 
-    async fn begin(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>> {
-        match self.writer.begin_with("BEGIN IMMEDIATE").await {
-            Err(sqlx::Error::InvalidSavePointStatement) => {
-                // After SQLITE_FULL (or an I/O error) SQLite rolls the transaction back by
-                // itself; sqlx 0.8's ROLLBACK then fails and it keeps counting a transaction
-                // that no longer exists, refusing every later BEGIN on that connection: the
-                // writer would stay broken after the disk has room again. Replace it.
-                warn!("replacing the SQLite writer connection after SQLite rolled a transaction back by itself");
-                let mut stuck = self.writer.acquire().await?;
-                stuck.close_on_drop();
-                drop(stuck);
-                Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
-            }
-            other => Ok(other?),
-        }
+    /// A write: its own savepoint in the shared group-commit transaction.
+    async fn begin(&self) -> Result<crate::group_commit::GroupTx<'_>> {
+        self.group.begin().await
     }
 }
 
@@ -761,15 +751,17 @@ impl Store for SqliteStore {
         let (mut total, mut batches) = (0, 0);
         loop {
             // The history of an open order or of a notification still waiting stays.
+            let mut tx = self.begin().await?;
             let done = sqlx::query(
                 "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.at < ?
                    AND (e.order_id IS NULL OR e.order_id IN (SELECT o.id FROM orders o WHERE o.state IN ('delivered', 'canceled')))
                    AND (e.outbox_id IS NULL OR e.outbox_id NOT IN (SELECT x.id FROM outbox x WHERE x.status IN ('pending', 'dead')))
                    LIMIT 2000)",
             )
-                .bind(before_ms)
-                .execute(&self.writer)
-                .await?;
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
             total += done.rows_affected();
             batches += 1;
             // Bounded per call: the hourly task comes back for the rest, and shutdown never
