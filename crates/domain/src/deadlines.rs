@@ -84,7 +84,8 @@ impl DeadlineStage {
     }
 }
 
-/// The deadline settings of a deployment (config `[deadlines]`). Times in milliseconds.
+/// The deadline settings of a deployment (config `[deadlines]`; the defaults are the
+/// config's). Times in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadlineSettings {
     /// Restaurant orders must be accepted this long after creation.
@@ -100,8 +101,8 @@ impl Default for DeadlineSettings {
         Self {
             restaurant_accept_ms: 5 * 60_000,
             restaurant_accept_warn_ms: 2 * 60_000,
-            assembly_warn_ms: 5 * 60_000,
-            delivery_window_warn_ms: 10 * 60_000,
+            assembly_warn_ms: 2 * 60_000,
+            delivery_window_warn_ms: 2 * 60_000,
         }
     }
 }
@@ -273,7 +274,7 @@ mod tests {
         assert_eq!(d[0], Deadline { kind: RestaurantAccept, due_at: CREATED + 300_000, warn_at: CREATED + 180_000 });
         // The sample's expectedAssemblyTime is creation + assembly_minutes (30).
         assert_eq!(d[1].due_at, CREATED + 30 * 60_000);
-        assert_eq!(d[1].warn_at, d[1].due_at - 5 * 60_000);
+        assert_eq!(d[1].warn_at, d[1].due_at - 2 * 60_000);
         // The fixture's window ends 2026-03-14T13:00:00+03:00.
         assert_eq!(d[2].due_at, millis("2026-03-14T13:00:00+03:00").unwrap());
         assert_eq!(d[0].stage(CREATED), DeadlineStage::Pending);
