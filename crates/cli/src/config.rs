@@ -23,10 +23,10 @@ pub struct Config {
     pub defaults: Defaults,
     pub api_keys: Vec<ApiKeyConfig>,
     pub dispatcher: Dispatcher,
+    pub deadlines: Deadlines,
     pub pickup: Pickup,
     pub audit: Audit,
     pub log: Log,
-    pub deadlines: Deadlines,
     /// Later features (forwarding, acceptance hook, reconciliation) are parsed so that a
     /// config written for them is not refused; `config check` says they are not active yet.
     pub subscribers: Vec<serde_json::Value>,
@@ -455,10 +455,10 @@ fn read_secret(inline: &str, file: &Option<PathBuf>, what: &str, problems: &mut 
 pub struct Resolved {
     pub policy: Policy,
     pub webhook_auth: WebhookAuth,
-    pub api_keys: Vec<ApiKey>,
-    pub dispatcher: DispatcherConfig,
     /// `None`: `deadlines.enabled = false`.
     pub deadline_sweep: Option<DeadlineSweepConfig>,
+    pub api_keys: Vec<ApiKey>,
+    pub dispatcher: DispatcherConfig,
     pub warnings: Vec<String>,
 }
 
@@ -672,6 +672,11 @@ impl Config {
                 deadlines,
             },
             webhook_auth,
+            deadline_sweep: self.deadlines.enabled.then(|| DeadlineSweepConfig {
+                settings: deadlines,
+                offset,
+                interval: Duration::from_millis(self.deadlines.sweep_interval_ms),
+            }),
             api_keys,
             dispatcher: DispatcherConfig {
                 base_url: self.kuper.base_url.clone(),
@@ -696,11 +701,6 @@ impl Config {
                 lease: attempt_budget + Duration::from_millis(d.lease_margin_ms),
                 release_stale_leases_on_start: self.database.url.starts_with("sqlite:"),
             },
-            deadline_sweep: self.deadlines.enabled.then(|| DeadlineSweepConfig {
-                settings: deadlines,
-                offset,
-                interval: Duration::from_millis(self.deadlines.sweep_interval_ms),
-            }),
             warnings,
         })
     }

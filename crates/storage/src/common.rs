@@ -3,8 +3,8 @@
 //! so the two backends cannot drift apart in behaviour.
 
 use crate::{
-    AttemptReport, DeadlineCandidate, EventRecord, Exchange, IngestResult, OutboxRecord, OutboxStatus,
-    PickupVerification, Result, StoreError, StoredOrder,
+    AttemptReport, EventRecord, Exchange, IngestResult, OutboxRecord, OutboxStatus, PickupVerification, Result,
+    StoreError, StoredOrder,
 };
 use kuper_bridge_domain::engine;
 use kuper_bridge_domain::{Order, OrderState, Policy};
@@ -114,6 +114,25 @@ pub(crate) fn superseded_note(skipped: u64, reason: &str) -> Exchange {
         detail: Some(format!("{skipped} queued notification(s) dropped: {reason}")),
         ..Default::default()
     }
+}
+
+/// Joins a page of open orders with the deadline rows recorded for them (any order; rows of
+/// orders outside the page are ignored).
+pub(crate) fn deadline_candidates(
+    orders: Vec<StoredOrder>,
+    recorded: Vec<(i64, String, String)>,
+) -> Vec<crate::DeadlineCandidate> {
+    let mut by_order: std::collections::HashMap<i64, Vec<(String, String)>> = std::collections::HashMap::new();
+    for (order_id, kind, stage) in recorded {
+        by_order.entry(order_id).or_default().push((kind, stage));
+    }
+    orders
+        .into_iter()
+        .map(|order| {
+            let recorded = by_order.remove(&order.id).unwrap_or_default();
+            crate::DeadlineCandidate { order, recorded }
+        })
+        .collect()
 }
 
 /// Completes a webhook's audit entry with the answer given.
@@ -260,23 +279,4 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     // Comparing digests keeps even the length of the secret out of the timing.
     Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
-}
-
-/// Joins a page of open orders with the deadline rows recorded for them (any order; rows of
-/// orders outside the page are ignored).
-pub(crate) fn deadline_candidates(
-    orders: Vec<StoredOrder>,
-    recorded: Vec<(i64, String, String)>,
-) -> Vec<DeadlineCandidate> {
-    let mut by_order: std::collections::HashMap<i64, Vec<(String, String)>> = std::collections::HashMap::new();
-    for (order_id, kind, stage) in recorded {
-        by_order.entry(order_id).or_default().push((kind, stage));
-    }
-    orders
-        .into_iter()
-        .map(|order| {
-            let recorded = by_order.remove(&order.id).unwrap_or_default();
-            DeadlineCandidate { order, recorded }
-        })
-        .collect()
 }

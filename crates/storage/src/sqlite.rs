@@ -5,9 +5,8 @@
 
 use crate::common::{self, event_from_row, order_from_row, outbox_from_row, PickupCheck};
 use crate::{
-    now_ms, ActionRequest, ActionResult, AttemptOutcome, AttemptReport, DeadlineCandidate, EventRecord, Exchange,
-    IngestResult, OrderFilter, OutboxRecord, OutboxStats, OutboxStatus, PickupVerification, Result, Store, StoreError,
-    StoredOrder,
+    now_ms, ActionRequest, ActionResult, AttemptOutcome, AttemptReport, EventRecord, Exchange, IngestResult,
+    OrderFilter, OutboxRecord, OutboxStats, OutboxStatus, PickupVerification, Result, Store, StoreError, StoredOrder,
 };
 use async_trait::async_trait;
 use kuper_bridge_domain::engine::{self, kuper_state_after_ack};
@@ -696,7 +695,7 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn open_orders_for_deadlines(&self, after_id: i64, limit: i64) -> Result<Vec<DeadlineCandidate>> {
+    async fn open_orders_for_deadlines(&self, after_id: i64, limit: i64) -> Result<Vec<crate::DeadlineCandidate>> {
         // The predicate is the partial index's own (orders_open_for_deadlines), so finished
         // orders are never read.
         let rows = sqlx::query(&format!(
