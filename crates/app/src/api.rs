@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kuper_bridge_domain::deadlines::deadlines_at;
 use kuper_bridge_domain::engine::allowed_actions;
 use kuper_bridge_domain::{Action, ActionKind, CollectedLine};
 use kuper_bridge_storage::{ActionRequest, Exchange, OrderFilter, OutboxRecord, OutboxStatus, StoredOrder};
@@ -46,8 +47,19 @@ pub fn order_view(state: &AppState, o: &StoredOrder) -> Value {
             "allowedActions".into(),
             json!(allowed_actions(&o.order, &state.policy).iter().map(|a| a.as_str()).collect::<Vec<_>>()),
         );
+        obj.insert("deadlines".into(), deadlines_view(state, o));
     }
     v
+}
+
+/// The order's pending deadlines as of now (computed, like `allowedActions`); what was
+/// recorded when they passed is in the timeline.
+fn deadlines_view(state: &AppState, o: &StoredOrder) -> Value {
+    let now = kuper_bridge_storage::now_ms();
+    json!(deadlines_at(&o.order, o.created_at, &state.policy.deadlines, now)
+        .iter()
+        .map(|(d, stage)| json!({"kind": d.kind, "dueAt": d.due_at, "warnAt": d.warn_at, "stage": stage.as_str()}))
+        .collect::<Vec<_>>())
 }
 
 fn outbox_view(r: &OutboxRecord, who: &Caller) -> Value {

@@ -4,9 +4,9 @@
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use kuper_bridge_app::{ApiKey, Scope, WebhookAuth};
-use kuper_bridge_dispatcher::{DispatcherConfig, KuperAuth, RetryPolicy};
+use kuper_bridge_dispatcher::{DeadlineSweepConfig, DispatcherConfig, KuperAuth, RetryPolicy};
 use kuper_bridge_domain::policy::DEFAULT_CANCEL_REASONS;
-use kuper_bridge_domain::{Delivery, Policy, StoreProfile};
+use kuper_bridge_domain::{DeadlineSettings, Delivery, Policy, StoreProfile};
 use kuper_bridge_wire::NotificationFormat;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ pub struct Config {
     pub defaults: Defaults,
     pub api_keys: Vec<ApiKeyConfig>,
     pub dispatcher: Dispatcher,
+    pub deadlines: Deadlines,
     pub pickup: Pickup,
     pub audit: Audit,
     pub log: Log,
@@ -417,6 +418,78 @@ impl Default for Log {
     }
 }
 
+/// Deadline timers (issue #7 item 5): warnings and misses recorded in the order timeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Deadlines {
+    /// Run the sweep in the processes that run the dispatcher (roles `all` and `worker`). The
+    /// API shows an order's computed deadlines either way.
+    pub enabled: bool,
+    /// How often open orders are checked (ms): a warning or miss is recorded at most this late.
+    pub sweep_interval_ms: u64,
+    /// Restaurant orders must be accepted this long after creation. Kuper's own limit is not
+    /// public; 5 minutes warns well before the 10–11.5 min other marketplaces allow.
+    pub restaurant_accept_secs: u64,
+    /// Warn this long before every deadline (0: no warnings, misses only)…
+    pub warn_before_secs: u64,
+    /// …unless the kind has its own lead.
+    pub restaurant_accept_warn_before_secs: Option<u64>,
+    pub assembly_warn_before_secs: Option<u64>,
+    pub delivery_window_warn_before_secs: Option<u64>,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sweep_interval_ms: 5_000,
+            restaurant_accept_secs: 300,
+            warn_before_secs: 120,
+            restaurant_accept_warn_before_secs: None,
+            assembly_warn_before_secs: None,
+            delivery_window_warn_before_secs: None,
+        }
+    }
+}
+
+impl Deadlines {
+    /// The validated settings; every problem is added to `problems`.
+    fn resolve(&self, problems: &mut Vec<String>) -> DeadlineSettings {
+        const DAY: u64 = 86_400;
+        if !(50..=600_000).contains(&self.sweep_interval_ms) {
+            problems.push("deadlines.sweep_interval_ms: between 50 and 600000".into());
+        }
+        if !(1..=DAY).contains(&self.restaurant_accept_secs) {
+            problems.push("deadlines.restaurant_accept_secs: between 1 and 86400".into());
+        }
+        let lead = |key: &str, own: Option<u64>, problems: &mut Vec<String>| {
+            let secs = own.unwrap_or(self.warn_before_secs);
+            if secs > DAY {
+                let key = if own.is_some() { key } else { "warn_before_secs" };
+                problems.push(format!("deadlines.{key}: at most 86400"));
+            }
+            secs.min(DAY)
+        };
+        let accept_warn = lead("restaurant_accept_warn_before_secs", self.restaurant_accept_warn_before_secs, problems);
+        let assembly_warn = lead("assembly_warn_before_secs", self.assembly_warn_before_secs, problems);
+        let window_warn = lead("delivery_window_warn_before_secs", self.delivery_window_warn_before_secs, problems);
+        if accept_warn > 0 && accept_warn >= self.restaurant_accept_secs {
+            problems.push(format!(
+                "deadlines.restaurant_accept_warn_before_secs: the warning lead ({accept_warn} s, from {}) must be shorter than restaurant_accept_secs ({} s), or every restaurant order is warned about at creation; set it lower or to 0",
+                if self.restaurant_accept_warn_before_secs.is_some() { "restaurant_accept_warn_before_secs" } else { "warn_before_secs" },
+                self.restaurant_accept_secs
+            ));
+        }
+        let ms = |secs: u64| i64::try_from(secs.min(DAY) * 1000).unwrap_or(0);
+        DeadlineSettings {
+            restaurant_accept_ms: ms(self.restaurant_accept_secs),
+            restaurant_accept_warn_ms: ms(accept_warn),
+            assembly_warn_ms: ms(assembly_warn),
+            delivery_window_warn_ms: ms(window_warn),
+        }
+    }
+}
+
 /// Loads defaults ← file ← environment. `path` None: `kuper-bridge.toml` if present.
 pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), String> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -492,6 +565,8 @@ fn read_secret(inline: &str, file: &Option<PathBuf>, what: &str, problems: &mut 
 pub struct Resolved {
     pub policy: Policy,
     pub webhook_auth: WebhookAuth,
+    /// `None`: `deadlines.enabled = false`.
+    pub deadline_sweep: Option<DeadlineSweepConfig>,
     pub api_keys: Vec<ApiKey>,
     pub dispatcher: DispatcherConfig,
     pub forwarding: kuper_bridge_storage::Forwarding,
@@ -743,6 +818,7 @@ impl Config {
         if self.reconciliation.is_some() {
             warnings.push("reconciliation is accepted but not active in this version".into());
         }
+        let deadlines = self.deadlines.resolve(&mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -763,8 +839,14 @@ impl Config {
                 pickup_code_length: self.pickup.code_length,
                 pickup_max_attempts: self.pickup.max_attempts.max(1),
                 pickup_lockout_secs: self.pickup.lockout_secs,
+                deadlines,
             },
             webhook_auth,
+            deadline_sweep: self.deadlines.enabled.then(|| DeadlineSweepConfig {
+                settings: deadlines,
+                offset,
+                interval: Duration::from_millis(self.deadlines.sweep_interval_ms),
+            }),
             api_keys,
             dispatcher: DispatcherConfig {
                 base_url: self.kuper.base_url.clone(),
@@ -852,6 +934,37 @@ mod tests {
         assert_eq!(c.kuper.client_secret, "12345678");
         assert_eq!(c.webhook_auth.basic, vec!["kuper:secret".to_string()], "a single value is a list of one");
         assert_eq!(c.stores[0].id, "1184");
+    }
+
+    #[test]
+    fn deadline_settings_are_validated_and_resolved() {
+        let mut c = Config::default();
+        c.webhook_auth.basic = vec!["kuper:secret".into()];
+        let r = c.resolve().ok().unwrap();
+        assert_eq!(r.policy.deadlines, DeadlineSettings::default(), "config and domain defaults agree");
+        assert!(r.deadline_sweep.is_some());
+        c.deadlines.assembly_warn_before_secs = Some(0);
+        c.deadlines.restaurant_accept_secs = 3;
+        c.deadlines.restaurant_accept_warn_before_secs = Some(1);
+        let r = c.resolve().ok().unwrap();
+        assert_eq!(r.policy.deadlines.restaurant_accept_ms, 3_000);
+        assert_eq!(r.policy.deadlines.restaurant_accept_warn_ms, 1_000);
+        assert_eq!(r.policy.deadlines.assembly_warn_ms, 0);
+        assert_eq!(r.policy.deadlines.delivery_window_warn_ms, 120_000);
+        c.deadlines.enabled = false;
+        assert!(c.resolve().ok().unwrap().deadline_sweep.is_none());
+
+        c.deadlines.restaurant_accept_warn_before_secs = None; // the global 120 s ≥ 3 s
+        c.deadlines.sweep_interval_ms = 0;
+        c.deadlines.delivery_window_warn_before_secs = Some(100_000);
+        let problems = c.resolve().err().unwrap();
+        for needle in [
+            "deadlines.restaurant_accept_warn_before_secs",
+            "deadlines.sweep_interval_ms",
+            "deadlines.delivery_window_warn_before_secs",
+        ] {
+            assert!(problems.iter().any(|p| p.contains(needle)), "{needle} missing in {problems:?}");
+        }
     }
 
     #[test]

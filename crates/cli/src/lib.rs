@@ -5,7 +5,7 @@ pub mod config;
 
 use config::{Config, Resolved};
 use kuper_bridge_app::{AppMetrics, AppState, VerifyLimiter};
-use kuper_bridge_dispatcher::{DispatchMetrics, Dispatcher};
+use kuper_bridge_dispatcher::{DeadlineMetrics, DeadlineSweeper, DispatchMetrics, Dispatcher};
 use kuper_bridge_storage::Store;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
@@ -53,6 +53,8 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
     app_metrics.register(&mut registry);
     let dispatch_metrics = DispatchMetrics::default();
     dispatch_metrics.register(&mut registry);
+    let deadline_metrics = DeadlineMetrics::default();
+    deadline_metrics.register(&mut registry);
 
     let state = AppState {
         store: store.clone(),
@@ -88,6 +90,13 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), resolved.dispatcher, dispatch_metrics, owner)?);
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move { dispatcher.run(token).await }));
+        // Beside the dispatcher: with several workers on PostgreSQL each sweeps, and storage
+        // records every warning and miss once.
+        if let Some(sweep) = resolved.deadline_sweep {
+            let sweeper = DeadlineSweeper::new(store.clone(), sweep, deadline_metrics);
+            let token = shutdown.clone();
+            tasks.push(tokio::spawn(async move { sweeper.run(token).await }));
+        }
     }
     Ok(Running { addr, _lock: lock, store, shutdown, tasks })
 }

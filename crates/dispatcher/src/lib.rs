@@ -6,10 +6,12 @@
 //! that a retry cannot fix. It wakes on commit through the store's signal; a slow poll is
 //! only a safety net.
 
+mod deadlines;
 mod metrics;
 mod retry;
 mod token;
 
+pub use deadlines::{DeadlineMetrics, DeadlineSweepConfig, DeadlineSweeper, SweepReport};
 pub use metrics::DispatchMetrics;
 pub use retry::{classify, Failure, RetryPolicy, Verdict};
 pub use token::{KuperAuth, TokenCache, TokenError};

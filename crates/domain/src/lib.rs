@@ -7,6 +7,7 @@
 //! the generated diagrams all read it.
 
 pub mod composition;
+pub mod deadlines;
 pub mod diagram;
 pub mod engine;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod rules;
 pub mod state;
 
 pub use composition::{CollectedLine, Composition};
+pub use deadlines::{Deadline, DeadlineKind, DeadlineSettings, DeadlineStage};
 pub use engine::{ActionDecision, WebhookDecision, WebhookOutcome};
 pub use error::DomainError;
 pub use order::Order;

@@ -1,5 +1,6 @@
 //! What the engine needs to know about the deployment (a projection of the config file).
 
+use crate::deadlines::DeadlineSettings;
 use crate::state::Scheme;
 use chrono::FixedOffset;
 use kuper_bridge_wire::NotificationFormat;
@@ -53,6 +54,8 @@ pub struct Policy {
     pub pickup_code_length: usize,
     pub pickup_max_attempts: u32,
     pub pickup_lockout_secs: i64,
+    /// Deadline timers (config `[deadlines]`): also what the API shows as an order's deadlines.
+    pub deadlines: DeadlineSettings,
 }
 
 impl Default for Policy {
@@ -69,6 +72,7 @@ impl Default for Policy {
             pickup_code_length: 6,
             pickup_max_attempts: 5,
             pickup_lockout_secs: 900,
+            deadlines: DeadlineSettings::default(),
         }
     }
 }

@@ -117,6 +117,25 @@ pub(crate) fn superseded_note(skipped: u64, reason: &str) -> Exchange {
     }
 }
 
+/// Joins a page of open orders with the deadline rows recorded for them (any order; rows of
+/// orders outside the page are ignored).
+pub(crate) fn deadline_candidates(
+    orders: Vec<StoredOrder>,
+    recorded: Vec<(i64, String, String)>,
+) -> Vec<crate::DeadlineCandidate> {
+    let mut by_order: std::collections::HashMap<i64, Vec<(String, String)>> = std::collections::HashMap::new();
+    for (order_id, kind, stage) in recorded {
+        by_order.entry(order_id).or_default().push((kind, stage));
+    }
+    orders
+        .into_iter()
+        .map(|order| {
+            let recorded = by_order.remove(&order.id).unwrap_or_default();
+            crate::DeadlineCandidate { order, recorded }
+        })
+        .collect()
+}
+
 /// Completes a webhook's audit entry with the answer given.
 pub(crate) fn finish_ingest_exchange(
     exchange: &mut Exchange,

@@ -369,6 +369,36 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes timeline/audit entries older than `before_ms`, in small batches so that
     /// webhooks are never held up behind one long delete. Returns how many went.
     async fn purge_events(&self, before_ms: i64) -> Result<u64>;
+
+    /// Deadline sweep: up to `limit` open (not final) orders with an id above `after_id`,
+    /// lowest id first, each with the deadline stages already recorded for it (so the sweep
+    /// writes only what is new).
+    async fn open_orders_for_deadlines(&self, after_id: i64, limit: i64) -> Result<Vec<DeadlineCandidate>>;
+    /// Records that the order's `kind` deadline reached `stage` (`warning` or `missed`) and
+    /// its timeline entry, in one transaction, at most once per order/kind/stage (across
+    /// restarts and replicas). Returns whether this call recorded it.
+    async fn record_deadline(
+        &self,
+        order_id: i64,
+        kind: &str,
+        stage: &str,
+        due_at: i64,
+        exchange: Exchange,
+    ) -> Result<bool>;
+}
+
+/// An open order as the deadline sweep sees it.
+#[derive(Debug, Clone)]
+pub struct DeadlineCandidate {
+    pub order: StoredOrder,
+    /// (kind, stage) pairs already recorded.
+    pub recorded: Vec<(String, String)>,
+}
+
+impl DeadlineCandidate {
+    pub fn has_recorded(&self, kind: &str, stage: &str) -> bool {
+        self.recorded.iter().any(|(k, s)| k == kind && s == stage)
+    }
 }
 
 /// A merchant action as the API received it: the pickup code may still be missing.

@@ -977,6 +977,63 @@ impl Store for PgStore {
             oldest_pending_at: row.try_get("oldest")?,
         })
     }
+
+    async fn open_orders_for_deadlines(&self, after_id: i64, limit: i64) -> Result<Vec<crate::DeadlineCandidate>> {
+        // The predicate is the partial index's own (orders_open_for_deadlines), so finished
+        // orders are never read.
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE state NOT IN ('delivered', 'canceled') AND id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after_id)
+        .bind(limit.clamp(1, 10_000))
+        .fetch_all(&self.pool)
+        .await?;
+        let orders = rows.iter().map(order_from_row).collect::<Result<Vec<_>>>()?;
+        let (Some(first), Some(last)) = (orders.first().map(|o| o.id), orders.last().map(|o| o.id)) else {
+            return Ok(Vec::new());
+        };
+        let recorded =
+            sqlx::query("SELECT order_id, kind, stage FROM order_deadlines WHERE order_id >= $1 AND order_id <= $2")
+                .bind(first)
+                .bind(last)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("order_id")?, r.try_get("kind")?, r.try_get("stage")?)))
+                .collect::<Result<Vec<_>>>()?;
+        Ok(common::deadline_candidates(orders, recorded))
+    }
+
+    async fn record_deadline(
+        &self,
+        order_id: i64,
+        kind: &str,
+        stage: &str,
+        due_at: i64,
+        exchange: Exchange,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        // A concurrent sweep inserting the same key waits for this transaction and then
+        // inserts nothing: exactly one of them writes the timeline entry.
+        let done = sqlx::query(
+            "INSERT INTO order_deadlines (order_id, kind, stage, due_at, at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (order_id, kind, stage) DO NOTHING",
+        )
+        .bind(order_id)
+        .bind(kind)
+        .bind(stage)
+        .bind(due_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let new = done.rows_affected() == 1;
+        if new {
+            insert_event(&mut tx, Some(order_id), None, now, &exchange).await?;
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
 }
 
 async fn operator_decision(

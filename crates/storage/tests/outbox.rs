@@ -205,6 +205,8 @@ on_both_backends!(
     filters_select_what_they_name,
     the_audit_log_is_purged_past_its_retention,
     waiting_records_are_flagged_and_promoted_one_at_a_time,
+    a_deadline_stage_is_recorded_once_with_its_timeline_entry,
+    the_deadline_sweep_sees_open_orders_only_with_what_is_recorded,
 );
 
 async fn only_the_head_of_each_queue_is_claimed(s: &dyn Store) {
@@ -767,4 +769,116 @@ mod claim_plan {
         drop(s);
         db.drop_db().await;
     }
+}
+
+/// The timeline entry the deadline sweep writes.
+fn deadline_exchange(kind: &str, stage: &str) -> Exchange {
+    Exchange {
+        kind: "deadline".into(),
+        direction: "internal".into(),
+        event: Some(kind.into()),
+        outcome: Some(stage.into()),
+        detail: Some(format!("{kind} {stage}")),
+        ..Default::default()
+    }
+}
+
+async fn order_id_of(s: &dyn Store, reference: &str) -> i64 {
+    s.find_order(reference).await.unwrap().unwrap().id
+}
+
+fn deadline_entries(events: &[kuper_bridge_storage::EventRecord]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e.exchange.kind == "deadline")
+        .map(|e| (e.exchange.event.clone().unwrap_or_default(), e.exchange.outcome.clone().unwrap_or_default()))
+        .collect()
+}
+
+async fn a_deadline_stage_is_recorded_once_with_its_timeline_entry(s: &dyn Store) {
+    let id = order_id_of(s, &created(s, 1).await).await;
+    let due = now();
+    assert!(s.record_deadline(id, "assembly", "warning", due, deadline_exchange("assembly", "warning")).await.unwrap());
+    assert!(!s
+        .record_deadline(id, "assembly", "warning", due, deadline_exchange("assembly", "warning"))
+        .await
+        .unwrap());
+    assert!(s.record_deadline(id, "assembly", "missed", due, deadline_exchange("assembly", "missed")).await.unwrap());
+    // Another kind of the same order is its own timer.
+    assert!(s
+        .record_deadline(id, "restaurant_accept", "missed", due, deadline_exchange("restaurant_accept", "missed"))
+        .await
+        .unwrap());
+    assert!(!s.record_deadline(id, "assembly", "missed", due, deadline_exchange("assembly", "missed")).await.unwrap());
+    let events = s.order_events(id).await.unwrap();
+    assert_eq!(
+        deadline_entries(&events),
+        [("assembly", "warning"), ("assembly", "missed"), ("restaurant_accept", "missed")]
+            .map(|(k, st)| (k.to_string(), st.to_string())),
+        "one timeline entry per new stage, none for repeats"
+    );
+    let e = events.iter().find(|e| e.exchange.kind == "deadline").unwrap();
+    assert_eq!(e.exchange.direction, "internal");
+    assert_eq!(e.order_id, Some(id));
+}
+
+async fn the_deadline_sweep_sees_open_orders_only_with_what_is_recorded(s: &dyn Store) {
+    let a = created(s, 1).await;
+    let b = created(s, 2).await;
+    let c = created(s, 3).await;
+    let (ida, idb, idc) = (order_id_of(s, &a).await, order_id_of(s, &b).await, order_id_of(s, &c).await);
+    act(s, &b, Action::Cancel { reason: "out_of_stock".into(), description: String::new() }).await;
+    s.record_deadline(ida, "assembly", "warning", 1, deadline_exchange("assembly", "warning")).await.unwrap();
+    s.record_deadline(idb, "assembly", "warning", 1, deadline_exchange("assembly", "warning")).await.unwrap();
+    let page = s.open_orders_for_deadlines(0, 100).await.unwrap();
+    assert_eq!(page.iter().map(|c| c.order.id).collect::<Vec<_>>(), vec![ida, idc], "canceled order skipped");
+    assert!(page[0].has_recorded("assembly", "warning"));
+    assert!(!page[0].has_recorded("assembly", "missed"));
+    assert!(page[1].recorded.is_empty());
+    // Cursor paging by id.
+    let first = s.open_orders_for_deadlines(0, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let rest = s.open_orders_for_deadlines(first[0].order.id, 1).await.unwrap();
+    assert_eq!(rest.iter().map(|c| c.order.id).collect::<Vec<_>>(), vec![idc]);
+    assert!(s.open_orders_for_deadlines(idc, 10).await.unwrap().is_empty());
+}
+
+/// Many sweeps (tasks; on PostgreSQL two replicas) recording the same stage at once: one row,
+/// one timeline entry, one `true`.
+async fn concurrent_records_make_one(stores: &[Arc<dyn Store>]) {
+    const CALLS: usize = 16;
+    let id = order_id_of(&*stores[0], &created(&*stores[0], 7).await).await;
+    let start = Arc::new(tokio::sync::Barrier::new(CALLS));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..CALLS {
+        let (s, start) = (stores[i % stores.len()].clone(), start.clone());
+        tasks.spawn(async move {
+            start.wait().await;
+            s.record_deadline(id, "restaurant_accept", "missed", 1, deadline_exchange("restaurant_accept", "missed"))
+                .await
+                .unwrap()
+        });
+    }
+    let mut new = 0;
+    while let Some(r) = tasks.join_next().await {
+        new += usize::from(r.unwrap());
+    }
+    assert_eq!(new, 1, "exactly one call recorded the miss");
+    let events = stores[0].order_events(id).await.unwrap();
+    assert_eq!(deadline_entries(&events).len(), 1, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_concurrent_deadline_records_make_one() {
+    let (s, _dir) = db::sqlite().await;
+    concurrent_records_make_one(&[s]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replicas_record_a_deadline_once() {
+    let Some(db) = db::PgDb::create().await else { return };
+    let replicas = [db.store().await, db.store().await];
+    concurrent_records_make_one(&replicas).await;
+    drop(replicas);
+    db.drop_db().await;
 }
