@@ -7,10 +7,12 @@
 //! only a safety net.
 
 mod metrics;
+pub mod reconcile;
 mod retry;
 mod token;
 
-pub use metrics::DispatchMetrics;
+pub use metrics::{DispatchMetrics, ReconcileMetrics};
+pub use reconcile::{ReconcileConfig, Reconciler};
 pub use retry::{classify, Failure, RetryPolicy, Verdict};
 pub use token::{KuperAuth, TokenCache, TokenError};
 

@@ -90,7 +90,8 @@ impl App {
     /// Registers `generated` in Kuper's world without sending `order.created`: an order whose
     /// webhook was lost, which the merchant can only learn of through the pull API.
     pub(crate) fn place_order_undelivered(&self, generated: GeneratedOrder, delivery: Delivery) -> (String, String) {
-        let record = OrderRecord::new(generated, delivery.integration, delivery.restaurant, delivery.target, delivery.auth);
+        let record =
+            OrderRecord::new(generated, delivery.integration, delivery.restaurant, delivery.target, delivery.auth);
         let ids = (record.original_order_id.clone(), record.order_uuid.clone());
         let index = self.world().insert(record);
         if let Some(order) = self.world().order_mut(index) {

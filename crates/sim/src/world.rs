@@ -290,9 +290,7 @@ pub fn now_ms() -> i64 {
 
 /// Unix ms as RFC 3339 UTC with milliseconds (the pull API's times).
 pub fn ms_rfc3339(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 pub fn now_utc() -> String {

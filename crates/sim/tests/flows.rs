@@ -447,7 +447,12 @@ async fn the_pull_api_lists_shipments_in_pages_with_filters() {
         }
     };
     let ids = |page: &Value| -> Vec<String> {
-        page["shipments"].as_array().unwrap().iter().map(|s| s["originalOrderId"].as_str().unwrap().to_owned()).collect()
+        page["shipments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["originalOrderId"].as_str().unwrap().to_owned())
+            .collect()
     };
 
     // Paging: two pages of two and one, in the order of their last change.
@@ -474,8 +479,9 @@ async fn the_pull_api_lists_shipments_in_pages_with_filters() {
     // A cancellation Kuper never sends: its view changes, the merchant hears nothing, and the
     // order moves to the end of the list with the cancellation.
     let before = merchant.received().len();
-    let (status, answer) =
-        sim.post(&format!("/sim/v1/orders/{}/webhooks", id(&first)), json!({"event": "order.canceled", "deliver": false})).await;
+    let (status, answer) = sim
+        .post(&format!("/sim/v1/orders/{}/webhooks", id(&first)), json!({"event": "order.canceled", "deliver": false}))
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["delivered"], false);
     assert_eq!(merchant.received().len(), before);

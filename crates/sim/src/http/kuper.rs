@@ -459,18 +459,26 @@ fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, Rejection> 
             .map(|t| t.timestamp_millis())
             .map_err(|e| schema_error(field, format!("{field}: {value:?} is not an RFC 3339 time ({e})")))
     };
-    let mut query =
-        ListQuery { stores: Vec::new(), updated_since: None, created_since: None, page_size: DEFAULT_PAGE_SIZE, after: None };
+    let mut query = ListQuery {
+        stores: Vec::new(),
+        updated_since: None,
+        created_since: None,
+        page_size: DEFAULT_PAGE_SIZE,
+        after: None,
+    };
     for (key, value) in pairs {
         match key.as_str() {
             // Repeated (`store_id=1&store_id=2`) or comma-separated.
-            "store_id" => query.stores.extend(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)),
+            "store_id" => {
+                query.stores.extend(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned))
+            }
             "updated_since" => query.updated_since = Some(time(key, value)?),
             "created_since" => query.created_since = Some(time(key, value)?),
             "page_size" => {
-                query.page_size = value.trim().parse().ok().filter(|n| (1..=MAX_PAGE_SIZE).contains(n)).ok_or_else(|| {
-                    schema_error("page_size", format!("page_size: {value:?} — expected 1 to {MAX_PAGE_SIZE}"))
-                })?
+                query.page_size =
+                    value.trim().parse().ok().filter(|n| (1..=MAX_PAGE_SIZE).contains(n)).ok_or_else(|| {
+                        schema_error("page_size", format!("page_size: {value:?} — expected 1 to {MAX_PAGE_SIZE}"))
+                    })?
             }
             "page_token" if value.trim().is_empty() => {}
             "page_token" => {
@@ -519,7 +527,9 @@ pub(super) async fn shipments(
         .orders()
         .iter()
         .enumerate()
-        .filter(|(_, o)| query.stores.is_empty() || o.payload.get("storeID").is_some_and(|s| store_matches(s, &query.stores)))
+        .filter(|(_, o)| {
+            query.stores.is_empty() || o.payload.get("storeID").is_some_and(|s| store_matches(s, &query.stores))
+        })
         .filter(|(_, o)| query.updated_since.is_none_or(|t| o.updated_ms >= t))
         .filter(|(_, o)| query.created_since.is_none_or(|t| o.created_ms >= t))
         .map(|(i, o)| (o.updated_ms, i))
