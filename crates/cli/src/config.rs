@@ -4,7 +4,7 @@
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use kuper_bridge_app::{ApiKey, Scope, WebhookAuth};
-use kuper_bridge_dispatcher::{DispatcherConfig, KuperAuth, RetryPolicy};
+use kuper_bridge_dispatcher::{DispatcherConfig, KuperAuth, ReconcileConfig, RetryPolicy};
 use kuper_bridge_domain::policy::DEFAULT_CANCEL_REASONS;
 use kuper_bridge_domain::{Delivery, Policy, StoreProfile};
 use kuper_bridge_wire::NotificationFormat;
@@ -26,11 +26,11 @@ pub struct Config {
     pub pickup: Pickup,
     pub audit: Audit,
     pub log: Log,
-    /// Later features (forwarding, acceptance hook, reconciliation) are parsed so that a
-    /// config written for them is not refused; `config check` says they are not active yet.
+    /// Later features (forwarding, acceptance hook) are parsed so that a config written for
+    /// them is not refused; `config check` says they are not active yet.
     pub subscribers: Vec<serde_json::Value>,
     pub acceptance_hook: Option<serde_json::Value>,
-    pub reconciliation: Option<serde_json::Value>,
+    pub reconciliation: Reconciliation,
 }
 
 /// Environment values are typed by their look (`12345678` is a number, `true` a boolean);
@@ -264,6 +264,41 @@ impl Default for Dispatcher {
     }
 }
 
+/// `[reconciliation]`: the pull API safety net for lost webhooks (protocol.md §11).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Reconciliation {
+    /// Off by default: the pull API's list format is our assumption (decisions.md).
+    pub enabled: bool,
+    /// Between the end of one pass and the start of the next.
+    pub interval_secs: u64,
+    /// How far back the first pass after start looks.
+    pub lookback_hours: u64,
+    /// Each pass re-reads this much before the previous pass's start (clock skew between
+    /// Kuper and us, changes committed while we paged).
+    pub overlap_secs: u64,
+    pub page_size: u32,
+    /// The list endpoint on `kuper.base_url`.
+    pub path: String,
+    /// Sent as `store_id` filters; empty = every shipment the credentials see.
+    #[serde(deserialize_with = "lenient::strings")]
+    pub store_ids: Vec<String>,
+}
+
+impl Default for Reconciliation {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval_secs: 60,
+            lookback_hours: 24,
+            overlap_secs: 300,
+            page_size: 100,
+            path: "/ofm/api/v1/shipments".into(),
+            store_ids: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Pickup {
@@ -384,6 +419,9 @@ pub struct Resolved {
     pub webhook_auth: WebhookAuth,
     pub api_keys: Vec<ApiKey>,
     pub dispatcher: DispatcherConfig,
+    /// The reconciliation job's settings; it runs periodically only when `enabled`.
+    pub reconciliation: ReconcileConfig,
+    pub reconciliation_enabled: bool,
     pub warnings: Vec<String>,
 }
 
@@ -568,10 +606,30 @@ impl Config {
             problems
                 .push("pickup: max_attempts and client_failures_per_minute positive, lockout_secs not negative".into());
         }
-        if !self.subscribers.is_empty() || self.acceptance_hook.is_some() || self.reconciliation.is_some() {
-            warnings.push(
-                "subscribers / acceptance_hook / reconciliation are accepted but not active in this version".into(),
-            );
+        if !self.subscribers.is_empty() || self.acceptance_hook.is_some() {
+            warnings.push("subscribers / acceptance_hook are accepted but not active in this version".into());
+        }
+        let r = &self.reconciliation;
+        if !(1..=86_400).contains(&r.interval_secs) {
+            problems.push("reconciliation.interval_secs: between 1 and 86400".into());
+        }
+        if !(1..=24 * 30).contains(&r.lookback_hours) {
+            problems.push("reconciliation.lookback_hours: between 1 and 720".into());
+        }
+        if r.overlap_secs > 86_400 {
+            problems.push("reconciliation.overlap_secs: at most 86400".into());
+        }
+        if !(1..=1000).contains(&r.page_size) {
+            problems.push("reconciliation.page_size: between 1 and 1000".into());
+        }
+        if !r.path.starts_with('/') {
+            problems.push(format!("reconciliation.path: {:?} must start with /", r.path));
+        }
+        if r.store_ids.iter().any(|s| s.trim().is_empty()) {
+            problems.push("reconciliation.store_ids: ids must not be empty".into());
+        }
+        if r.enabled && !self.server.runs_dispatcher() {
+            warnings.push("reconciliation.enabled: runs only in processes with server.role all or worker".into());
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -603,7 +661,7 @@ impl Config {
                         .into()
                 }),
                 token_path: self.kuper.token_path.clone(),
-                auth,
+                auth: auth.clone(),
                 request_timeout,
                 connect_timeout: Duration::from_millis(d.connect_timeout_ms),
                 retry: RetryPolicy {
@@ -619,6 +677,20 @@ impl Config {
                 lease: attempt_budget + Duration::from_millis(d.lease_margin_ms),
                 release_stale_leases_on_start: self.database.url.starts_with("sqlite:"),
             },
+            reconciliation: ReconcileConfig {
+                base_url: self.kuper.base_url.clone(),
+                list_path: r.path.clone(),
+                token_path: self.kuper.token_path.clone(),
+                auth: auth.clone(),
+                request_timeout,
+                connect_timeout: Duration::from_millis(d.connect_timeout_ms),
+                interval: Duration::from_secs(r.interval_secs),
+                lookback: Duration::from_secs(r.lookback_hours * 3600),
+                overlap: Duration::from_secs(r.overlap_secs),
+                page_size: r.page_size,
+                store_ids: r.store_ids.iter().map(|s| s.trim().to_string()).collect(),
+            },
+            reconciliation_enabled: r.enabled,
             warnings,
         })
     }
