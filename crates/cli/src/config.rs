@@ -754,6 +754,53 @@ mod tests {
     }
 
     #[test]
+    fn reconciliation_is_off_by_default_and_typed() {
+        let mut c = Config::default();
+        c.webhook_auth.basic = vec!["kuper:secret".into()];
+        let resolved = c.resolve().ok().unwrap();
+        assert!(!resolved.reconciliation_enabled);
+        assert_eq!(resolved.reconciliation.interval, Duration::from_secs(60));
+        assert_eq!(resolved.reconciliation.list_url(), "https://merchant-api.sbermarket.ru/ofm/api/v1/shipments");
+        assert!(!resolved.warnings.iter().any(|w| w.contains("reconciliation")), "{:?}", resolved.warnings);
+
+        let toml = r#"
+            [reconciliation]
+            enabled = true
+            interval_secs = 5
+            lookback_hours = 2
+            store_ids = [1184, "27"]
+        "#;
+        let c: Config =
+            Figment::from(Serialized::defaults(c)).merge(Toml::string(toml)).extract().unwrap();
+        let resolved = c.resolve().ok().unwrap();
+        assert!(resolved.reconciliation_enabled);
+        assert_eq!(resolved.reconciliation.interval, Duration::from_secs(5));
+        assert_eq!(resolved.reconciliation.lookback, Duration::from_secs(7200));
+        assert_eq!(resolved.reconciliation.store_ids, vec!["1184".to_string(), "27".to_string()]);
+
+        let mut bad = c.clone();
+        bad.reconciliation.interval_secs = 0;
+        bad.reconciliation.page_size = 0;
+        bad.reconciliation.path = "shipments".into();
+        let problems = bad.resolve().err().unwrap();
+        for needle in ["reconciliation.interval_secs", "reconciliation.page_size", "reconciliation.path"] {
+            assert!(problems.iter().any(|p| p.contains(needle)), "{needle} missing in {problems:?}");
+        }
+        let unknown = "[reconciliation]\nenabeld = true\n";
+        let typo: Result<Config, _> =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(unknown)).extract();
+        assert!(typo.is_err(), "a misspelt key is refused, not silently ignored");
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let example = include_str!("../../../docs/kuper-bridge.example.toml");
+        let c: Config =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(example)).extract().unwrap();
+        assert!(!c.reconciliation.enabled);
+    }
+
+    #[test]
     fn offsets() {
         assert_eq!(parse_offset("+03:00").map(|o| o.local_minus_utc()), Some(10800));
         assert_eq!(parse_offset("-05:30").map(|o| o.local_minus_utc()), Some(-19800));
