@@ -770,8 +770,7 @@ mod tests {
             lookback_hours = 2
             store_ids = [1184, "27"]
         "#;
-        let c: Config =
-            Figment::from(Serialized::defaults(c)).merge(Toml::string(toml)).extract().unwrap();
+        let c: Config = Figment::from(Serialized::defaults(c)).merge(Toml::string(toml)).extract().unwrap();
         let resolved = c.resolve().ok().unwrap();
         assert!(resolved.reconciliation_enabled);
         assert_eq!(resolved.reconciliation.interval, Duration::from_secs(5));

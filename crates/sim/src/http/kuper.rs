@@ -551,5 +551,5 @@ fn store_matches(store: &Value, wanted: &[String]) -> bool {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    wanted.iter().any(|w| *w == id)
+    wanted.contains(&id)
 }
