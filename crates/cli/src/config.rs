@@ -4,7 +4,7 @@
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use kuper_bridge_app::{ApiKey, Scope, WebhookAuth};
-use kuper_bridge_dispatcher::{DeadlineSweepConfig, DispatcherConfig, KuperAuth, RetryPolicy};
+use kuper_bridge_dispatcher::{DeadlineSweepConfig, DispatcherConfig, KuperAuth, ReconcileConfig, RetryPolicy};
 use kuper_bridge_domain::policy::DEFAULT_CANCEL_REASONS;
 use kuper_bridge_domain::{DeadlineSettings, Delivery, Policy, StoreProfile};
 use kuper_bridge_wire::NotificationFormat;
@@ -31,9 +31,8 @@ pub struct Config {
     pub subscribers: Vec<SubscriberConfig>,
     /// Asked "can you take this order?" before `order.created` is answered.
     pub acceptance_hook: Option<AcceptanceHookConfig>,
-    /// Later feature, parsed so that a config written for it is not refused; `config check`
-    /// says it is not active yet.
-    pub reconciliation: Option<serde_json::Value>,
+    /// The pull-API safety net (protocol.md §11); off by default.
+    pub reconciliation: Reconciliation,
 }
 
 /// Environment values are typed by their look (`12345678` is a number, `true` a boolean);
@@ -375,6 +374,41 @@ impl Default for Dispatcher {
     }
 }
 
+/// `[reconciliation]`: the pull API safety net for lost webhooks (protocol.md §11).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Reconciliation {
+    /// Off by default: the pull API's list format is our assumption (decisions.md).
+    pub enabled: bool,
+    /// Between the end of one pass and the start of the next.
+    pub interval_secs: u64,
+    /// How far back the first pass after start looks.
+    pub lookback_hours: u64,
+    /// Each pass re-reads this much before the previous pass's start (clock skew between
+    /// Kuper and us, changes committed while we paged).
+    pub overlap_secs: u64,
+    pub page_size: u32,
+    /// The list endpoint on `kuper.base_url`.
+    pub path: String,
+    /// Sent as `store_id` filters; empty = every shipment the credentials see.
+    #[serde(deserialize_with = "lenient::strings")]
+    pub store_ids: Vec<String>,
+}
+
+impl Default for Reconciliation {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval_secs: 60,
+            lookback_hours: 24,
+            overlap_secs: 300,
+            page_size: 100,
+            path: "/ofm/api/v1/shipments".into(),
+            store_ids: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Pickup {
@@ -571,6 +605,9 @@ pub struct Resolved {
     pub dispatcher: DispatcherConfig,
     pub forwarding: kuper_bridge_storage::Forwarding,
     pub acceptance: Option<kuper_bridge_app::AcceptanceHook>,
+    /// The reconciliation job's settings; it runs periodically only when `enabled`.
+    pub reconciliation: ReconcileConfig,
+    pub reconciliation_enabled: bool,
     pub warnings: Vec<String>,
 }
 
@@ -781,6 +818,28 @@ impl Config {
                 keys,
             });
         }
+        let r = &self.reconciliation;
+        if !(1..=86_400).contains(&r.interval_secs) {
+            problems.push("reconciliation.interval_secs: between 1 and 86400".into());
+        }
+        if !(1..=24 * 30).contains(&r.lookback_hours) {
+            problems.push("reconciliation.lookback_hours: between 1 and 720".into());
+        }
+        if r.overlap_secs > 86_400 {
+            problems.push("reconciliation.overlap_secs: at most 86400".into());
+        }
+        if !(1..=1000).contains(&r.page_size) {
+            problems.push("reconciliation.page_size: between 1 and 1000".into());
+        }
+        if !r.path.starts_with('/') {
+            problems.push(format!("reconciliation.path: {:?} must start with /", r.path));
+        }
+        if r.store_ids.iter().any(|s| s.trim().is_empty()) {
+            problems.push("reconciliation.store_ids: ids must not be empty".into());
+        }
+        if r.enabled && !self.server.runs_dispatcher() {
+            warnings.push("reconciliation.enabled: runs only in processes with server.role all or worker".into());
+        }
         let acceptance = match &self.acceptance_hook {
             None => None,
             Some(h) => {
@@ -815,9 +874,6 @@ impl Config {
                 })
             }
         };
-        if self.reconciliation.is_some() {
-            warnings.push("reconciliation is accepted but not active in this version".into());
-        }
         let deadlines = self.deadlines.resolve(&mut problems);
         if !problems.is_empty() {
             return Err(problems);
@@ -855,7 +911,7 @@ impl Config {
                         .into()
                 }),
                 token_path: self.kuper.token_path.clone(),
-                auth,
+                auth: auth.clone(),
                 request_timeout,
                 connect_timeout: Duration::from_millis(d.connect_timeout_ms),
                 retry: RetryPolicy {
@@ -874,6 +930,20 @@ impl Config {
             },
             forwarding,
             acceptance,
+            reconciliation: ReconcileConfig {
+                base_url: self.kuper.base_url.clone(),
+                list_path: r.path.clone(),
+                token_path: self.kuper.token_path.clone(),
+                auth: auth.clone(),
+                request_timeout,
+                connect_timeout: Duration::from_millis(d.connect_timeout_ms),
+                interval: Duration::from_secs(r.interval_secs),
+                lookback: Duration::from_secs(r.lookback_hours * 3600),
+                overlap: Duration::from_secs(r.overlap_secs),
+                page_size: r.page_size,
+                store_ids: r.store_ids.iter().map(|s| s.trim().to_string()).collect(),
+            },
+            reconciliation_enabled: r.enabled,
             warnings,
         })
     }
@@ -965,6 +1035,52 @@ mod tests {
         ] {
             assert!(problems.iter().any(|p| p.contains(needle)), "{needle} missing in {problems:?}");
         }
+    }
+
+    #[test]
+    fn reconciliation_is_off_by_default_and_typed() {
+        let mut c = Config::default();
+        c.webhook_auth.basic = vec!["kuper:secret".into()];
+        let resolved = c.resolve().ok().unwrap();
+        assert!(!resolved.reconciliation_enabled);
+        assert_eq!(resolved.reconciliation.interval, Duration::from_secs(60));
+        assert_eq!(resolved.reconciliation.list_url(), "https://merchant-api.sbermarket.ru/ofm/api/v1/shipments");
+        assert!(!resolved.warnings.iter().any(|w| w.contains("reconciliation")), "{:?}", resolved.warnings);
+
+        let toml = r#"
+            [reconciliation]
+            enabled = true
+            interval_secs = 5
+            lookback_hours = 2
+            store_ids = [1184, "27"]
+        "#;
+        let c: Config = Figment::from(Serialized::defaults(c)).merge(Toml::string(toml)).extract().unwrap();
+        let resolved = c.resolve().ok().unwrap();
+        assert!(resolved.reconciliation_enabled);
+        assert_eq!(resolved.reconciliation.interval, Duration::from_secs(5));
+        assert_eq!(resolved.reconciliation.lookback, Duration::from_secs(7200));
+        assert_eq!(resolved.reconciliation.store_ids, vec!["1184".to_string(), "27".to_string()]);
+
+        let mut bad = c.clone();
+        bad.reconciliation.interval_secs = 0;
+        bad.reconciliation.page_size = 0;
+        bad.reconciliation.path = "shipments".into();
+        let problems = bad.resolve().err().unwrap();
+        for needle in ["reconciliation.interval_secs", "reconciliation.page_size", "reconciliation.path"] {
+            assert!(problems.iter().any(|p| p.contains(needle)), "{needle} missing in {problems:?}");
+        }
+        let unknown = "[reconciliation]\nenabeld = true\n";
+        let typo: Result<Config, _> =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(unknown)).extract();
+        assert!(typo.is_err(), "a misspelt key is refused, not silently ignored");
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let example = include_str!("../../../docs/kuper-bridge.example.toml");
+        let c: Config =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(example)).extract().unwrap();
+        assert!(!c.reconciliation.enabled);
     }
 
     #[test]

@@ -5,7 +5,9 @@ pub mod config;
 
 use config::{Config, Resolved};
 use kuper_bridge_app::{AppMetrics, AppState, VerifyLimiter};
-use kuper_bridge_dispatcher::{DeadlineMetrics, DeadlineSweeper, DispatchMetrics, Dispatcher};
+use kuper_bridge_dispatcher::{
+    DeadlineMetrics, DeadlineSweeper, DispatchMetrics, Dispatcher, ReconcileMetrics, Reconciler,
+};
 use kuper_bridge_storage::Store;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
@@ -22,6 +24,10 @@ pub struct Running {
     pub store: Arc<dyn Store>,
     pub shutdown: CancellationToken,
     pub tasks: Vec<JoinHandle<()>>,
+    /// The reconciliation job of a process that runs the worker (roles `all` and `worker`),
+    /// whether or not its periodic task is enabled: tests and operators' embeddings can run a
+    /// pass by hand with [`Reconciler::run_once`].
+    pub reconciler: Option<Arc<Reconciler>>,
 }
 
 impl Running {
@@ -55,10 +61,13 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
     dispatch_metrics.register(&mut registry);
     let deadline_metrics = DeadlineMetrics::default();
     deadline_metrics.register(&mut registry);
+    let reconcile_metrics = ReconcileMetrics::default();
+    reconcile_metrics.register(&mut registry);
+    let policy = Arc::new(resolved.policy);
 
     let state = AppState {
         store: store.clone(),
-        policy: Arc::new(resolved.policy),
+        policy: policy.clone(),
         webhook_auth: Arc::new(resolved.webhook_auth),
         api_keys: Arc::new(resolved.api_keys),
         webhook_path: config.server.webhook_path.clone(),
@@ -98,7 +107,16 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
             tasks.push(tokio::spawn(async move { sweeper.run(token).await }));
         }
     }
-    Ok(Running { addr, _lock: lock, store, shutdown, tasks })
+    let mut reconciler = None;
+    if config.server.runs_dispatcher() {
+        let job = Arc::new(Reconciler::new(store.clone(), policy, resolved.reconciliation, reconcile_metrics)?);
+        if resolved.reconciliation_enabled {
+            let (job, token) = (job.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move { job.run(token).await }));
+        }
+        reconciler = Some(job);
+    }
+    Ok(Running { addr, _lock: lock, store, shutdown, tasks, reconciler })
 }
 
 /// Keeps the audit log to its retention period: once a minute after start, then hourly.

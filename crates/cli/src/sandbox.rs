@@ -30,6 +30,8 @@ pub async fn start(config: &mut Config, listen: &str) -> anyhow::Result<SimHandl
             });
         }
     }
+    // The fake Kuper serves the pull API, so the sandbox shows reconciliation too.
+    config.reconciliation.enabled = true;
     tracing::warn!(kuper = %sim.base_url(), "SANDBOX: notifications go to a fake Kuper in this process, not to Kuper");
     Ok(sim)
 }

@@ -8,11 +8,13 @@
 
 mod deadlines;
 mod metrics;
+pub mod reconcile;
 mod retry;
 mod token;
 
 pub use deadlines::{DeadlineMetrics, DeadlineSweepConfig, DeadlineSweeper, SweepReport};
-pub use metrics::DispatchMetrics;
+pub use metrics::{DispatchMetrics, ReconcileMetrics};
+pub use reconcile::{ReconcileConfig, Reconciler};
 pub use retry::{classify, Failure, RetryPolicy, Verdict};
 pub use token::{KuperAuth, TokenCache, TokenError};
 

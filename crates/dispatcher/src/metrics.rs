@@ -60,3 +60,39 @@ impl DispatchMetrics {
         self.delivery_seconds.get_or_create(&EventLabel { event: event.into() }).observe(took.as_secs_f64());
     }
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+/// Reconciliation metrics: passes by outcome (ok, partial, failed) and shipments by what was
+/// done (imported, canceled, disagreement, in_sync, already_present, skipped, invalid, failed).
+#[derive(Clone, Default)]
+pub struct ReconcileMetrics {
+    pub passes: Family<OutcomeLabel, Counter>,
+    pub shipments: Family<OutcomeLabel, Counter>,
+}
+
+impl ReconcileMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kuper_bridge_reconciliation_passes",
+            "Reconciliation passes over Kuper's pull API by outcome (ok, partial, failed)",
+            self.passes.clone(),
+        );
+        registry.register(
+            "kuper_bridge_reconciliation_shipments",
+            "Shipments seen by reconciliation by what was done (imported, canceled, disagreement, in_sync, already_present, skipped, invalid, failed)",
+            self.shipments.clone(),
+        );
+    }
+
+    pub fn pass(&self, outcome: &str) {
+        self.passes.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
+    }
+
+    pub fn shipment(&self, outcome: &str) {
+        self.shipments.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
+    }
+}

@@ -15,7 +15,7 @@ pub enum FaultPath {
     Notifications,
     /// `POST /auth/token`.
     Token,
-    /// `GET /ofm/api/v1/shipments/…`.
+    /// `GET /ofm/api/v1/shipments` and `GET /ofm/api/v1/shipments/…` (the pull API).
     Shipments,
     /// Any of the above.
     Any,

@@ -39,6 +39,9 @@ pub(crate) struct WebhookRequest {
     pub payload: Option<Map<String, Value>>,
     pub raw: Option<Value>,
     pub repeat: u32,
+    /// Change Kuper's view but send nothing: a webhook the merchant never receives (the
+    /// reconciliation tests' lost webhook).
+    pub suppress: bool,
 }
 
 impl App {
@@ -84,10 +87,24 @@ impl App {
         Placed { index, original_order_id, order_uuid, answer, check }
     }
 
+    /// Registers `generated` in Kuper's world without sending `order.created`: an order whose
+    /// webhook was lost, which the merchant can only learn of through the pull API.
+    pub(crate) fn place_order_undelivered(&self, generated: GeneratedOrder, delivery: Delivery) -> (String, String) {
+        let record =
+            OrderRecord::new(generated, delivery.integration, delivery.restaurant, delivery.target, delivery.auth);
+        let ids = (record.original_order_id.clone(), record.order_uuid.clone());
+        let index = self.world().insert(record);
+        if let Some(order) = self.world().order_mut(index) {
+            order.webhooks.push(WebhookRecord::suppressed("order.created"));
+        }
+        ids
+    }
+
     /// Sends a webhook about order `index` (`repeat` times, at least once) and returns every
     /// answer. Kuper changes its own view when it decides, whatever the merchant answers; a raw
     /// body is a test of the merchant's input handling and changes nothing.
     pub(crate) async fn send_webhook(&self, index: usize, request: &WebhookRequest) -> Result<Vec<Answer>, String> {
+        let mut cancellation = None;
         let (target, auth, event, bytes) = {
             let world = self.world();
             let Some(order) = world.order(index) else {
@@ -98,10 +115,14 @@ impl App {
                 (Some(Value::String(text)), event) => (event.clone(), text.clone().into_bytes()),
                 (Some(raw), event) => (event.clone(), serde_json::to_vec(raw).unwrap_or_default()),
                 (None, Some(event)) => {
+                    let payload = order.webhook_payload(event, request.payload.as_ref());
+                    if event == "order.canceled" {
+                        cancellation = payload.get("cancellation").cloned();
+                    }
                     let body = json!({
                         "event_type": event,
                         "timestamp": now_moscow().to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-                        "payload": order.webhook_payload(event, request.payload.as_ref()),
+                        "payload": payload,
                     });
                     (Some(event.clone()), serde_json::to_vec(&body).unwrap_or_default())
                 }
@@ -111,10 +132,20 @@ impl App {
         };
         if request.raw.is_none() {
             if let (Some(event), Some(order)) = (&event, self.world().order_mut(index)) {
+                // The first cancellation stands, as Kuper's state does (a canceled order stays so).
+                if order.cancellation.is_none() && !order.state.is_final() {
+                    order.cancellation = cancellation;
+                }
                 order.apply_webhook(event);
             }
         }
         let label = event.unwrap_or_else(|| "raw".to_owned());
+        if request.suppress {
+            if let Some(order) = self.world().order_mut(index) {
+                order.webhooks.push(WebhookRecord::suppressed(&label));
+            }
+            return Ok(Vec::new());
+        }
         let repeat = request.repeat.max(1);
         let mut attempts = Vec::with_capacity(repeat as usize);
         for _ in 0..repeat {

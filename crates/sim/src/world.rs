@@ -61,6 +61,17 @@ impl WebhookRecord {
             error: answer.error.clone(),
         }
     }
+
+    /// A webhook Kuper decided on but did not send (`"deliver": false`).
+    pub fn suppressed(event: &str) -> Self {
+        Self {
+            event: event.to_owned(),
+            at: now_utc(),
+            status: None,
+            body: Value::Null,
+            error: Some("not delivered (deliver: false)".to_owned()),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -87,6 +98,12 @@ pub struct OrderRecord {
     pub created_check: Option<CreatedCheck>,
     pub notifications: Vec<NotificationRecord>,
     pub webhooks: Vec<WebhookRecord>,
+    /// Unix ms when Kuper placed the order, and when its view of it last changed: the pull
+    /// API's `createdAt`/`updatedAt` and its `updated_since` filter read these.
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    /// The `cancellation` object of Kuper's cancel, shown by the pull API.
+    pub cancellation: Option<Value>,
 }
 
 impl OrderRecord {
@@ -118,7 +135,16 @@ impl OrderRecord {
             created_check: None,
             notifications: Vec::new(),
             webhooks: Vec::new(),
+            created_ms: now_ms(),
+            updated_ms: now_ms(),
+            cancellation: None,
         }
+    }
+
+    /// Kuper's view changed: the pull API reports the order as updated.
+    pub fn touch(&mut self) {
+        // Never backwards, even if the wall clock steps back: keyset paging relies on it.
+        self.updated_ms = now_ms().max(self.updated_ms);
     }
 
     pub fn facts(&self) -> OrderFacts<'_> {
@@ -185,6 +211,11 @@ impl OrderRecord {
         if let Some(code) = &self.pickup_code {
             shipment.insert("pickupCode".into(), json!(code));
         }
+        if let Some(cancellation) = &self.cancellation {
+            shipment.insert("cancellation".into(), cancellation.clone());
+        }
+        shipment.insert("createdAt".into(), json!(ms_rfc3339(self.created_ms)));
+        shipment.insert("updatedAt".into(), json!(ms_rfc3339(self.updated_ms)));
         Value::Object(shipment)
     }
 
@@ -239,6 +270,7 @@ impl OrderRecord {
 
     /// Kuper's own events move its view of the order (protocol.md §6).
     pub fn apply_webhook(&mut self, event: &str) {
+        let before = (self.state, self.payment);
         match event {
             "order.received" | "order.delivering" => self.state = self.state.advance(KuperState::Shipping),
             "order.delivered" => self.state = self.state.advance(KuperState::Shipped),
@@ -246,7 +278,19 @@ impl OrderRecord {
             "order.paid" => self.payment = PaymentState::Paid,
             _ => {}
         }
+        if (self.state, self.payment) != before {
+            self.touch();
+        }
     }
+}
+
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Unix ms as RFC 3339 UTC with milliseconds (the pull API's times).
+pub fn ms_rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 pub fn now_utc() -> String {

@@ -421,6 +421,102 @@ async fn the_pull_api_shows_kupers_view() {
 }
 
 #[tokio::test]
+async fn the_pull_api_lists_shipments_in_pages_with_filters() {
+    let sim = Sim::default().await;
+    let merchant = merchant().await;
+    let first = sim.create_order(&merchant, json!({"store": "1184"})).await;
+    // An order whose order.created never reaches the merchant.
+    let (status, lost) =
+        sim.post("/sim/v1/orders", json!({"target": merchant.url, "store": "27", "deliver": false})).await;
+    assert_eq!(status, 201, "{lost}");
+    assert_eq!(lost["delivered"], false);
+    assert_eq!(merchant.received().len(), 1, "only the first order.created was sent");
+    let third = sim.create_order(&merchant, json!({"store": "1184"})).await;
+    let token = sim.token().await;
+    let list = |query: String| {
+        let (http, token, base) = (sim.http.clone(), token.clone(), sim.base.clone());
+        async move {
+            let response = http
+                .get(format!("{base}/ofm/api/v1/shipments{query}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("list request");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let ids = |page: &Value| -> Vec<String> {
+        page["shipments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["originalOrderId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Paging: two pages of two and one, in the order of their last change.
+    let (status, page1) = list("?page_size=2".into()).await;
+    assert_eq!(status, 200, "{page1}");
+    assert_eq!(ids(&page1), vec![id(&first), id(&lost)]);
+    let shipment = &page1["shipments"][1];
+    assert_eq!(shipment["state"], "ready");
+    assert_eq!(shipment["paymentState"], "not_paid");
+    assert_eq!(shipment["storeID"], "27");
+    assert!(shipment["positions"].as_array().is_some_and(|p| !p.is_empty()), "the whole order: {shipment}");
+    assert!(shipment["updatedAt"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let token1 = page1["next_page_token"].as_str().unwrap().to_owned();
+    let (_, page2) = list(format!("?page_size=2&page_token={token1}")).await;
+    assert_eq!(ids(&page2), vec![id(&third)]);
+    assert_eq!(page2["next_page_token"], Value::Null);
+
+    // Filters.
+    let (_, by_store) = list("?store_id=27".into()).await;
+    assert_eq!(ids(&by_store), vec![id(&lost)]);
+    let (_, both) = list("?store_id=27&store_id=1184".into()).await;
+    assert_eq!(both["shipments"].as_array().unwrap().len(), 3);
+
+    // A cancellation Kuper never sends: its view changes, the merchant hears nothing, and the
+    // order moves to the end of the list with the cancellation.
+    let before = merchant.received().len();
+    let (status, answer) = sim
+        .post(&format!("/sim/v1/orders/{}/webhooks", id(&first)), json!({"event": "order.canceled", "deliver": false}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["delivered"], false);
+    assert_eq!(merchant.received().len(), before);
+    assert_eq!(sim.order(&id(&first)).await["state"], "canceled");
+    let since = shipment["updatedAt"].as_str().unwrap().to_owned();
+    let (_, changed) = list(format!("?updated_since={since}&page_token={token1}")).await;
+    assert_eq!(ids(&changed), vec![id(&third), id(&first)]);
+    assert_eq!(changed["shipments"][1]["state"], "canceled");
+    assert_eq!(changed["shipments"][1]["cancellation"]["slug"], "customer_request");
+
+    // Refusals: bad parameters, no credentials; Client-Token works as on /v3.
+    for query in ["?page_size=0", "?page_size=999", "?page_token=nope", "?updated_since=yesterday", "?color=red"] {
+        let (status, body) = list(query.into()).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["type"], "schema", "{query}: {body}");
+    }
+    let url = format!("{}/ofm/api/v1/shipments", sim.base);
+    assert_eq!(sim.http.get(&url).send().await.expect("request").status(), 401);
+    let response = sim
+        .http
+        .get(&url)
+        .header("Client-Token", kuper_bridge_sim::SimConfig::default().client_tokens[0].clone())
+        .header("Api-Version", "3.0")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    // The fault path `shipments` covers the list.
+    let (status, _) = sim.post("/sim/v1/faults", json!({"status": 503, "path": "shipments"})).await;
+    assert_eq!(status, 201);
+    assert_eq!(list(String::new()).await.0, 503);
+    assert_eq!(list(String::new()).await.0, 200);
+}
+
+#[tokio::test]
 async fn webhooks_can_be_raw_or_repeated() {
     let sim = Sim::default().await;
     let merchant = merchant().await;

@@ -64,6 +64,9 @@ struct CreateOrder {
     integration: Option<String>,
     #[serde(default)]
     positions: Option<Vec<Value>>,
+    /// `false`: Kuper places the order but its `order.created` never reaches the merchant.
+    #[serde(default)]
+    deliver: Option<bool>,
 }
 
 fn target_ok(target: &str) -> bool {
@@ -127,6 +130,21 @@ pub(super) async fn create_order(State(app): State<Arc<App>>, body: Bytes) -> Re
     };
     let delivery =
         Delivery { integration, restaurant: params.restaurant, target: request.target.clone(), auth: request.auth };
+    if request.deliver == Some(false) {
+        let (original_order_id, order_uuid) = app.place_order_undelivered(generated, delivery);
+        return (
+            StatusCode::CREATED,
+            Json(json!({
+                "originalOrderId": original_order_id,
+                "orderUUID": order_uuid,
+                "number": null,
+                "delivered": false,
+                "merchantAnswer": null,
+                "check": null,
+            })),
+        )
+            .into_response();
+    }
     let placed = app.place_order(generated, delivery, now).await;
     let mut merchant_answer = json!({"status": placed.answer.status, "body": placed.answer.body});
     if let (Some(error), Some(map)) = (&placed.answer.error, merchant_answer.as_object_mut()) {
@@ -156,6 +174,9 @@ struct SendWebhook {
     raw: Option<Value>,
     #[serde(default)]
     repeat: Option<u32>,
+    /// `false`: Kuper's view changes but the webhook is never sent (a lost webhook).
+    #[serde(default)]
+    deliver: Option<bool>,
 }
 
 pub(super) async fn send_webhook(State(app): State<Arc<App>>, Path(id): Path<String>, body: Bytes) -> Response {
@@ -174,13 +195,18 @@ pub(super) async fn send_webhook(State(app): State<Arc<App>>, Path(id): Path<Str
     let Some(index) = app.world().find(&id) else {
         return order_not_found(&id);
     };
-    let webhook = WebhookRequest { event: request.event, payload: request.payload, raw: request.raw, repeat };
+    let suppress = request.deliver == Some(false);
+    if suppress && request.raw.is_some() {
+        return bad_request("deliver: false needs an event (a raw body changes nothing to withhold)");
+    }
+    let webhook = WebhookRequest { event: request.event, payload: request.payload, raw: request.raw, repeat, suppress };
     let attempts = match app.send_webhook(index, &webhook).await {
         Ok(attempts) => attempts,
         Err(message) => return control_error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
     let last = attempts.last().cloned();
     let mut reply = json!({
+        "delivered": !suppress,
         "status": last.as_ref().and_then(|a| a.status),
         "body": last.as_ref().map(|a| a.body.clone()).unwrap_or(Value::Null),
         "attempts": attempts,

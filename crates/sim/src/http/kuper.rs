@@ -1,4 +1,4 @@
-//! Kuper's own endpoints: tokens, notifications, the pull API.
+//! Kuper's own endpoints: tokens, notifications, the pull API (one shipment, its state, the list).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -360,6 +360,7 @@ async fn process(app: Arc<App>, api: Api, path: &'static str, headers: HeaderMap
                     }
                     Composition::Absent => {}
                 }
+                order.touch();
             }
             world.record(Some(index), arrival.record(event, 200, Verdict::Accepted, None));
             Reply::Respond((StatusCode::OK, Json(json!({}))).into_response())
@@ -389,7 +390,8 @@ async fn shipment_reply(app: Arc<App>, conn: ConnHandle, id: String, headers: He
             return finish(&conn, reply);
         }
     }
-    if let Err(rejection) = app.authenticate(Api::Ofm, &headers) {
+    // The pull API takes either of Kuper's credentials, like the notification paths.
+    if let Err(rejection) = app.authenticate(Api::V3, &headers) {
         return rejection_response(Api::Ofm, &rejection);
     }
     let world = app.world();
@@ -417,4 +419,137 @@ pub(super) async fn shipment_state(
     headers: HeaderMap,
 ) -> Response {
     shipment_reply(app, conn, id, headers, true).await
+}
+
+/// Largest `page_size` of the shipment list.
+const MAX_PAGE_SIZE: usize = 200;
+const DEFAULT_PAGE_SIZE: usize = 50;
+
+/// Where a page of the shipment list ends: the last (updatedAt ms, order index) it held.
+/// Opaque to clients (base64url), so its form may change.
+fn encode_page_token(updated_ms: i64, index: usize) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1.{updated_ms}.{index}"))
+}
+
+fn decode_page_token(token: &str) -> Option<(i64, usize)> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let mut parts = text.strip_prefix("v1.")?.splitn(2, '.');
+    let updated = parts.next()?.parse().ok()?;
+    let index = parts.next()?.parse().ok()?;
+    Some((updated, index))
+}
+
+/// The list's filters, read from the query string.
+struct ListQuery {
+    stores: Vec<String>,
+    updated_since: Option<i64>,
+    created_since: Option<i64>,
+    page_size: usize,
+    after: Option<(i64, usize)>,
+}
+
+fn schema_error(field: &str, message: String) -> Rejection {
+    Rejection::new(Rule::Schema, Some(field), message)
+}
+
+fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, Rejection> {
+    let time = |field: &str, value: &str| {
+        chrono::DateTime::parse_from_rfc3339(value.trim())
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| schema_error(field, format!("{field}: {value:?} is not an RFC 3339 time ({e})")))
+    };
+    let mut query = ListQuery {
+        stores: Vec::new(),
+        updated_since: None,
+        created_since: None,
+        page_size: DEFAULT_PAGE_SIZE,
+        after: None,
+    };
+    for (key, value) in pairs {
+        match key.as_str() {
+            // Repeated (`store_id=1&store_id=2`) or comma-separated.
+            "store_id" => {
+                query.stores.extend(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned))
+            }
+            "updated_since" => query.updated_since = Some(time(key, value)?),
+            "created_since" => query.created_since = Some(time(key, value)?),
+            "page_size" => {
+                query.page_size =
+                    value.trim().parse().ok().filter(|n| (1..=MAX_PAGE_SIZE).contains(n)).ok_or_else(|| {
+                        schema_error("page_size", format!("page_size: {value:?} — expected 1 to {MAX_PAGE_SIZE}"))
+                    })?
+            }
+            "page_token" if value.trim().is_empty() => {}
+            "page_token" => {
+                query.after = Some(
+                    decode_page_token(value)
+                        .ok_or_else(|| schema_error("page_token", "page_token: not a token this API issued".into()))?,
+                )
+            }
+            other => return Err(schema_error(other, format!("{other}: unknown query parameter"))),
+        }
+    }
+    Ok(query)
+}
+
+/// `GET /ofm/api/v1/shipments`: Kuper's orders, oldest change first, in pages.
+///
+/// Kuper's real list format is not public; this is the contract kuper-bridge assumes
+/// (docs/protocol.md §11). Sorted by (updatedAt, placement) so that the page token is a
+/// position in that order: an order that changes while a client pages moves behind the
+/// cursor and is listed again, never skipped.
+pub(super) async fn shipments(
+    State(app): State<Arc<App>>,
+    ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let fault = app.faults().take(FaultPath::Shipments);
+    if let Some(fault) = fault {
+        if let Some(reply) = injected(Api::Ofm, &fault).await {
+            return finish(&conn, reply);
+        }
+    }
+    if let Err(rejection) = app.authenticate(Api::V3, &headers) {
+        return rejection_response(Api::Ofm, &rejection);
+    }
+    let pairs = match query {
+        Ok(axum::extract::Query(pairs)) => pairs,
+        Err(e) => return rejection_response(Api::Ofm, &schema_error("query", format!("query: {e}"))),
+    };
+    let query = match parse_list_query(&pairs) {
+        Ok(query) => query,
+        Err(rejection) => return rejection_response(Api::Ofm, &rejection),
+    };
+    let world = app.world();
+    let mut matching: Vec<(i64, usize)> = world
+        .orders()
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| {
+            query.stores.is_empty() || o.payload.get("storeID").is_some_and(|s| store_matches(s, &query.stores))
+        })
+        .filter(|(_, o)| query.updated_since.is_none_or(|t| o.updated_ms >= t))
+        .filter(|(_, o)| query.created_since.is_none_or(|t| o.created_ms >= t))
+        .map(|(i, o)| (o.updated_ms, i))
+        .filter(|key| query.after.is_none_or(|after| *key > after))
+        .collect();
+    matching.sort_unstable();
+    let more = matching.len() > query.page_size;
+    matching.truncate(query.page_size);
+    let next = match matching.last() {
+        Some((updated, index)) if more => Value::String(encode_page_token(*updated, *index)),
+        _ => Value::Null,
+    };
+    let shipments: Vec<Value> = matching.iter().filter_map(|(_, i)| world.order(*i)).map(|o| o.shipment()).collect();
+    (status_code(200), Json(json!({"shipments": shipments, "next_page_token": next}))).into_response()
+}
+
+fn store_matches(store: &Value, wanted: &[String]) -> bool {
+    let id = match store {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    wanted.contains(&id)
 }

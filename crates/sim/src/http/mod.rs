@@ -87,6 +87,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/ofm/api/v1/notifications", post(kuper::notify_ofm))
         .route("/v3/notifications", post(kuper::notify_v3))
         .route("/v1/notifications", post(kuper::notify_v1))
+        .route("/ofm/api/v1/shipments", get(kuper::shipments))
         .route("/ofm/api/v1/shipments/{id}", get(kuper::shipment))
         .route("/ofm/api/v1/shipments/{id}/state", get(kuper::shipment_state))
         .route("/sim/v1/health", get(control::health))
