@@ -11,6 +11,7 @@
 
 use super::{find_gateway, free_port, loadavg, machine, progress, toml_str, API_KEY, WEBHOOK_PASSWORD, WEBHOOK_USER};
 use anyhow::{anyhow, bail, Context, Result};
+use kuper_bridge_bench::database::{Backend, Database};
 use kuper_bridge_bench::procfs;
 use kuper_bridge_bench::soak::{
     event_of, prom_value, ready_for_courier, stored_tally, tally, Kind, Rng, StoredOrder, StoredTally, Tally,
@@ -84,12 +85,6 @@ pub struct SoakArgs {
     /// Keep the temporary directory (and the PostgreSQL database) and print where they are.
     #[arg(long)]
     keep: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -793,42 +788,6 @@ fn outage_from_log(log: &[Value], rep: &OutageReport) -> (usize, usize, Option<D
 // ---------------------------------------------------------------------------------------------
 // The database
 
-struct Database {
-    url: String,
-    /// PostgreSQL: (server URL for admin, database name) to drop at the end.
-    pg: Option<(String, String)>,
-}
-
-async fn create_database(backend: Backend, dir: &Path) -> Result<Database> {
-    match backend {
-        Backend::Sqlite => {
-            Ok(Database { url: format!("sqlite://{}", dir.join("kuper-bridge.db").display()), pg: None })
-        }
-        Backend::Postgres => {
-            use sqlx::Connection;
-            let server = std::env::var("KUPER_BRIDGE_TEST_PG")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-            let mut admin = sqlx::PgConnection::connect(&server)
-                .await
-                .with_context(|| format!("PostgreSQL at {server} is unreachable (set KUPER_BRIDGE_TEST_PG)"))?;
-            let name = format!("kb_soak_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
-            let _ = admin.close().await;
-            let base = server.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(server.clone());
-            Ok(Database { url: format!("{base}/{name}"), pg: Some((server, name)) })
-        }
-    }
-}
-
-async fn drop_database(db: &Database) -> Result<()> {
-    use sqlx::Connection;
-    if let Some((server, name)) = &db.pg {
-        let mut admin = sqlx::PgConnection::connect(server).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await?;
-    }
-    Ok(())
-}
-
 /// Rows and distinct Kuper orders in the `orders` table, and outbox rows by status, read from
 /// the database itself.
 async fn database_counts(url: &str) -> Result<(i64, i64, BTreeMap<String, i64>)> {
@@ -911,7 +870,7 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let canonical = dir.canonicalize().unwrap_or(dir.clone());
     let (device, fs) = procfs::mount_of(&mounts, &canonical.to_string_lossy()).unwrap_or_default();
-    let db = create_database(args.backend, &dir).await?;
+    let db = Database::create(args.backend, &dir, "kb_soak").await?;
     progress(format!(
         "soak ({} mode): {} orders, {} (seed {}), Kuper outage: {}; {:?} at {}",
         if plan.quick { "quick" } else { "full" },
@@ -953,7 +912,7 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
             kept.display(),
             db.pg.as_ref().map(|(_, n)| format!(" and database {n}")).unwrap_or_default()
         ));
-    } else if let Err(e) = drop_database(&db).await {
+    } else if let Err(e) = db.drop_database().await {
         progress(format!("could not drop the soak database: {e:#}"));
     }
     progress(format!("done in {:.1} s", run_started.elapsed().as_secs_f64()));
