@@ -372,3 +372,29 @@ async fn acceptance_hook_malformed_or_failing_answers_fall_back() {
     }
     env.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_warnings_and_misses_are_forwarded() {
+    let ops = Receiver::start().await;
+    let url = ops.url.clone();
+    let env = Env::with(|c| {
+        let mut alarms = subscriber(&url);
+        alarms.events = vec!["order.deadline_*".into()];
+        c.subscribers = vec![alarms];
+        c.deadlines.sweep_interval_ms = 100;
+        c.deadlines.restaurant_accept_secs = 2;
+        c.deadlines.restaurant_accept_warn_before_secs = Some(1);
+    })
+    .await;
+    let id = id_of(&env.create_order(json!({"store": RESTAURANT_STORE, "restaurant": true})).await);
+    let got = ops.wait_for(&id, "warning then miss", |t| t.len() >= 2).await;
+    let types: Vec<String> = got.iter().map(|r| r.json()["type"].as_str().unwrap().to_string()).collect();
+    assert_eq!(types, ["order.deadline_warning", "order.deadline_missed"]);
+    let missed = got[1].json();
+    assert_eq!(missed["data"]["event"]["kind"], "restaurant_accept");
+    assert!(missed["data"]["event"]["dueAt"].as_i64().is_some());
+    assert!(got.iter().all(|r| verifies(SECRET, r)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ops.received().len(), 2, "each once");
+    env.shutdown().await;
+}

@@ -1028,10 +1028,37 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
         let new = done.rows_affected() == 1;
+        let mut queued = false;
         if new {
             insert_event(&mut tx, Some(order_id), None, now, &exchange).await?;
+            if !self.forwarding.subscribers.is_empty() {
+                // The merchant's systems hear of it too: order.deadline_warning / _missed.
+                let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"))
+                    .bind(order_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(row) = row {
+                    let stored = order_from_row(&row)?;
+                    let event =
+                        serde_json::json!({ "source": "gateway", "kind": kind, "stage": stage, "dueAt": due_at });
+                    let rows = common::forwards(
+                        &self.forwarding,
+                        &stored.order,
+                        &format!("order.deadline_{stage}"),
+                        event,
+                        now,
+                    )?;
+                    queued = !insert_outbox(&mut tx, order_id, &rows, now).await?.is_empty();
+                }
+            }
+        }
+        if queued {
+            notify_replicas(&mut tx).await?;
         }
         tx.commit().await?;
+        if queued {
+            self.signal.notify_one();
+        }
         Ok(new)
     }
 }
