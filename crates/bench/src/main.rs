@@ -4,6 +4,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
+use kuper_bridge_bench::database::{pg_server, Backend, Database};
 use kuper_bridge_bench::stats::{fmt_ms, thousands, Summary};
 use kuper_bridge_bench::{body, fifo, procfs};
 use serde_json::{json, Value};
@@ -20,8 +21,11 @@ const WEBHOOK_USER: &str = "kuper";
 const WEBHOOK_PASSWORD: &str = "secret";
 const API_KEY: &str = "bench-admin-key-0123456789";
 const POSITIONS: usize = 20;
-/// Orders per transaction of the group-commit storage reference.
+/// Orders per transaction of the group-commit storage reference (SQLite).
 const GROUP: usize = 32;
+/// Connections of the gateway's PostgreSQL pool (storage/src/postgres.rs), and of the
+/// concurrent PostgreSQL storage reference.
+const PG_POOL: usize = 10;
 const A_FLOW: [&str; 3] = ["order.in_work", "order.assembled", "order.ready_for_delivery"];
 const A_ACTIONS: [&str; 3] = ["start-assembly", "assembled", "ready"];
 const MIB: f64 = 1024.0 * 1024.0;
@@ -76,6 +80,19 @@ struct Args {
     /// Keep the temporary directory (database, config, gateway log) and print its path.
     #[arg(long)]
     keep: bool,
+    /// The gateway's database: sqlite (a file in the temporary directory), postgres (a fresh
+    /// database kb_bench_<hex> on KUPER_BRIDGE_TEST_PG, default
+    /// postgres://postgres@127.0.0.1:5432/postgres, dropped at the end) or both, one after the
+    /// other: a table each, then the two side by side.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Both)]
+    backend: BackendChoice,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BackendChoice {
+    Sqlite,
+    Postgres,
+    Both,
 }
 
 #[derive(clap::Subcommand)]
@@ -169,8 +186,19 @@ struct Gateway {
     child: tokio::process::Child,
     pid: u32,
     url: String,
-    db: PathBuf,
+    /// The gateway's database URL (`sqlite://…` or `postgres://…`).
+    db_url: String,
     log: PathBuf,
+}
+
+/// The size of the gateway's database: SQLite `.db` + `-wal` files; PostgreSQL
+/// `pg_database_size` (and `pg_total_relation_size` of the gateway's tables, indexes and
+/// TOAST included).
+#[derive(Clone, Copy, Default)]
+struct DbSize {
+    total: u64,
+    /// SQLite: the `-wal` file. PostgreSQL: the gateway's tables (`orders`, `events`, `outbox`).
+    part: u64,
 }
 
 impl Gateway {
@@ -202,12 +230,34 @@ impl Gateway {
         ns as f64 / 1e9
     }
 
-    /// Sizes of the database file and its WAL.
-    fn db_bytes(&self) -> (u64, u64) {
-        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let mut wal = self.db.clone().into_os_string();
-        wal.push("-wal");
-        (size(&self.db), size(Path::new(&wal)))
+    /// The database's size now (zero when it cannot be read).
+    async fn db_size(&self) -> DbSize {
+        if self.db_url.starts_with("postgres") {
+            use sqlx::{Connection, Row};
+            let read = async {
+                let mut c = sqlx::PgConnection::connect(&self.db_url).await?;
+                let r = sqlx::query(
+                    "SELECT pg_database_size(current_database()) AS total,
+                            CAST(COALESCE(SUM(pg_total_relation_size(c.oid)), 0) AS BIGINT) AS tables
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = 'public' AND c.relkind = 'r'",
+                )
+                .fetch_one(&mut c)
+                .await?;
+                let size = DbSize {
+                    total: u64::try_from(r.try_get::<i64, _>("total")?).unwrap_or(0),
+                    part: u64::try_from(r.try_get::<i64, _>("tables")?).unwrap_or(0),
+                };
+                let _ = c.close().await;
+                Ok::<_, sqlx::Error>(size)
+            };
+            read.await.unwrap_or_default()
+        } else {
+            let path = self.db_url.trim_start_matches("sqlite://");
+            let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            let wal = size(&format!("{path}-wal"));
+            DbSize { total: size(path) + wal, part: wal }
+        }
     }
 
     fn log_tail(&self) -> String {
@@ -274,9 +324,8 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-async fn spawn_gateway(bin: &Path, dir: &Path, sim_url: &str, http: &reqwest::Client) -> Result<Gateway> {
+async fn spawn_gateway(bin: &Path, dir: &Path, db_url: &str, sim_url: &str, http: &reqwest::Client) -> Result<Gateway> {
     let port = free_port()?;
-    let db = dir.join("kuper-bridge.db");
     let config = format!(
         r#"# written by kuper-bridge-bench
 [server]
@@ -302,7 +351,7 @@ scopes = ["admin"]
 level = "warn"
 format = "json"
 "#,
-        db_url = toml_str(&format!("sqlite://{}", db.display())),
+        db_url = toml_str(db_url),
         sim = toml_str(sim_url),
     );
     let config_path = dir.join("kuper-bridge.toml");
@@ -321,7 +370,7 @@ format = "json"
     cmd.env("RUST_LOG", "warn").stdin(std::process::Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
     let child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
     let pid = child.id().ok_or_else(|| anyhow!("the gateway exited at once"))?;
-    let mut gw = Gateway { child, pid, url: format!("http://127.0.0.1:{port}"), db, log };
+    let mut gw = Gateway { child, pid, url: format!("http://127.0.0.1:{port}"), db_url: db_url.to_string(), log };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         gw.check_alive()?;
@@ -598,6 +647,8 @@ async fn open_loop(target: &Target, rate: u32, duration: Duration, gw: &Gateway)
 // Storage ceiling
 
 struct StorageCeiling {
+    /// What was measured, for the table.
+    name: String,
     /// Orders written (rows, or gateway-shaped order inserts).
     orders: usize,
     commits: usize,
@@ -610,7 +661,7 @@ struct StorageCeiling {
 
 impl StorageCeiling {
     fn to_json(&self) -> Value {
-        json!({"orders": self.orders, "commits": self.commits, "rps": self.rps, "latency": self.latency.to_json(), "row_bytes": self.row_bytes})
+        json!({"name": self.name, "orders": self.orders, "commits": self.commits, "rps": self.rps, "latency": self.latency.to_json(), "row_bytes": self.row_bytes})
     }
 }
 
@@ -620,19 +671,65 @@ enum TxShape {
     /// One row holding the body twice (raw in the audit log, parsed in the order document):
     /// the bare cost of a durable commit of that many bytes.
     OneRow,
-    /// What the gateway does for a new `order.created` (storage/src/sqlite.rs): look the order
-    /// up, insert it, write its number and document, insert the audit event — for `per_tx`
-    /// orders in one transaction (1 = today; more = group commit).
+    /// What the gateway does for a new `order.created` (storage/src/sqlite.rs, postgres.rs):
+    /// look the order up, insert it (SQLite: then write its number and document), insert the
+    /// audit event — `per_tx` orders per COMMIT. SQLite with `per_tx` > 1 wraps each order in
+    /// a SAVEPOINT, as the gateway's group commit does (storage/src/group_commit.rs).
     Gateway { per_tx: usize },
+}
+
+/// One storage reference: a shape, on this many connections at once (each its own loop of
+/// transactions; PostgreSQL only — SQLite has one writer).
+#[derive(Clone, Copy)]
+struct RefSpec {
+    shape: TxShape,
+    connections: usize,
+}
+
+impl RefSpec {
+    fn name(&self, backend: Backend) -> String {
+        let what = match self.shape {
+            TxShape::OneRow => "1 row/commit".to_string(),
+            TxShape::Gateway { per_tx: 1 } => "the gateway's order.created transaction, 1 order/commit".to_string(),
+            TxShape::Gateway { per_tx } => {
+                format!("the gateway's order.created transaction, {per_tx} orders/commit, a SAVEPOINT each")
+            }
+        };
+        match backend {
+            Backend::Sqlite => what,
+            Backend::Postgres => format!(
+                "{what}, {} connection{}",
+                self.connections,
+                if self.connections == 1 { "" } else { "s at once" }
+            ),
+        }
+    }
+}
+
+/// The references measured on each backend.
+fn ref_specs(backend: Backend) -> Vec<RefSpec> {
+    match backend {
+        Backend::Sqlite => vec![
+            RefSpec { shape: TxShape::OneRow, connections: 1 },
+            RefSpec { shape: TxShape::Gateway { per_tx: 1 }, connections: 1 },
+            RefSpec { shape: TxShape::Gateway { per_tx: GROUP }, connections: 1 },
+        ],
+        Backend::Postgres => vec![
+            RefSpec { shape: TxShape::OneRow, connections: 1 },
+            RefSpec { shape: TxShape::Gateway { per_tx: 1 }, connections: 1 },
+            RefSpec { shape: TxShape::Gateway { per_tx: 1 }, connections: PG_POOL },
+        ],
+    }
 }
 
 const CEILING_SCHEMA: &[&str] = &[
     "CREATE TABLE rows (id INTEGER PRIMARY KEY, original_order_id TEXT UNIQUE, at INTEGER NOT NULL, data TEXT NOT NULL, body TEXT NOT NULL)",
-    // The gateway's orders and events tables and indexes (storage migrations 0001).
+    // The gateway's orders and events tables and indexes (storage migrations 0001, 0006).
     "CREATE TABLE orders (id INTEGER PRIMARY KEY, original_order_id TEXT UNIQUE, order_uuid TEXT UNIQUE, number TEXT NOT NULL UNIQUE,
         store_id TEXT NOT NULL, scheme TEXT NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)",
     "CREATE INDEX orders_state ON orders (state, id)",
     "CREATE INDEX orders_store ON orders (store_id, id)",
+    "CREATE INDEX orders_open_for_deadlines ON orders (id) WHERE state NOT IN ('delivered', 'canceled')",
     "CREATE TABLE events (id INTEGER PRIMARY KEY, order_id INTEGER REFERENCES orders (id), outbox_id INTEGER, at INTEGER NOT NULL,
         kind TEXT NOT NULL, direction TEXT NOT NULL, event TEXT, outcome TEXT, method TEXT, path TEXT, status INTEGER, latency_ms INTEGER,
         headers TEXT, body TEXT, response TEXT, detail TEXT, request_id TEXT)",
@@ -640,6 +737,26 @@ const CEILING_SCHEMA: &[&str] = &[
     "CREATE INDEX events_outbox ON events (outbox_id)",
     "CREATE INDEX events_at ON events (at)",
 ];
+
+/// The same tables in PostgreSQL types (storage migrations/postgres 0001, 0005).
+const CEILING_SCHEMA_PG: &[&str] = &[
+    "DROP TABLE IF EXISTS rows, events, orders",
+    "CREATE TABLE rows (id BIGSERIAL PRIMARY KEY, original_order_id TEXT UNIQUE, at BIGINT NOT NULL, data TEXT NOT NULL, body TEXT NOT NULL)",
+    "CREATE TABLE orders (id BIGSERIAL PRIMARY KEY, original_order_id TEXT UNIQUE, order_uuid TEXT UNIQUE, number TEXT NOT NULL UNIQUE,
+        store_id TEXT NOT NULL, scheme TEXT NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+    "CREATE INDEX orders_state ON orders (state, id)",
+    "CREATE INDEX orders_store ON orders (store_id, id)",
+    "CREATE INDEX orders_open_for_deadlines ON orders (id) WHERE state NOT IN ('delivered', 'canceled')",
+    "CREATE TABLE events (id BIGSERIAL PRIMARY KEY, order_id BIGINT REFERENCES orders (id), outbox_id BIGINT, at BIGINT NOT NULL,
+        kind TEXT NOT NULL, direction TEXT NOT NULL, event TEXT, outcome TEXT, method TEXT, path TEXT, status BIGINT, latency_ms BIGINT,
+        headers TEXT, body TEXT, response TEXT, detail TEXT, request_id TEXT)",
+    "CREATE INDEX events_order ON events (order_id, id)",
+    "CREATE INDEX events_outbox ON events (outbox_id)",
+    "CREATE INDEX events_at ON events (at)",
+];
+
+const REF_HEADERS: &str = r#"{"authorization":"[redacted]","content-type":"application/json","host":"127.0.0.1"}"#;
+const REF_RESPONSE: &str = r#"{"status":"created","number":"KB-1","expectedAssemblyTime":"2026-03-14T10:32:11+03:00"}"#;
 
 async fn gateway_shaped_insert(conn: &mut sqlx::SqliteConnection, i: u64, payload: &str) -> Result<()> {
     let oid = body::order_id(i);
@@ -674,9 +791,50 @@ async fn gateway_shaped_insert(conn: &mut sqlx::SqliteConnection, i: u64, payloa
     )
     .bind(id)
     .bind(i as i64)
-    .bind(r#"{"authorization":"[redacted]","content-type":"application/json","host":"127.0.0.1"}"#)
+    .bind(REF_HEADERS)
     .bind(payload)
-    .bind(r#"{"status":"created","number":"KB-1","expectedAssemblyTime":"2026-03-14T10:32:11+03:00"}"#)
+    .bind(REF_RESPONSE)
+    .bind(uuid)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// What the gateway's PostgreSQL store does for a new `order.created`: the lookup `FOR
+/// UPDATE`, the id from the sequence, one insert with the number and document, the audit event.
+async fn gateway_shaped_insert_pg(conn: &mut sqlx::PgConnection, i: u64, payload: &str) -> Result<()> {
+    let oid = body::order_id(i);
+    let uuid = format!("bench:{i}");
+    let _found = sqlx::query(
+        "SELECT id, data, created_at, updated_at FROM orders WHERE ($1::text IS NOT NULL AND original_order_id = $1) OR ($2::text IS NOT NULL AND order_uuid = $2) ORDER BY id LIMIT 1 FOR UPDATE",
+    )
+    .bind(&oid)
+    .bind(&uuid)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let id: i64 =
+        sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('orders', 'id'))").fetch_one(&mut *conn).await?;
+    let _inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO orders (id, original_order_id, order_uuid, number, store_id, scheme, state, data, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, '1184', 'a', 'created', $5, $6, $6) ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(id)
+    .bind(&oid)
+    .bind(&uuid)
+    .bind(format!("KB-{id}"))
+    .bind(payload)
+    .bind(i as i64)
+    .fetch_optional(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO events (order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id)
+         VALUES ($1, NULL, $2, 'webhook', 'in', 'order.created', 'created', 'POST', '/kuper-webhook', 200, 0, $3, $4, $5, NULL, $6)",
+    )
+    .bind(id)
+    .bind(i as i64)
+    .bind(REF_HEADERS)
+    .bind(payload)
+    .bind(REF_RESPONSE)
     .bind(uuid)
     .execute(&mut *conn)
     .await?;
@@ -685,10 +843,10 @@ async fn gateway_shaped_insert(conn: &mut sqlx::SqliteConnection, i: u64, payloa
 
 /// Raw SQLite in this process, on a file next to the gateway's database: WAL,
 /// synchronous=FULL, one connection, `BEGIN IMMEDIATE` … `COMMIT` per transaction.
-async fn storage_ceiling(
+async fn storage_ceiling_sqlite(
     dir: &Path,
     payload: &str,
-    shape: TxShape,
+    spec: RefSpec,
     orders: usize,
     cap: Duration,
 ) -> Result<StorageCeiling> {
@@ -705,7 +863,7 @@ async fn storage_ceiling(
     for ddl in CEILING_SCHEMA {
         sqlx::query(ddl).execute(&mut conn).await?;
     }
-    let per_tx = match shape {
+    let per_tx = match spec.shape {
         TxShape::OneRow => 1,
         TxShape::Gateway { per_tx } => per_tx.max(1),
     };
@@ -717,7 +875,7 @@ async fn storage_ceiling(
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         for _ in 0..per_tx {
             let i = written as u64;
-            match shape {
+            match spec.shape {
                 TxShape::OneRow => {
                     sqlx::query("INSERT INTO rows (original_order_id, at, data, body) VALUES (?, ?, ?, ?)")
                         .bind(body::order_id(i))
@@ -727,7 +885,12 @@ async fn storage_ceiling(
                         .execute(&mut *tx)
                         .await?;
                 }
-                TxShape::Gateway { .. } => gateway_shaped_insert(&mut tx, i, payload).await?,
+                TxShape::Gateway { per_tx: 1 } => gateway_shaped_insert(&mut tx, i, payload).await?,
+                TxShape::Gateway { .. } => {
+                    sqlx::query("SAVEPOINT w").execute(&mut *tx).await?;
+                    gateway_shaped_insert(&mut tx, i, payload).await?;
+                    sqlx::query("RELEASE w").execute(&mut *tx).await?;
+                }
             }
             written += 1;
         }
@@ -742,8 +905,76 @@ async fn storage_ceiling(
         let _ = std::fs::remove_file(p);
     }
     Ok(StorageCeiling {
+        name: spec.name(Backend::Sqlite),
         orders: written,
         commits: samples.len(),
+        rps: written as f64 / elapsed.as_secs_f64().max(1e-9),
+        latency: Summary::of(samples),
+        row_bytes: payload.len() * 2,
+    })
+}
+
+/// Raw PostgreSQL from this process, in a database of its own on the same server
+/// (`KUPER_BRIDGE_TEST_PG`), with the server's settings: `spec.connections` connections, each
+/// running `BEGIN` … `COMMIT` transactions one after the other.
+async fn storage_ceiling_pg(
+    url: &str,
+    payload: &str,
+    spec: RefSpec,
+    orders: usize,
+    cap: Duration,
+) -> Result<StorageCeiling> {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(url).await.with_context(|| format!("cannot connect to {url}"))?;
+    for ddl in CEILING_SCHEMA_PG {
+        sqlx::query(ddl).execute(&mut admin).await?;
+    }
+    let _ = admin.close().await;
+    let next = Arc::new(AtomicUsize::new(0));
+    let payload = Arc::new(payload.to_string());
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..spec.connections.max(1) {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let (next, payload) = (next.clone(), payload.clone());
+        workers.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while started.elapsed() < cap {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= orders {
+                    break;
+                }
+                let t = Instant::now();
+                let mut tx = conn.begin().await?;
+                match spec.shape {
+                    TxShape::OneRow => {
+                        sqlx::query("INSERT INTO rows (original_order_id, at, data, body) VALUES ($1, $2, $3, $4)")
+                            .bind(body::order_id(i as u64))
+                            .bind(i as i64)
+                            .bind(payload.as_str())
+                            .bind(payload.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    TxShape::Gateway { .. } => gateway_shaped_insert_pg(&mut tx, i as u64, &payload).await?,
+                }
+                tx.commit().await?;
+                samples.push(t.elapsed());
+            }
+            let _ = conn.close().await;
+            Ok::<_, anyhow::Error>(samples)
+        }));
+    }
+    let mut samples = Vec::new();
+    for w in workers {
+        samples.extend(w.await.context("a storage reference task panicked")??);
+    }
+    let elapsed = started.elapsed();
+    let written = samples.len();
+    Ok(StorageCeiling {
+        name: spec.name(Backend::Postgres),
+        orders: written,
+        commits: written,
         rps: written as f64 / elapsed.as_secs_f64().max(1e-9),
         latency: Summary::of(samples),
         row_bytes: payload.len() * 2,
@@ -890,6 +1121,16 @@ struct ActionLatency {
 }
 
 async fn action_latency(ctl: &Ctl, ids: &[String], gap: Duration) -> Result<ActionLatency> {
+    action_latency_until(ctl, ids, gap, None).await
+}
+
+/// [`action_latency`], stopping early once `until` has passed.
+async fn action_latency_until(
+    ctl: &Ctl,
+    ids: &[String],
+    gap: Duration,
+    until: Option<Instant>,
+) -> Result<ActionLatency> {
     let mut rt = Vec::new();
     let mut to_kuper = Vec::new();
     let mut e2e = Vec::new();
@@ -898,6 +1139,9 @@ async fn action_latency(ctl: &Ctl, ids: &[String], gap: Duration) -> Result<Acti
     // The first one also fetches the OAuth token and opens the connection to Kuper: not idle.
     for (i, id) in ids.iter().enumerate() {
         tokio::time::sleep(gap).await;
+        if until.is_some_and(|u| Instant::now() >= u) {
+            break;
+        }
         let sent_sys = unix_ms(SystemTime::now());
         let sent = Instant::now();
         let status = ctl.act(id, "start-assembly").await?;
@@ -1095,6 +1339,15 @@ fn row(figure: impl Into<String>, value: impl Into<String>, target: impl Into<St
     Row { figure: figure.into(), value: value.into(), target: target.into(), mark: mark.into() }
 }
 
+/// The database backends of a run, in order.
+fn backends_of(choice: BackendChoice) -> Vec<Backend> {
+    match choice {
+        BackendChoice::Sqlite => vec![Backend::Sqlite],
+        BackendChoice::Postgres => vec![Backend::Postgres],
+        BackendChoice::Both => vec![Backend::Sqlite, Backend::Postgres],
+    }
+}
+
 async fn run(args: Args) -> Result<bool> {
     let plan = Plan::from(&args);
     if args.concurrency.is_empty() || args.concurrency.contains(&0) {
@@ -1104,12 +1357,38 @@ async fn run(args: Args) -> Result<bool> {
         bail!("--rates needs positive numbers, e.g. 200,1000");
     }
     let bin = find_gateway(args.gateway_bin.as_deref())?;
+    let run_started = Instant::now();
+    let backends = backends_of(args.backend);
+    let mut reports = Vec::new();
+    for (i, &backend) in backends.iter().enumerate() {
+        progress(format!("==== {} ({} of {})", backend.label(), i + 1, backends.len()));
+        reports.push((backend, run_backend(&args, &plan, &bin, backend).await?));
+    }
+    if reports.len() > 1 {
+        print_summary(&reports);
+    }
+    if let Some(path) = &args.json {
+        let mut all = serde_json::Map::new();
+        for (b, r) in &reports {
+            all.insert(format!("{b:?}").to_lowercase(), r.json.clone());
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&Value::Object(all))?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        progress(format!("figures written to {}", path.display()));
+    }
+    progress(format!("done in {:.1} s", run_started.elapsed().as_secs_f64()));
+    Ok(reports.iter().all(|(_, r)| r.correct))
+}
+
+/// One backend: a fresh database, a gateway on it, every measurement, its table on stdout.
+async fn run_backend(args: &Args, plan: &Plan, bin: &Path, backend: Backend) -> Result<Report> {
     let machine = machine();
     let run_started = Instant::now();
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     progress(format!(
-        "{} mode; gateway {}; {} × {}; load average {}",
+        "{} mode on {}; gateway {}; {} × {}; load average {}",
         if plan.quick { "quick" } else { "full" },
+        backend.label(),
         bin.display(),
         machine["nproc"],
         machine["cpu"].as_str().unwrap_or("?"),
@@ -1129,44 +1408,86 @@ async fn run(args: Args) -> Result<bool> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let canonical = dir.canonicalize().unwrap_or(dir.clone());
     let (device, fs) = procfs::mount_of(&mounts, &canonical.to_string_lossy()).unwrap_or_default();
-    progress(format!("database directory {} ({fs} on {device})", dir.display()));
+    let db = Database::create(backend, &dir, "kb_bench").await?;
+    let pg_settings = match backend {
+        Backend::Sqlite => {
+            progress(format!("database directory {} ({fs} on {device})", dir.display()));
+            Value::Null
+        }
+        Backend::Postgres => {
+            let settings = pg_settings(&db.url).await.unwrap_or(Value::Null);
+            progress(format!("database {} on {} ({settings})", db.pg_name().unwrap_or("?"), pg_server()));
+            settings
+        }
+    };
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the simulator")?;
     let sim = kuper_bridge_sim::start(listener, kuper_bridge_sim::SimConfig::default()).await?;
     let sim_url = sim.base_url();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-    let mut gw = spawn_gateway(&bin, &dir, &sim_url, &http).await?;
-    let ctl = Ctl { http: http.clone(), sim: sim_url.clone(), app: gw.url.clone() };
-    progress(format!("gateway pid {} at {}, simulator at {sim_url}", gw.pid, gw.url));
-
-    let result = measure(&plan, &args, &mut gw, &ctl, &dir).await;
+    let spawned = spawn_gateway(bin, &dir, &db.url, &sim_url, &http).await;
+    let result = match spawned {
+        Ok(mut gw) => {
+            let ctl = Ctl { http: http.clone(), sim: sim_url.clone(), app: gw.url.clone() };
+            progress(format!("gateway pid {} at {}, simulator at {sim_url}", gw.pid, gw.url));
+            let r = measure(plan, args, backend, &mut gw, &ctl, &dir).await;
+            let r = r.map_err(|e| e.context(format!("gateway log tail:\n{}", gw.log_tail())));
+            let _ = gw.child.kill().await;
+            r
+        }
+        Err(e) => Err(e),
+    };
+    sim.shutdown().await;
     let outcome = match result {
         Ok(mut report) => {
+            report.json["backend"] = json!(format!("{backend:?}").to_lowercase());
             report.json["machine"] = machine;
             report.json["machine"]["loadavg_end"] = json!(loadavg());
             report.json["machine"]["db_dir"] = json!({"path": dir.display().to_string(), "fs": fs, "device": device});
+            report.json["postgres"] = pg_settings;
             report.json["date"] = json!(date);
             report.json["mode"] = json!(if plan.quick { "quick" } else { "full" });
             report.json["gateway_bin"] = json!(bin.display().to_string());
             report.json["wall_s"] = json!(run_started.elapsed().as_secs_f64());
-            print_table(&report, &date, &fs, &device);
-            if let Some(path) = &args.json {
-                std::fs::write(path, serde_json::to_string_pretty(&report.json)?)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                progress(format!("figures written to {}", path.display()));
-            }
-            Ok(report.correct)
+            print_table(&report, backend, &date, &fs, &device);
+            Ok(report)
         }
-        Err(e) => Err(e.context(format!("gateway log tail:\n{}", gw.log_tail()))),
+        Err(e) => Err(e),
     };
-    let _ = gw.child.kill().await;
-    sim.shutdown().await;
     if args.keep {
         let kept = tmp.keep();
-        progress(format!("kept {}", kept.display()));
+        progress(format!(
+            "kept {}{}",
+            kept.display(),
+            db.pg_name().map(|n| format!(" and database {n}")).unwrap_or_default()
+        ));
+    } else if let Err(e) = db.drop_database().await {
+        progress(format!("could not drop the benchmark database: {e:#}"));
     }
-    progress(format!("done in {:.1} s", run_started.elapsed().as_secs_f64()));
+    progress(format!("{} done in {:.1} s", backend.label(), run_started.elapsed().as_secs_f64()));
     outcome
+}
+
+/// The PostgreSQL server's version and the settings that decide what a commit costs.
+async fn pg_settings(url: &str) -> Result<Value> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await?;
+    let mut out = serde_json::Map::new();
+    for name in [
+        "server_version",
+        "synchronous_commit",
+        "fsync",
+        "wal_sync_method",
+        "commit_delay",
+        "full_page_writes",
+        "autovacuum",
+        "shared_buffers",
+    ] {
+        let v: String = sqlx::query_scalar(&format!("SHOW {name}")).fetch_one(&mut c).await?;
+        out.insert(name.into(), json!(v));
+    }
+    let _ = c.close().await;
+    Ok(Value::Object(out))
 }
 
 struct Report {
@@ -1176,7 +1497,14 @@ struct Report {
     correct: bool,
 }
 
-async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Path) -> Result<Report> {
+async fn measure(
+    plan: &Plan,
+    args: &Args,
+    backend: Backend,
+    gw: &mut Gateway,
+    ctl: &Ctl,
+    dir: &Path,
+) -> Result<Report> {
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     let mut correct = true;
@@ -1184,7 +1512,12 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
     // Idle: the gateway has started, migrated and is waiting.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_idle = gw.rss();
-    progress(format!("idle RSS {:.1} MiB", mib(rss_idle)));
+    let db_idle = gw.db_size().await;
+    progress(format!(
+        "idle RSS {:.1} MiB; database {:.1} MiB after the migrations",
+        mib(rss_idle),
+        mib(Some(db_idle.total))
+    ));
 
     let template = Arc::new(body::order_created_template(POSITIONS)?);
     let fixture: Value = serde_json::from_str(body::FIXTURE)?;
@@ -1192,27 +1525,48 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
     let sample_body = body::fill(&template, &body::order_id(0), "bench:00000000-0000-0000-0000-000000000000");
 
     // Storage ceilings, while the gateway is idle.
-    let mut storage = Vec::new();
-    for (name, shape) in [
-        ("1 row/tx", TxShape::OneRow),
-        ("gateway-shaped, 1 order/tx", TxShape::Gateway { per_tx: 1 }),
-        ("gateway-shaped, 32 orders/tx (group commit)", TxShape::Gateway { per_tx: GROUP }),
-    ] {
-        progress(format!("storage reference, {name}: {} orders on {}", plan.storage_orders, dir.display()));
-        let c = storage_ceiling(dir, &sample_body, shape, plan.storage_orders, plan.storage_cap).await?;
-        progress(format!(
-            "  {:.0} orders/s, {} commits, p50 {}, p99 {} per commit",
-            c.rps,
-            c.commits,
-            fmt_ms(c.latency.p50),
-            fmt_ms(c.latency.p99)
-        ));
-        storage.push(c);
-    }
-    let (ceiling, shaped, grouped) = match storage.as_slice() {
-        [a, b, c] => (a, b, c),
-        _ => bail!("storage references incomplete"),
+    let ref_db = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(Database::create(Backend::Postgres, dir, "kb_bench_ref").await?),
     };
+    let mut storage = Vec::new();
+    let mut failed = None;
+    for spec in ref_specs(backend) {
+        progress(format!(
+            "storage reference, {} {}: {} orders",
+            backend.label(),
+            spec.name(backend),
+            plan.storage_orders
+        ));
+        let c = match &ref_db {
+            None => storage_ceiling_sqlite(dir, &sample_body, spec, plan.storage_orders, plan.storage_cap).await,
+            Some(db) => storage_ceiling_pg(&db.url, &sample_body, spec, plan.storage_orders, plan.storage_cap).await,
+        };
+        match c {
+            Ok(c) => {
+                progress(format!(
+                    "  {:.0} orders/s, {} commits, p50 {}, p99 {} per commit",
+                    c.rps,
+                    c.commits,
+                    fmt_ms(c.latency.p50),
+                    fmt_ms(c.latency.p99)
+                ));
+                storage.push(c);
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(db) = &ref_db {
+        if let Err(e) = db.drop_database().await {
+            progress(format!("could not drop the reference database: {e:#}"));
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e.context("storage reference"));
+    }
 
     // Webhook ingest.
     let webhook = Target::Webhook {
@@ -1250,7 +1604,7 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
     }
     let ingest_cpu = gw.cpu_secs().unwrap_or(0.0) - cpu_ingest0;
     let ingest_ok: usize = ingest.iter().map(|r| r.ok).sum();
-    let (db_after_ingest, wal_after_ingest) = gw.db_bytes();
+    let db_after_ingest = gw.db_size().await;
 
     // HTTP ceiling: the same closed loop against /healthz.
     let healthz = Target::Healthz { url: format!("{}/healthz", gw.url) };
@@ -1297,9 +1651,41 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
     ));
     ctl.wait_drained(Duration::from_secs(30)).await?;
 
+    // Action → Kuper under load: the same, while order.created arrives at the highest fixed rate.
+    let load_rate = args.rates.iter().copied().max().unwrap_or(1000);
+    let n_load = plan.latency_samples + 1;
+    progress(format!(
+        "action → Kuper under load: {n_load} orders through the simulator, then start-assembly every {} ms while order.created arrives at {load_rate} /s for {:.1} s",
+        plan.latency_gap.as_millis(),
+        plan.rate_duration.as_secs_f64()
+    ));
+    let load_ids = ctl.create_sim_orders(&positions, n_load, 4).await?;
+    stored_orders += load_ids.len();
+    ctl.wait_drained(Duration::from_secs(30)).await?;
+    // The actions start once the load has settled and stop before it ends.
+    let settle = (plan.rate_duration / 10).min(Duration::from_millis(500));
+    let actions_until = Instant::now() + plan.rate_duration.saturating_sub(settle * 2);
+    let (loaded_run, loaded) = tokio::join!(open_loop(&webhook, load_rate, plan.rate_duration, gw), async {
+        tokio::time::sleep(settle).await;
+        action_latency_until(ctl, &load_ids, plan.latency_gap, Some(actions_until)).await
+    });
+    let (loaded_run, loaded) = (loaded_run?, loaded?);
+    gw.check_alive()?;
+    stored_orders += loaded_run.ok;
+    progress(format!(
+        "  202 → Kuper p50 {}, p99 {} ({} samples); the load: achieved {:.0} /s, p99 {}, errors {}",
+        fmt_ms(loaded.to_kuper.p50),
+        fmt_ms(loaded.to_kuper.p99),
+        loaded.samples,
+        loaded_run.achieved_rps,
+        fmt_ms(loaded_run.latency.p99),
+        loaded_run.errors
+    ));
+    ctl.wait_drained(Duration::from_secs(60)).await?;
+
     // Dispatch throughput.
     progress(format!("dispatch: {} orders through the simulator", plan.dispatch_orders));
-    let (db0, wal0) = gw.db_bytes();
+    let db0 = gw.db_size().await;
     let cpu_life0 = gw.cpu_secs().unwrap_or(0.0);
     let create_started = Instant::now();
     let ids = ctl.create_sim_orders(&positions, plan.dispatch_orders, 16).await?;
@@ -1312,7 +1698,7 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
     ));
     let d = dispatch(ctl, &ids, 32, gw).await?;
     let lifecycle_cpu = gw.cpu_secs().unwrap_or(0.0) - cpu_life0;
-    let (db1, wal1) = gw.db_bytes();
+    let db1 = gw.db_size().await;
     progress(format!(
         "  {}/{} notifications accepted, {:.0}/s (first action → last arrival {:.2} s), FIFO violations {}, rejected {}",
         d.accepted,
@@ -1328,11 +1714,12 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
     gw.check_alive()?;
     let rss_after = gw.rss();
     let rss_peak = gw.peak_rss();
-    let (db_end, wal_end) = gw.db_bytes();
+    let db_end = gw.db_size().await;
 
     // ---- correctness
-    let ingest_errors: usize =
-        ingest.iter().map(|r| r.errors).sum::<usize>() + fixed.iter().map(|r| r.errors).sum::<usize>();
+    let ingest_errors: usize = ingest.iter().map(|r| r.errors).sum::<usize>()
+        + fixed.iter().map(|r| r.errors).sum::<usize>()
+        + loaded_run.errors;
     if ingest_errors > 0 {
         correct = false;
         notes.push(format!("{ingest_errors} webhook(s) were not answered 200 created"));
@@ -1392,6 +1779,23 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
         mark(lat.to_kuper.p50 <= TARGET_ACTION_P50),
     ));
     rows.push(row(
+        format!(
+            "action 202 → notification at Kuper (under load: order.created at {} /s)",
+            thousands(f64::from(load_rate))
+        ),
+        format!(
+            "p50 {} · p99 {} ({} samples; request → 202 p50 {}) · the load: achieved {} /s, p99 {}",
+            fmt_ms(loaded.to_kuper.p50),
+            fmt_ms(loaded.to_kuper.p99),
+            loaded.samples,
+            fmt_ms(loaded.round_trip.p50),
+            thousands(loaded_run.achieved_rps),
+            fmt_ms(loaded_run.latency.p99)
+        ),
+        "",
+        "",
+    ));
+    rows.push(row(
         "dispatch to Kuper",
         format!(
             "**{} notifications/s** ({} in {:.2} s; actions {} /s) · FIFO violations {} · rejected {}",
@@ -1425,14 +1829,20 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
         "",
         "",
     ));
-    let db_per_k_ingest =
-        (db_after_ingest + wal_after_ingest) as f64 / (warm.ok + ingest_ok).max(1) as f64 * 1000.0 / MIB;
-    let db_per_k_life = ((db1 + wal1) as f64 - (db0 + wal0) as f64) / d.orders.max(1) as f64 * 1000.0 / MIB;
+    let ingest_orders = (warm.ok + ingest_ok).max(1) as f64;
+    let db_per_k_ingest = db_after_ingest.total.saturating_sub(db_idle.total) as f64 / ingest_orders * 1000.0 / MIB;
+    let db_per_k_life = db1.total.saturating_sub(db0.total) as f64 / d.orders.max(1) as f64 * 1000.0 / MIB;
+    let (db_what, db_end_detail) = match backend {
+        Backend::Sqlite => (".db + -wal", format!("-wal {:.0} MiB", db_end.part as f64 / MIB)),
+        Backend::Postgres => {
+            ("pg_database_size", format!("tables with indexes and TOAST {:.0} MiB", db_end.part as f64 / MIB))
+        }
+    };
     rows.push(row(
-        "database per 1,000 orders (.db + -wal)",
+        format!("database per 1,000 orders ({db_what})"),
         format!(
-            "{db_per_k_ingest:.1} MiB (order.created only) · {db_per_k_life:.1} MiB (full flow); {:.0} MiB for {} orders at the end",
-            (db_end + wal_end) as f64 / MIB,
+            "{db_per_k_ingest:.1} MiB (order.created only) · {db_per_k_life:.1} MiB (full flow); {:.0} MiB for {} orders at the end ({db_end_detail})",
+            db_end.total as f64 / MIB,
             thousands(stored_orders as f64)
         ),
         "",
@@ -1452,41 +1862,22 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
             "",
         ));
     }
-    rows.push(row(
-        "ref: SQLite commits/s, 1 row/tx, WAL, synchronous=FULL (storage ceiling)",
-        format!(
-            "{} /s · p50 {} · p99 {} ({} B rows) · best order.created is {:.2}× it",
-            thousands(ceiling.rps),
-            fmt_ms(ceiling.latency.p50),
-            fmt_ms(ceiling.latency.p99),
-            ceiling.row_bytes,
-            best_ingest / ceiling.rps.max(1e-9)
-        ),
-        "",
-        "",
-    ));
-    rows.push(row(
-        "ref: SQLite, the gateway's order.created transaction (4 statements), 1 order/tx",
-        format!(
-            "{} orders/s · p50 {} · best order.created is {:.2}× it",
-            thousands(shaped.rps),
-            fmt_ms(shaped.latency.p50),
-            best_ingest / shaped.rps.max(1e-9)
-        ),
-        "",
-        "",
-    ));
-    rows.push(row(
-        format!("ref: the same, {GROUP} orders/tx (what group commit could reach)"),
-        format!(
-            "{} orders/s · p50 {} per commit · {:.1}× the 1-order/tx figure",
-            thousands(grouped.rps),
-            fmt_ms(grouped.latency.p50),
-            grouped.rps / shaped.rps.max(1e-9)
-        ),
-        "",
-        "",
-    ));
+    for (i, c) in storage.iter().enumerate() {
+        let label = if i == 0 { " (storage ceiling)" } else { "" };
+        let per_commit = if c.commits < c.orders { " per commit" } else { "" };
+        rows.push(row(
+            format!("ref: {} {}{label}", backend.label(), c.name),
+            format!(
+                "{} orders/s · p50 {}{per_commit} · p99 {} · best order.created is **{:.2}×** it",
+                thousands(c.rps),
+                fmt_ms(c.latency.p50),
+                fmt_ms(c.latency.p99),
+                best_ingest / c.rps.max(1e-9)
+            ),
+            "",
+            "",
+        ));
+    }
 
     notes.push(format!(
         "CPU during the ingest runs (client = this process: load generator and simulator): {}",
@@ -1563,10 +1954,13 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
             "gateway_cpu_s": r.gateway_cpu_s, "gateway_runq_wait_s": r.gateway_runq_wait_s,
             "slow_windows": r.slow_windows.iter().map(|(at, n, max)| json!({"at_s": at, "over_20ms": n, "max_ms": max})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-        "storage_ceiling": ceiling.to_json(),
-        "storage_gateway_shaped": shaped.to_json(),
-        "storage_group_commit": grouped.to_json(),
+        "storage": storage.iter().map(StorageCeiling::to_json).collect::<Vec<_>>(),
         "group_size": GROUP,
+        "action_to_kuper_under_load": {
+            "rate": load_rate, "samples": loaded.samples, "to_kuper": loaded.to_kuper.to_json(),
+            "round_trip": loaded.round_trip.to_json(), "end_to_end": loaded.end_to_end.to_json(),
+            "load_achieved_rps": loaded_run.achieved_rps, "load_latency": loaded_run.latency.to_json(), "load_errors": loaded_run.errors,
+        },
         "action_to_kuper": {
             "samples": lat.samples, "to_kuper": lat.to_kuper.to_json(), "round_trip": lat.round_trip.to_json(),
             "end_to_end": lat.end_to_end.to_json(), "polled": lat.polled.to_json(), "before_202": lat.before_202,
@@ -1582,7 +1976,8 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
             "rss_idle_mib": mib(rss_idle), "rss_after_load_mib": mib(rss_after), "rss_peak_mib": mib(rss_peak),
             "cpu_s_per_1000_created": cpu_per_k_ingest, "cpu_s_per_1000_lifecycle": cpu_per_k_life,
             "db_mib_per_1000_created": db_per_k_ingest, "db_mib_per_1000_lifecycle": db_per_k_life,
-            "db_bytes_end": db_end, "wal_bytes_end": wal_end, "orders_stored": stored_orders,
+            "db_bytes_idle": db_idle.total, "db_bytes_end": db_end.total, "db_part_bytes_end": db_end.part,
+            "db_part_is": if backend == Backend::Sqlite { "wal" } else { "tables" }, "orders_stored": stored_orders,
         },
         "body_bytes": sample_body.len(),
         "positions": POSITIONS,
@@ -1591,11 +1986,26 @@ async fn measure(plan: &Plan, args: &Args, gw: &mut Gateway, ctl: &Ctl, dir: &Pa
     Ok(Report { rows, notes, json, correct })
 }
 
-fn print_table(report: &Report, date: &str, fs: &str, device: &str) {
+fn print_table(report: &Report, backend: Backend, date: &str, fs: &str, device: &str) {
     let m = &report.json["machine"];
+    let db = match backend {
+        Backend::Sqlite => format!("SQLite on {fs} ({device})"),
+        Backend::Postgres => {
+            let pg = &report.json["postgres"];
+            let get = |k: &str| pg[k].as_str().unwrap_or("?").to_string();
+            format!(
+                "PostgreSQL {} (synchronous_commit={}, fsync={}, autovacuum={}) on {}",
+                get("server_version"),
+                get("synchronous_commit"),
+                get("fsync"),
+                get("autovacuum"),
+                pg_server_host()
+            )
+        }
+    };
     println!();
     println!(
-        "kuper-bridge benchmark · {date} · {} mode · {} × {} · {:.1} GiB · kernel {} · database on {fs} ({device}) · load average {} → {}",
+        "kuper-bridge benchmark · {date} · {} mode · {db} · {} × {} · {:.1} GiB · kernel {} · load average {} → {}",
         report.json["mode"].as_str().unwrap_or("?"),
         m["nproc"],
         m["cpu"].as_str().unwrap_or("?"),
@@ -1613,6 +2023,176 @@ fn print_table(report: &Report, date: &str, fs: &str, device: &str) {
     println!();
     for n in &report.notes {
         println!("- {n}");
+    }
+    println!();
+}
+
+/// The PostgreSQL server's host and port, without credentials.
+fn pg_server_host() -> String {
+    let server = pg_server();
+    let rest = server.split_once("://").map_or(server.as_str(), |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_string()
+}
+
+/// Both backends side by side: the headline figures and their ratios to the references.
+fn print_summary(reports: &[(Backend, Report)]) {
+    fn f(v: &Value) -> f64 {
+        v.as_f64().unwrap_or(f64::NAN)
+    }
+    fn best_ingest(j: &Value) -> f64 {
+        f(&j["targets"]["ingest_rps"]["value"])
+    }
+    /// A JSON millisecond figure as the tables print durations.
+    fn ms(v: &Value) -> String {
+        v.as_f64()
+            .filter(|m| m.is_finite() && *m >= 0.0)
+            .map_or("-".into(), |m| fmt_ms(Duration::from_secs_f64(m / 1e3)))
+    }
+    type Cell = Box<dyn Fn(&Value) -> String>;
+    let lines: Vec<(&str, &str, Cell)> = vec![
+        (
+            "order.created, best closed loop",
+            "≥ 5,000 /s",
+            Box::new(|j| {
+                let best = j["ingest"]
+                    .as_array()
+                    .and_then(|a| a.iter().max_by(|x, y| f(&x["rps"]).total_cmp(&f(&y["rps"]))))
+                    .map(|r| r["concurrency"].to_string())
+                    .unwrap_or_default();
+                format!("{} /s ({best} conn.)", thousands(best_ingest(j)))
+            }),
+        ),
+        (
+            "order.created p99 at 1,000 /s",
+            "≤ 20 ms",
+            Box::new(|j| {
+                j["fixed_rate"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|r| r["rate"] == 1000))
+                    .map(|r| {
+                        format!(
+                            "{} (p50 {})",
+                            ms(&r["latency_from_schedule"]["p99_ms"]),
+                            ms(&r["latency_from_schedule"]["p50_ms"])
+                        )
+                    })
+                    .unwrap_or_else(|| "-".into())
+            }),
+        ),
+        (
+            "action → Kuper p50, idle",
+            "≤ 5 ms",
+            Box::new(|j| {
+                format!(
+                    "{} (p99 {})",
+                    ms(&j["action_to_kuper"]["to_kuper"]["p50_ms"]),
+                    ms(&j["action_to_kuper"]["to_kuper"]["p99_ms"])
+                )
+            }),
+        ),
+        (
+            "action → Kuper p50, under load",
+            "",
+            Box::new(|j| {
+                let l = &j["action_to_kuper_under_load"];
+                format!(
+                    "{} (p99 {}; at {} /s)",
+                    ms(&l["to_kuper"]["p50_ms"]),
+                    ms(&l["to_kuper"]["p99_ms"]),
+                    thousands(f(&l["rate"]))
+                )
+            }),
+        ),
+        (
+            "dispatch to Kuper",
+            "≥ 2,000 /s; FIFO 0",
+            Box::new(|j| {
+                format!(
+                    "{} /s · FIFO violations {}",
+                    thousands(f(&j["dispatch"]["rps"])),
+                    j["dispatch"]["fifo_violations"]
+                )
+            }),
+        ),
+        (
+            "RSS idle / peak",
+            "≤ 30 / ≤ 150 MiB",
+            Box::new(|j| {
+                format!("{:.1} / {:.1} MiB", f(&j["resources"]["rss_idle_mib"]), f(&j["resources"]["rss_peak_mib"]))
+            }),
+        ),
+        (
+            "CPU per 1,000 orders: created / full flow",
+            "",
+            Box::new(|j| {
+                format!(
+                    "{:.2} / {:.2} CPU-s",
+                    f(&j["resources"]["cpu_s_per_1000_created"]),
+                    f(&j["resources"]["cpu_s_per_1000_lifecycle"])
+                )
+            }),
+        ),
+        (
+            "database per 1,000 orders: created / full flow",
+            "",
+            Box::new(|j| {
+                format!(
+                    "{:.1} / {:.1} MiB",
+                    f(&j["resources"]["db_mib_per_1000_created"]),
+                    f(&j["resources"]["db_mib_per_1000_lifecycle"])
+                )
+            }),
+        ),
+        (
+            "best order.created ÷ HTTP ceiling (best /healthz)",
+            "",
+            Box::new(|j| {
+                let http = j["healthz"].as_array().map(|a| a.iter().map(|r| f(&r["rps"])).fold(0.0, f64::max));
+                let http = http.unwrap_or(f64::NAN);
+                format!("{:.1} % (of {} /s)", 100.0 * best_ingest(j) / http, thousands(http))
+            }),
+        ),
+        (
+            "best order.created ÷ storage ceiling (1 row/commit)",
+            "",
+            Box::new(|j| {
+                let c = f(&j["storage"][0]["rps"]);
+                format!("{:.2}× (of {} /s)", best_ingest(j) / c, thousands(c))
+            }),
+        ),
+        (
+            "best order.created ÷ gateway-shaped tx, 1 order/commit, 1 connection",
+            "",
+            Box::new(|j| {
+                let c = f(&j["storage"][1]["rps"]);
+                format!("{:.2}× (of {} /s)", best_ingest(j) / c, thousands(c))
+            }),
+        ),
+        (
+            "best order.created ÷ gateway-shaped tx, batched (SQLite 32/commit; PostgreSQL 10 connections)",
+            "",
+            Box::new(|j| {
+                let c = f(&j["storage"][2]["rps"]);
+                format!("{:.2}× (of {} /s)", best_ingest(j) / c, thousands(c))
+            }),
+        ),
+    ];
+    println!();
+    println!("kuper-bridge benchmark · the backends side by side");
+    println!();
+    print!("| figure |");
+    for (b, _) in reports {
+        print!(" {} |", b.label());
+    }
+    println!(" target |");
+    println!("|{}", " --- |".repeat(reports.len() + 2));
+    for (name, target, cell) in &lines {
+        print!("| {name} |");
+        for (_, r) in reports {
+            print!(" {} |", cell(&r.json));
+        }
+        println!(" {target} |");
     }
     println!();
 }
