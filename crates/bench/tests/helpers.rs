@@ -139,3 +139,14 @@ fn schedstat_run_queue_wait() {
     assert_eq!(procfs::schedstat_wait_ns("123456 789000 42\n"), Some(789000));
     assert_eq!(procfs::schedstat_wait_ns("123456"), None);
 }
+
+#[test]
+fn with_database_replaces_only_the_database_name() {
+    use kuper_bridge_bench::database::with_database;
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/postgres", "kb_bench_1"),
+        "postgres://postgres@127.0.0.1:5432/kb_bench_1"
+    );
+    assert_eq!(with_database("postgres://u:p@h/db?sslmode=disable", "x"), "postgres://u:p@h/x?sslmode=disable");
+    assert_eq!(with_database("postgres://h:5432", "x"), "postgres://h:5432/x");
+}
