@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 seconds="${1:-20}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(webhook_parse webhook_engine composition)
+[ ${#targets[@]} -gt 0 ] || targets=(webhook_parse webhook_engine composition merchant_answers)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O
