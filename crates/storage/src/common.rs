@@ -441,3 +441,16 @@ pub(crate) fn apply_acceptance(
         }
     }
 }
+
+/// `order.deadline_warning` / `order.deadline_missed` for the subscribers that take them.
+pub(crate) fn deadline_forwards(
+    forwarding: &crate::Forwarding,
+    order: &Order,
+    kind: &str,
+    stage: &str,
+    due_at: i64,
+    now: i64,
+) -> Result<Vec<OutboxRow>> {
+    let event = serde_json::json!({ "source": "gateway", "kind": kind, "stage": stage, "dueAt": due_at });
+    forwards(forwarding, order, &format!("order.deadline_{stage}"), event, now)
+}

@@ -848,15 +848,7 @@ impl Store for SqliteStore {
                     .await?;
                 if let Some(row) = row {
                     let stored = order_from_row(&row)?;
-                    let event =
-                        serde_json::json!({ "source": "gateway", "kind": kind, "stage": stage, "dueAt": due_at });
-                    let rows = common::forwards(
-                        &self.forwarding,
-                        &stored.order,
-                        &format!("order.deadline_{stage}"),
-                        event,
-                        now,
-                    )?;
+                    let rows = common::deadline_forwards(&self.forwarding, &stored.order, kind, stage, due_at, now)?;
                     queued = !insert_outbox(&mut tx, order_id, &rows, now).await?.is_empty();
                 }
             }
