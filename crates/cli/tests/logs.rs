@@ -15,6 +15,28 @@ async fn no_secret_in_the_logs_even_at_debug_level() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut config = base_config(dir.path(), &sim_url).await;
     config.server.listen = format!("127.0.0.1:{port}");
+    // A subscriber and an acceptance hook that cannot be reached: their signing keys must not
+    // show in the errors logged about them.
+    let nowhere = format!(
+        "http://127.0.0.1:{}/x",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    config.subscribers = vec![kuper_bridge::config::SubscriberConfig {
+        name: Some("wms".into()),
+        url: nowhere.clone(),
+        secret: vec!["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(), "plain-subscriber-secret-in-logs".into()],
+        secret_file: None,
+        events: vec!["*".into()],
+        stores: vec![],
+    }];
+    config.acceptance_hook = Some(kuper_bridge::config::AcceptanceHookConfig {
+        url: nowhere,
+        secret: vec!["plain-hook-secret-never-logged".into()],
+        secret_file: None,
+        timeout_ms: 500,
+        on_error: "accept".into(),
+        cancel_reason: "technical_issues".into(),
+    });
     let config_path = dir.path().join("kuper-bridge.toml");
     std::fs::write(&config_path, toml_of(&config)).unwrap();
     let log = dir.path().join("gateway.log");
@@ -67,6 +89,7 @@ async fn no_secret_in_the_logs_even_at_debug_level() {
 
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("webhook stored"), "the log was captured at debug level:\n{}", &text[..text.len().min(2000)]);
+    assert!(text.contains("acceptance hook gave no usable answer"), "the hook's failure was logged");
     for secret in [
         "kuper:secret",
         "a3VwZXI6c2VjcmV0", // base64 of kuper:secret, as sent in the Basic header
@@ -78,6 +101,9 @@ async fn no_secret_in_the_logs_even_at_debug_level() {
         ADMIN_KEY,
         "sim-secret",
         "access_token",
+        "C2FVsBQIhrscChlQIMV",
+        "plain-subscriber-secret-in-logs",
+        "plain-hook-secret-never-logged",
     ] {
         assert!(!text.contains(secret), "{secret:?} appears in the logs");
     }
