@@ -225,6 +225,22 @@ pub mod body {
         Ok(serde_json::to_string(&v)?)
     }
 
+    /// [`order_created_template`] as if Kuper sent it at `now`: the webhook's `timestamp` is
+    /// `now` and the delivery window is two to three hours later, so the order's deadlines
+    /// (assembly: `timestamp` + the policy's minutes) lie ahead, as in production. The
+    /// fixture's own dates are in the past, which would make every stored order "missed" at
+    /// the gateway's first deadline sweep and add an audit write per order.
+    pub fn order_created_template_at(n: usize, now: chrono::DateTime<chrono::FixedOffset>) -> anyhow::Result<String> {
+        let mut v: Value = serde_json::from_str(&order_created_template(n)?)?;
+        let at = |d: chrono::DateTime<chrono::FixedOffset>| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+        v["timestamp"] = json!(at(now));
+        if let Some(delivery) = v["payload"]["delivery"].as_object_mut() {
+            delivery.insert("expectedFrom".into(), json!(at(now + chrono::Duration::hours(2))));
+            delivery.insert("expectedTo".into(), json!(at(now + chrono::Duration::hours(3))));
+        }
+        Ok(serde_json::to_string(&v)?)
+    }
+
     /// One request body: the template with this order's ids.
     pub fn fill(template: &str, original_order_id: &str, order_uuid: &str) -> String {
         template.replacen(ORDER_ID_SLOT, original_order_id, 1).replacen(ORDER_UUID_SLOT, order_uuid, 1)

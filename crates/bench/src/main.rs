@@ -115,6 +115,8 @@ struct Plan {
     storage_orders: usize,
     storage_cap: Duration,
     warmup: usize,
+    /// How long the idle CPU after the load is measured.
+    idle_window: Duration,
 }
 
 impl Plan {
@@ -134,6 +136,7 @@ impl Plan {
                 storage_orders: 300,
                 storage_cap: Duration::from_secs(2),
                 warmup: 50,
+                idle_window: Duration::from_secs(2),
             }
         } else {
             let n = args.orders.unwrap_or(5000);
@@ -150,6 +153,7 @@ impl Plan {
                 storage_orders: 3000,
                 storage_cap: Duration::from_secs(10),
                 warmup: 200,
+                idle_window: Duration::from_secs(10),
             }
         }
     }
@@ -1519,7 +1523,8 @@ async fn measure(
         mib(Some(db_idle.total))
     ));
 
-    let template = Arc::new(body::order_created_template(POSITIONS)?);
+    let msk = chrono::FixedOffset::east_opt(3 * 3600).ok_or_else(|| anyhow!("UTC+3"))?;
+    let template = Arc::new(body::order_created_template_at(POSITIONS, chrono::Utc::now().with_timezone(&msk))?);
     let fixture: Value = serde_json::from_str(body::FIXTURE)?;
     let positions = Value::Array(body::positions(&fixture, POSITIONS)?);
     let sample_body = body::fill(&template, &body::order_id(0), "bench:00000000-0000-0000-0000-000000000000");
@@ -1709,8 +1714,17 @@ async fn measure(
         d.rejected
     ));
 
-    // Resources after the load.
+    // Resources after the load. Idle CPU: the gateway's background work with every stored
+    // order still open, mostly the deadline sweep (production default: every 5 s, over all
+    // open orders).
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_cpu0 = gw.cpu_secs().unwrap_or(0.0);
+    tokio::time::sleep(plan.idle_window).await;
+    let idle_cpu = (gw.cpu_secs().unwrap_or(0.0) - idle_cpu0) / plan.idle_window.as_secs_f64();
+    progress(format!(
+        "idle after the load: gateway {idle_cpu:.3} CPU-s per s with {} open orders",
+        thousands(stored_orders as f64)
+    ));
     gw.check_alive()?;
     let rss_after = gw.rss();
     let rss_peak = gw.peak_rss();
@@ -1826,6 +1840,16 @@ async fn measure(
     rows.push(row(
         "gateway CPU per 1,000 orders",
         format!("{cpu_per_k_ingest:.2} CPU-s (order.created only) · {cpu_per_k_life:.2} CPU-s (created + 3 actions + 3 notifications)"),
+        "",
+        "",
+    ));
+    rows.push(row(
+        "gateway CPU idle after the load (deadline sweep every 5 s over all open orders)",
+        format!(
+            "{idle_cpu:.3} CPU-s per s with {} open orders ({:.1} CPU-ms per sweep per 1,000 open orders)",
+            thousands(stored_orders as f64),
+            idle_cpu * 5.0 * 1000.0 / (stored_orders.max(1) as f64 / 1000.0)
+        ),
         "",
         "",
     ));
@@ -1975,6 +1999,7 @@ async fn measure(
         "resources": {
             "rss_idle_mib": mib(rss_idle), "rss_after_load_mib": mib(rss_after), "rss_peak_mib": mib(rss_peak),
             "cpu_s_per_1000_created": cpu_per_k_ingest, "cpu_s_per_1000_lifecycle": cpu_per_k_life,
+            "idle_cpu_s_per_s": idle_cpu, "idle_window_s": plan.idle_window.as_secs_f64(),
             "db_mib_per_1000_created": db_per_k_ingest, "db_mib_per_1000_lifecycle": db_per_k_life,
             "db_bytes_idle": db_idle.total, "db_bytes_end": db_end.total, "db_part_bytes_end": db_end.part,
             "db_part_is": if backend == Backend::Sqlite { "wal" } else { "tables" }, "orders_stored": stored_orders,
@@ -2130,6 +2155,17 @@ fn print_summary(reports: &[(Backend, Report)]) {
                     "{:.2} / {:.2} CPU-s",
                     f(&j["resources"]["cpu_s_per_1000_created"]),
                     f(&j["resources"]["cpu_s_per_1000_lifecycle"])
+                )
+            }),
+        ),
+        (
+            "CPU idle after the load (deadline sweeps)",
+            "",
+            Box::new(|j| {
+                format!(
+                    "{:.3} CPU-s per s over {} open orders",
+                    f(&j["resources"]["idle_cpu_s_per_s"]),
+                    thousands(f(&j["resources"]["orders_stored"]))
                 )
             }),
         ),

@@ -150,3 +150,14 @@ fn with_database_replaces_only_the_database_name() {
     assert_eq!(with_database("postgres://u:p@h/db?sslmode=disable", "x"), "postgres://u:p@h/x?sslmode=disable");
     assert_eq!(with_database("postgres://h:5432", "x"), "postgres://h:5432/x");
 }
+
+#[test]
+fn template_at_moves_the_dates_to_now() {
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-29T18:00:00+03:00").expect("date");
+    let template = body::order_created_template_at(20, now).expect("template");
+    let v: Value = serde_json::from_str(&template).expect("json");
+    assert_eq!(v["timestamp"], "2026-11-29T18:00:00+03:00");
+    assert_eq!(v["payload"]["delivery"]["expectedFrom"], "2026-11-29T20:00:00+03:00");
+    assert_eq!(v["payload"]["delivery"]["expectedTo"], "2026-11-29T21:00:00+03:00");
+    assert!(template.contains(body::ORDER_ID_SLOT) && template.contains(body::ORDER_UUID_SLOT));
+}
