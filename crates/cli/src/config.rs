@@ -476,7 +476,7 @@ impl Default for Deadlines {
     fn default() -> Self {
         Self {
             enabled: true,
-            sweep_interval_ms: 5_000,
+            sweep_interval_ms: 15_000,
             restaurant_accept_secs: 300,
             warn_before_secs: 120,
             restaurant_accept_warn_before_secs: None,
