@@ -80,7 +80,7 @@ impl AcceptanceClient {
             direction: "out".into(),
             event: Some("order.created".into()),
             method: Some("POST".into()),
-            path: Some(self.hook.url.clone()),
+            path: Some(forward::url_for_audit(&self.hook.url)),
             headers: Some(format!(r#"{{"{}":"{id}","webhook-signature":"[redacted]"}}"#, forward::HEADER_ID)),
             body: Some(body),
             ..Default::default()
@@ -91,7 +91,8 @@ impl AcceptanceClient {
                 if e.is_timeout() {
                     ("timeout", format!("no answer within {} ms", self.hook.timeout.as_millis()))
                 } else {
-                    ("error", format!("request failed: {e}"))
+                    // Without the URL: it may carry a token.
+                    ("error", format!("request failed: {}", e.without_url()))
                 }
             })?;
             let status = resp.status().as_u16();

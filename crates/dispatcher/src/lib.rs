@@ -447,11 +447,19 @@ impl Dispatcher {
                                 break;
                             }
                         }
-                        (Some(status), String::from_utf8_lossy(&bytes).into_owned(), None, Some(target.url.clone()))
+                        (
+                            Some(status),
+                            String::from_utf8_lossy(&bytes).into_owned(),
+                            None,
+                            Some(kuper_bridge_wire::forward::url_for_audit(&target.url)),
+                        )
                     }
-                    Err(e) => {
-                        (None, String::new(), Some(Failure::from_reqwest(&e).to_string()), Some(target.url.clone()))
-                    }
+                    Err(e) => (
+                        None,
+                        String::new(),
+                        Some(Failure::from_reqwest(&e).to_string()),
+                        Some(kuper_bridge_wire::forward::url_for_audit(&target.url)),
+                    ),
                 }
             }
         };

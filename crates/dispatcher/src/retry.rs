@@ -17,14 +17,32 @@ pub enum Failure {
     Token(String),
 }
 
+/// The error and its causes, without the request URL.
+fn full_chain(e: &reqwest::Error) -> String {
+    let mut text = match e.url() {
+        Some(url) => e.to_string().replace(url.as_str(), "[url]"),
+        None => e.to_string(),
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 impl Failure {
     pub fn from_reqwest(e: &reqwest::Error) -> Self {
+        // Without the URL: a subscriber's URL may carry a token in its query string, and this
+        // text goes to the log and the audit log.
+        let text = || full_chain(e);
         if e.is_timeout() {
             Failure::Timeout
         } else if e.is_connect() {
-            Failure::Connect(e.to_string())
+            Failure::Connect(text())
         } else {
-            Failure::Transport(e.to_string())
+            Failure::Transport(text())
         }
     }
 

@@ -395,9 +395,13 @@ pub(crate) fn wanted_number(decision: &crate::AcceptanceDecision) -> Option<&str
 
 /// Uses the merchant's own number unless another order has it (numbers are unique: Kuper and
 /// the API find orders by them); then ours stays and the timeline says why.
-pub(crate) fn take_number(order: &mut Order, wanted: &str, taken: bool, notes: &mut Vec<String>) {
-    if taken {
-        notes.push(format!("acceptance hook number {wanted:?} is used by another order; kept {}", order.number));
+pub(crate) fn take_number(order: &mut Order, wanted: &str, taken: bool, prefix: &str, notes: &mut Vec<String>) {
+    // `{prefix}{digits}` is the shape of the numbers we give: one of them would collide with
+    // an order created later (and on SQLite with every later one: the row id is reused).
+    let ours = wanted.strip_prefix(prefix).is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    if taken || ours {
+        let why = if ours { "has the shape of the gateway's own numbers" } else { "is used by another order" };
+        notes.push(format!("acceptance hook number {wanted:?} {why}; kept {}", order.number));
     } else {
         order.number = wanted.to_string();
     }

@@ -10,12 +10,16 @@
 //! durable" holds exactly as before.
 //!
 //! - A writer that fails (or whose future is dropped) rolls back to its own savepoint only;
-//!   the others' work is unaffected. Drop cannot run SQL, so it marks the savepoint for
-//!   rollback and the next holder of the lock does it before anything else.
+//!   the others' work is unaffected. An open transaction with nobody's work in it is ended, so
+//!   the database's write lock is never held idle.
 //! - When SQLite rolls the whole transaction back by itself (SQLITE_FULL, an I/O error), or a
 //!   COMMIT fails, every writer of that transaction gets the error: nothing of it is stored.
-//! - The commit runs in a task of its own, so a writer whose request is cancelled after its
-//!   work still gets that work committed (and the write lock is never left held).
+//! - Callers can be cancelled at any await (a client hangs up, a timeout fires). So every step
+//!   that changes the connection's transaction state (BEGIN, SAVEPOINT, RELEASE, COMMIT, the
+//!   rollback of an abandoned write) runs in a task of its own that the caller cannot cancel.
+//!   If even such a step is interrupted (runtime shutdown), the state is marked unknown and the
+//!   next holder of the lock ends the transaction (its writers get an error) on a fresh
+//!   connection.
 
 use crate::{Result, StoreError};
 use sqlx::pool::PoolConnection;
@@ -23,7 +27,7 @@ use sqlx::{Executor, Sqlite, SqliteConnection, SqlitePool};
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use tracing::warn;
 
 /// How many failed transactions are remembered for writers that have not looked yet.
@@ -37,14 +41,21 @@ struct Group {
     conn: Option<PoolConnection<Sqlite>>,
     /// A transaction is open on `conn`.
     open: bool,
+    /// Writes released into the open transaction, waiting for its COMMIT.
+    members: usize,
     /// The number of the open (or next) transaction; writers join it by number.
     current: u64,
     /// Every transaction numbered below this has ended (committed or failed).
     ended_below: u64,
     /// Why recent transactions failed.
     failed: BTreeMap<u64, String>,
-    /// A writer left without finishing: its savepoint must be rolled back first.
+    /// Failures of transactions below this may have been forgotten (`FAILED_KEPT`): a writer
+    /// of one of them that looks only now is told "unknown", never "committed".
+    forgotten_below: u64,
+    /// A writer went away without finishing: its savepoint must be rolled back first.
     dirty: bool,
+    /// A statement changing the transaction state was interrupted: the state is unknown.
+    suspect: bool,
 }
 
 impl Group {
@@ -58,51 +69,89 @@ impl Group {
         }
     }
 
+    /// Runs a statement that changes the transaction state, marking the state unknown while
+    /// it runs (see the module doc).
+    async fn exec(&mut self, pool: &SqlitePool, sql: &str) -> std::result::Result<(), String> {
+        self.suspect = true;
+        let done = match self.conn(pool).await {
+            Ok(c) => c.execute(sql).await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        self.suspect = false;
+        done
+    }
+
     /// Ends the open transaction as failed: its writers get `why`.
     fn fail_current(&mut self, why: String) {
         self.failed.insert(self.current, why);
         while self.failed.len() > FAILED_KEPT {
-            self.failed.pop_first();
+            if let Some((forgotten, _)) = self.failed.pop_first() {
+                self.forgotten_below = self.forgotten_below.max(forgotten + 1);
+            }
         }
         self.open = false;
+        self.members = 0;
         self.current += 1;
         self.ended_below = self.current;
     }
 
-    /// Rolls back a savepoint a writer left behind. If that is impossible the transaction is
-    /// gone (SQLite rolled it back by itself): it fails for all its writers.
-    async fn clean(&mut self, pool: &SqlitePool) {
-        if !self.dirty {
-            return;
-        }
+    /// The transaction cannot go on: roll back what is left, fail it for its writers (if it
+    /// had any) and take a fresh connection next time.
+    async fn abandon(&mut self, why: String) {
+        self.suspect = false;
         self.dirty = false;
-        if !self.open {
+        if let Some(c) = self.conn.as_deref_mut() {
+            // "no transaction is active" is fine; whatever else happened, this connection is
+            // replaced below.
+            let _ = c.execute("ROLLBACK").await;
+        }
+        if let Some(mut c) = self.conn.take() {
+            c.close_on_drop();
+        }
+        if self.open || self.members > 0 {
+            warn!(reason = %why, "SQLite group transaction abandoned; its writes are answered 503");
+            self.fail_current(why);
+        }
+        self.open = false;
+    }
+
+    /// Puts the connection back in a known state before anything else is done with it.
+    async fn recover(&mut self, pool: &SqlitePool) {
+        if self.suspect {
+            self.abandon("a transaction step was interrupted".into()).await;
             return;
         }
-        let rolled_back = match self.conn(pool).await {
-            Ok(c) => c.execute("ROLLBACK TO w; RELEASE w").await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = rolled_back {
-            self.abandon(format!("transaction lost after a failed write: {e}")).await;
+        if self.dirty {
+            if self.open {
+                if let Err(e) = self.exec(pool, "ROLLBACK TO w; RELEASE w").await {
+                    self.abandon(format!("transaction lost after a failed write: {e}")).await;
+                    return;
+                }
+            }
+            self.dirty = false;
         }
     }
 
-    /// The transaction cannot go on: roll back what is left, fail it for its writers and
-    /// replace the connection if it is broken.
-    async fn abandon(&mut self, why: String) {
-        if let Some(c) = self.conn.as_deref_mut() {
-            if c.execute("ROLLBACK").await.is_err() {
-                // "no transaction is active" is fine; anything else we cannot tell apart from
-                // a broken connection, so a fresh one is taken next time.
+    /// Ends an open transaction that holds nobody's work (its only writer went away), so the
+    /// write lock is not held while nothing happens.
+    async fn end_if_empty(&mut self, pool: &SqlitePool) {
+        if self.open && self.members == 0 && !self.dirty && !self.suspect {
+            match self.exec(pool, "ROLLBACK").await {
+                Ok(()) => self.open = false,
+                Err(e) => self.abandon(format!("could not end an empty transaction: {e}")).await,
             }
         }
-        if let Some(mut c) = self.conn.take() {
-            // A fresh connection costs a millisecond; a connection in an unknown state could
-            // cost the database.
-            c.close_on_drop();
+    }
+
+    /// What a writer of transaction `mine` is told once that transaction has ended.
+    fn outcome(&self, mine: u64) -> Result<()> {
+        match self.failed.get(&mine) {
+            Some(why) => Err(StoreError::Unavailable(why.clone())),
+            None if mine < self.forgotten_below => {
+                Err(StoreError::Unavailable("the outcome of this write is unknown; retry".into()))
+            }
+            None => Ok(()),
         }
-        self.fail_current(why);
     }
 }
 
@@ -115,9 +164,13 @@ pub(crate) struct GroupWriter {
 
 /// One write: a savepoint in the shared transaction, holding the writer lock until
 /// [`GroupTx::commit`] (or drop, which rolls it back).
-pub(crate) struct GroupTx<'a> {
-    guard: Option<MutexGuard<'a, Group>>,
-    writer: &'a GroupWriter,
+pub(crate) struct GroupTx {
+    guard: Option<OwnedMutexGuard<Group>>,
+    writer: GroupWriter,
+}
+
+fn join_error(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Unavailable(format!("SQLite writer task failed: {e}"))
 }
 
 impl GroupWriter {
@@ -125,32 +178,37 @@ impl GroupWriter {
         Self { pool, group: Arc::default() }
     }
 
-    pub(crate) async fn begin(&self) -> Result<GroupTx<'_>> {
-        let mut g = self.group.lock().await;
-        g.clean(&self.pool).await;
-        if !g.open {
-            // IMMEDIATE: take the write lock now, waiting up to busy_timeout for another
-            // process; a later lock upgrade could fail with SQLITE_BUSY mid-transaction.
-            let begun = g.conn(&self.pool).await?.execute("BEGIN IMMEDIATE").await;
-            if let Err(e) = begun {
-                if matches!(e, sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed) {
-                    if let Some(mut c) = g.conn.take() {
-                        c.close_on_drop();
+    pub(crate) async fn begin(&self) -> Result<GroupTx> {
+        let writer = self.clone();
+        // In its own task: if our caller goes away meanwhile, the task still finishes, and the
+        // GroupTx it returns is dropped, which rolls its savepoint back.
+        tokio::spawn(async move {
+            let mut g = writer.group.clone().lock_owned().await;
+            g.recover(&writer.pool).await;
+            if !g.open {
+                // IMMEDIATE: take the write lock now, waiting up to busy_timeout for another
+                // process; a later lock upgrade could fail with SQLITE_BUSY mid-transaction.
+                g.conn(&writer.pool).await?;
+                if let Err(e) = g.exec(&writer.pool, "BEGIN IMMEDIATE").await {
+                    // Busy (another process holds the lock) leaves no transaction; anything
+                    // else may have, so the connection is replaced.
+                    if !e.contains("database is locked") && !e.contains("busy") {
+                        g.abandon(format!("BEGIN failed: {e}")).await;
                     }
+                    return Err(StoreError::Unavailable(e));
                 }
-                return Err(e.into());
+                g.open = true;
             }
-            g.open = true;
-        }
-        if let Err(e) = g.conn(&self.pool).await?.execute("SAVEPOINT w").await {
-            g.abandon(format!("could not start a savepoint: {e}")).await;
-            return Err(e.into());
-        }
-        Ok(GroupTx { guard: Some(g), writer: self })
+            if let Err(e) = g.exec(&writer.pool, "SAVEPOINT w").await {
+                g.abandon(format!("could not start a savepoint: {e}")).await;
+                return Err(StoreError::Unavailable(e));
+            }
+            Ok(GroupTx { guard: Some(g), writer })
+        })
+        .await
+        .map_err(join_error)?
     }
-}
 
-impl GroupWriter {
     /// (successful COMMITs, writes released into transactions) so far.
     #[cfg(test)]
     async fn counts(&self) -> (u64, u64) {
@@ -159,68 +217,68 @@ impl GroupWriter {
     }
 }
 
-impl GroupTx<'_> {
+impl GroupTx {
     /// Keeps this write in the shared transaction and returns once a COMMIT containing it has
     /// returned (durable), or with the error that lost it.
     pub(crate) async fn commit(mut self) -> Result<()> {
         let Some(mut g) = self.guard.take() else {
             return Err(StoreError::Unavailable("write already finished".into()));
         };
-        let released = g.conn(&self.writer.pool).await?.execute("RELEASE w").await;
-        if let Err(e) = released {
-            g.dirty = true;
-            g.clean(&self.writer.pool).await;
-            return Err(e.into());
-        }
-        let mine = g.current;
-        g.writes += 1;
-        drop(g);
-        // In a task of its own: the work above is in the transaction now, and must be
-        // committed even if this writer's caller goes away.
-        let group = self.writer.group.clone();
-        let pool = self.writer.pool.clone();
-        let committing = tokio::spawn(async move {
-            let mut g = group.lock().await;
+        let writer = self.writer.clone();
+        // In its own task: once released, the work must be committed (or reported lost) even
+        // if this writer's caller goes away.
+        tokio::spawn(async move {
+            if let Err(e) = g.exec(&writer.pool, "RELEASE w").await {
+                g.dirty = true;
+                g.recover(&writer.pool).await;
+                g.end_if_empty(&writer.pool).await;
+                return Err(StoreError::Unavailable(e));
+            }
+            let mine = g.current;
+            g.writes += 1;
+            g.members += 1;
+            drop(g);
+            let mut g = writer.group.clone().lock_owned().await;
             if g.ended_below <= mine {
-                g.clean(&pool).await;
+                g.recover(&writer.pool).await;
             }
             if g.ended_below <= mine {
                 // Nobody has committed our transaction yet: we do, for everyone in it.
-                let committed = match g.conn(&pool).await {
-                    Ok(c) => c.execute("COMMIT").await.map(|_| ()).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                match committed {
+                match g.exec(&writer.pool, "COMMIT").await {
                     Ok(()) => {
                         g.commits += 1;
                         g.open = false;
+                        g.members = 0;
                         g.current += 1;
                         g.ended_below = g.current;
                     }
-                    Err(e) => {
-                        warn!(error = %e, "group commit failed; its writes are lost and answered 503");
-                        g.abandon(format!("commit failed: {e}")).await;
-                    }
+                    Err(e) => g.abandon(format!("commit failed: {e}")).await,
                 }
             }
-            match g.failed.get(&mine) {
-                Some(why) => Err(StoreError::Unavailable(why.clone())),
-                None => Ok(()),
-            }
-        });
-        committing.await.map_err(|e| StoreError::Unavailable(format!("commit task failed: {e}")))?
+            g.outcome(mine)
+        })
+        .await
+        .map_err(join_error)?
     }
 }
 
-impl Drop for GroupTx<'_> {
+impl Drop for GroupTx {
     fn drop(&mut self) {
-        if let Some(g) = self.guard.as_mut() {
-            g.dirty = true;
+        let Some(mut g) = self.guard.take() else { return };
+        g.dirty = true;
+        // Roll the abandoned savepoint back now, and end the transaction if nobody else's
+        // work is in it (otherwise the next holder of the lock does the rollback).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let pool = self.writer.pool.clone();
+            runtime.spawn(async move {
+                g.recover(&pool).await;
+                g.end_if_empty(&pool).await;
+            });
         }
     }
 }
 
-impl Deref for GroupTx<'_> {
+impl Deref for GroupTx {
     type Target = SqliteConnection;
 
     fn deref(&self) -> &SqliteConnection {
@@ -233,7 +291,7 @@ impl Deref for GroupTx<'_> {
     }
 }
 
-impl DerefMut for GroupTx<'_> {
+impl DerefMut for GroupTx {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
         match self.guard.as_mut().and_then(|g| g.conn.as_deref_mut()) {
             Some(c) => c,
@@ -246,6 +304,7 @@ impl DerefMut for GroupTx<'_> {
 mod tests {
     use super::*;
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+    use sqlx::Connection;
 
     async fn writer(dir: &std::path::Path) -> (GroupWriter, SqlitePool) {
         let options = SqliteConnectOptions::new()
@@ -327,5 +386,44 @@ mod tests {
         sqlx::query("INSERT INTO t (n) VALUES (2)").execute(&mut *tx).await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(rows(&reader).await, vec![2], "nothing of the lost transaction, the next one stored");
+    }
+
+    /// Another process must be able to write once our writers are gone: an abandoned write
+    /// (a cancelled request) must not leave the database's write lock held.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_or_cancelled_writes_never_leave_the_write_lock_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, reader) = writer(dir.path()).await;
+        {
+            let mut tx = w.begin().await.unwrap();
+            sqlx::query("INSERT INTO t (n) VALUES (1)").execute(&mut *tx).await.unwrap();
+        }
+        // A commit whose caller is cancelled as soon as it starts.
+        let mut tx = w.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (n) VALUES (2)").execute(&mut *tx).await.unwrap();
+        let cancelled = tokio::spawn(tx.commit());
+        tokio::task::yield_now().await;
+        cancelled.abort();
+        // A begin whose caller goes away.
+        let gone = tokio::spawn({
+            let w = w.clone();
+            async move { w.begin().await.map(|_| ()) }
+        });
+        gone.abort();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let other_process = SqliteConnectOptions::new()
+            .filename(dir.path().join("g.db"))
+            .busy_timeout(std::time::Duration::from_millis(1000));
+        let mut other = sqlx::SqliteConnection::connect_with(&other_process).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.expect("the write lock is free");
+        sqlx::query("INSERT INTO t (n) VALUES (3)").execute(&mut other).await.unwrap();
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        drop(other);
+        let mut tx = w.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (n) VALUES (4)").execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let stored = rows(&reader).await;
+        assert!(!stored.contains(&1), "the abandoned write was rolled back: {stored:?}");
+        assert!(stored.contains(&3) && stored.contains(&4), "{stored:?}");
     }
 }

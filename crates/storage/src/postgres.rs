@@ -464,7 +464,7 @@ impl Store for PgStore {
                             .bind(wanted)
                             .fetch_optional(&mut *tx)
                             .await?;
-                        common::take_number(&mut order, wanted, taken.is_some(), &mut notes);
+                        common::take_number(&mut order, wanted, taken.is_some(), &policy.number_prefix, &mut notes);
                     }
                     let mut rows = common::forwards(
                         &self.forwarding,

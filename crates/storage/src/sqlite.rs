@@ -81,7 +81,7 @@ impl SqliteStore {
     }
 
     /// A write: its own savepoint in the shared group-commit transaction.
-    async fn begin(&self) -> Result<crate::group_commit::GroupTx<'_>> {
+    async fn begin(&self) -> Result<crate::group_commit::GroupTx> {
         self.group.begin().await
     }
 }
@@ -316,7 +316,7 @@ impl Store for SqliteStore {
                         .bind(wanted)
                         .fetch_optional(&mut *tx)
                         .await?;
-                    common::take_number(&mut order, wanted, taken.is_some(), &mut notes);
+                    common::take_number(&mut order, wanted, taken.is_some(), &policy.number_prefix, &mut notes);
                 }
                 let mut rows =
                     common::forwards(&self.forwarding, &order, env.event_type.as_str(), common::kuper_event(env), now)?;

@@ -93,6 +93,22 @@ pub fn verify(keys: &[SigningKey], id: &str, timestamp_s: i64, body: &str, heade
     })
 }
 
+/// A URL as the audit log keeps it: scheme, host and path, without credentials or query (a
+/// subscriber's URL may carry a token there).
+pub fn url_for_audit(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or(url);
+    match without_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = match rest.split_once('/') {
+                Some((authority, path)) => format!("{}/{path}", authority.rsplit('@').next().unwrap_or(authority)),
+                None => rest.rsplit('@').next().unwrap_or(rest).to_string(),
+            };
+            format!("{scheme}://{rest}")
+        }
+        None => without_query.to_string(),
+    }
+}
+
 /// The body of a forwarded event.
 pub fn envelope(event_type: &str, timestamp_rfc3339: &str, data: Value) -> Value {
     json!({ "type": event_type, "timestamp": timestamp_rfc3339, "data": data })
@@ -180,12 +196,16 @@ fn chrono_free_rfc3339_check(s: &str) -> Result<(), String> {
         }
         rest = &frac[n..];
     }
+    // Bytes, not str slices: a multi-byte character here must be refused, not panic.
+    let r = rest.as_bytes();
     let offset_ok = rest == "Z"
-        || (rest.len() == 6
-            && (rest.starts_with('+') || rest.starts_with('-'))
-            && rest[1..3].bytes().all(|c| c.is_ascii_digit())
-            && &rest[3..4] == ":"
-            && rest[4..6].bytes().all(|c| c.is_ascii_digit()));
+        || (r.len() == 6
+            && (r[0] == b'+' || r[0] == b'-')
+            && r[1].is_ascii_digit()
+            && r[2].is_ascii_digit()
+            && r[3] == b':'
+            && r[4].is_ascii_digit()
+            && r[5].is_ascii_digit());
     if offset_ok {
         Ok(())
     } else {
@@ -230,6 +250,13 @@ mod tests {
     }
 
     #[test]
+    fn audit_urls_keep_no_credentials() {
+        assert_eq!(url_for_audit("https://u:p@wms.example/hook?token=abc#x"), "https://wms.example/hook");
+        assert_eq!(url_for_audit("http://erp.example:8080/can-accept"), "http://erp.example:8080/can-accept");
+        assert_eq!(url_for_audit("http://h?k=v"), "http://h");
+    }
+
+    #[test]
     fn filters() {
         let f = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(filter_matches(&f(&["*"]), "order.created"));
@@ -266,6 +293,10 @@ mod tests {
             r#"{"accept":true,"number":7}"#,
             r#"{"accept":true,"expectedAssemblyTime":"tomorrow"}"#,
             r#"{"accept":true,"expectedAssemblyTime":"2026-11-29T18:00:00"}"#,
+            // Multi-byte characters where the offset's digits go (found by review: once a panic).
+            r#"{"accept":true,"expectedAssemblyTime":"2026-11-29T18:00:00+00€"}"#,
+            r#"{"accept":true,"expectedAssemblyTime":"2026-11-29T18:00:00+€:00"}"#,
+            r#"{"accept":true,"expectedAssemblyTime":"2026-11-29T18:00:00.€"}"#,
         ] {
             assert!(p(bad).is_err(), "{bad}");
         }
