@@ -353,7 +353,8 @@ pub async fn action(
         detail: Some(format!("by {}", who.name)),
         ..Default::default()
     };
-    let result = state.store.apply_action(&reference, request, &state.policy, exchange).await?;
+    let idempotency = idempotency_key(&headers, &who.name, kind, &reference, &bytes)?;
+    let result = state.store.apply_action_keyed(&reference, request, &state.policy, exchange, idempotency).await?;
     tracing::info!(order_id = result.order.id, action = kind.as_str(), caller = %who.name, state = %result.order.order.state, "merchant action");
     let summaries: Vec<Value> =
         result.notifications.iter().map(|n| json!({"id": n.id, "event": n.event, "status": n.status})).collect();
@@ -367,7 +368,37 @@ pub async fn action(
             body["pickupCode"] = json!(p.code);
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if result.replayed {
+        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// The `Idempotency-Key` header of an action, scoped to the caller's API key: a store system
+/// that lost the answer to an action sends it again with the same key and gets the first
+/// result instead of a 409.
+fn idempotency_key(
+    headers: &HeaderMap,
+    caller: &str,
+    kind: ActionKind,
+    reference: &str,
+    body: &Bytes,
+) -> Result<Option<kuper_bridge_storage::IdempotencyKey>, ApiError> {
+    use sha2::{Digest, Sha256};
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let value = value.to_str().unwrap_or_default().trim();
+    if value.is_empty() || value.len() > 255 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request("Idempotency-Key: 1 to 255 visible ASCII characters".to_string()));
+    }
+    let mut hash = Sha256::new();
+    hash.update(kind.as_str().as_bytes());
+    hash.update(b"\n");
+    hash.update(reference.as_bytes());
+    hash.update(b"\n");
+    hash.update(body);
+    let request_hash = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Some(kuper_bridge_storage::IdempotencyKey { key: format!("{caller}:{value}"), request_hash }))
 }
 
 pub async fn verify_pickup(

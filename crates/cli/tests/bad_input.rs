@@ -361,3 +361,52 @@ impl Locker {
         }
     }
 }
+
+/// A store system that lost the answer to an action sends it again with the same
+/// `Idempotency-Key`: it gets the first result (202, the same notification), and nothing is
+/// queued twice. The same key for another request is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_retried_with_its_idempotency_key_gets_the_first_answer() {
+    let env = Env::new().await;
+    let id = id_of(&env.create_order(json!({"store": "1184"})).await);
+    let send = |action: &'static str, key: &'static str| {
+        let req = env
+            .http
+            .post(format!("{}/api/v1/orders/{id}/{action}", env.app_url))
+            .bearer_auth(ADMIN_KEY)
+            .header("idempotency-key", key)
+            .json(&json!({}));
+        async move {
+            let resp = req.send().await.unwrap();
+            let replayed = resp.headers().get("idempotent-replayed").is_some();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            (status, replayed, body)
+        }
+    };
+    let (status, replayed, first) = send("start-assembly", "wms-op-1").await;
+    assert_eq!((status, replayed), (202, false), "{first}");
+    let (status, replayed, again) = send("start-assembly", "wms-op-1").await;
+    assert_eq!((status, replayed), (202, true), "{again}");
+    assert_eq!(again["notifications"], first["notifications"], "the same notification, not a new one");
+    let (status, _, err) = send("assembled", "wms-op-1").await;
+    assert_eq!(status, 409, "the key belongs to another request: {err}");
+    let (status, _, err) = send("start-assembly", "wms-op-2").await;
+    assert_eq!(status, 409, "a new key is a new request, and the order is already in work: {err}");
+    let records = env.wait_outbox("one in_work", |r| !r.is_empty()).await;
+    assert_eq!(records.iter().filter(|r| r["event"] == "order.in_work").count(), 1);
+    let long = "k".repeat(300);
+    let resp = env
+        .http
+        .post(format!("{}/api/v1/orders/{id}/assembled", env.app_url))
+        .bearer_auth(ADMIN_KEY)
+        .header("idempotency-key", long)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(env.order(&id).await["state"], "in_work", "the refused requests changed nothing");
+    env.wait_accepted(&id, &["order.in_work"]).await;
+    env.shutdown().await;
+}

@@ -241,7 +241,22 @@ impl IngestResult {
 pub struct ActionResult {
     pub order: StoredOrder,
     pub notifications: Vec<OutboxRecord>,
+    /// An earlier request with the same `Idempotency-Key` did this; nothing new was done.
+    pub replayed: bool,
 }
+
+/// A merchant's `Idempotency-Key` for one action, scoped to its API key.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    /// `<API key name>:<header value>`.
+    pub key: String,
+    /// Hash of the action, the order reference and the body: the same key with another
+    /// request is refused.
+    pub request_hash: String,
+}
+
+/// How long an `Idempotency-Key` is remembered (purged with the audit log, hourly).
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -332,6 +347,20 @@ pub trait Store: Send + Sync + 'static {
         action: ActionRequest,
         policy: &Policy,
         exchange: Exchange,
+    ) -> Result<ActionResult> {
+        self.apply_action_keyed(reference, action, policy, exchange, None).await
+    }
+
+    /// [`Store::apply_action`] under an `Idempotency-Key`: a repeat of a committed request
+    /// returns its result (`replayed`) and changes nothing; the same key with another request
+    /// is a conflict.
+    async fn apply_action_keyed(
+        &self,
+        reference: &str,
+        action: ActionRequest,
+        policy: &Policy,
+        exchange: Exchange,
+        idempotency: Option<IdempotencyKey>,
     ) -> Result<ActionResult>;
     async fn verify_pickup_code(
         &self,

@@ -568,18 +568,42 @@ impl Store for PgStore {
         insert_event(&mut conn, order_id, None, now_ms(), &exchange).await
     }
 
-    async fn apply_action(
+    async fn apply_action_keyed(
         &self,
         reference: &str,
         request: ActionRequest,
         policy: &Policy,
         mut exchange: Exchange,
+        idempotency: Option<crate::IdempotencyKey>,
     ) -> Result<ActionResult> {
         let now = now_ms();
         let mut tx = self.begin().await?;
         let found = find_order_in(&mut tx, reference, true)
             .await?
             .ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
+        if let Some(key) = &idempotency {
+            // After the order's lock (PostgreSQL): a concurrent request with the same key waits
+            // for this one and then finds its record.
+            let earlier: Option<(String, i64, String)> =
+                sqlx::query_as("SELECT request_hash, order_id, outbox_ids FROM idempotency_keys WHERE key = $1")
+                    .bind(&key.key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((hash, order_id, ids)) = earlier {
+                if hash != key.request_hash || order_id != found.id {
+                    return Err(StoreError::Conflict(
+                        "this Idempotency-Key was used for another request; use a new key for a new request".into(),
+                    ));
+                }
+                let ids: Vec<i64> = serde_json::from_str(&ids)?;
+                let mut notifications = Vec::with_capacity(ids.len());
+                for id in ids {
+                    notifications.push(fetch_outbox(&mut tx, id, false).await?);
+                }
+                tx.commit().await?;
+                return Ok(ActionResult { order: found, notifications, replayed: true });
+            }
+        }
         let supplied_code = matches!(request, ActionRequest::Action(Action::PickupCode { .. }));
         let action = match request {
             ActionRequest::Action(a) => a,
@@ -627,6 +651,18 @@ impl Store for PgStore {
         let mut ids = insert_outbox(&mut tx, found.id, &rows, now).await?;
         // The rows to Kuper come first; the rest are forwards to subscribers.
         ids.truncate(decision.notifications.len());
+        if let Some(key) = &idempotency {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (key, request_hash, order_id, outbox_ids, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&key.key)
+            .bind(&key.request_hash)
+            .bind(found.id)
+            .bind(serde_json::to_string(&ids)?)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         exchange.outcome = Some("accepted".into());
         exchange.detail = Some(common::action_detail(&found.order, &decision.order, &decision.notifications));
         insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
@@ -644,6 +680,7 @@ impl Store for PgStore {
         Ok(ActionResult {
             order: StoredOrder { id: found.id, order: decision.order, created_at: found.created_at, updated_at: now },
             notifications,
+            replayed: false,
         })
     }
 
@@ -941,6 +978,11 @@ impl Store for PgStore {
     }
 
     async fn purge_events(&self, before_ms: i64) -> Result<u64> {
+        // Idempotency keys live a day, whatever the audit retention.
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(now_ms() - crate::IDEMPOTENCY_TTL_MS)
+            .execute(&self.pool)
+            .await?;
         let (mut total, mut batches) = (0, 0);
         loop {
             // The history of an open order or of a notification still waiting stays.
