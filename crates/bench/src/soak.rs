@@ -338,6 +338,8 @@ struct Counters {
     action_calls: AtomicUsize,
     action_retries: AtomicUsize,
     applied_earlier: AtomicUsize,
+    /// Retries answered from the Idempotency-Key record (the first attempt was committed).
+    replayed: AtomicUsize,
     webhook_calls: AtomicUsize,
     webhook_retries: AtomicUsize,
     created_resends: AtomicUsize,
@@ -434,8 +436,16 @@ impl Shared {
         loop {
             add(&self.c.action_calls);
             let url = format!("{}/api/v1/orders/{id}/{action}", self.app);
-            let why = match self.http.post(url).bearer_auth(API_KEY).json(body).send().await {
-                Ok(r) if r.status().as_u16() == 202 => return Ok(()),
+            // One key for every attempt of this action: a retry after a lost answer is replayed.
+            let key = format!("soak-{id}-{action}");
+            let sent = self.http.post(url).bearer_auth(API_KEY).header("idempotency-key", key).json(body).send().await;
+            let why = match sent {
+                Ok(r) if r.status().as_u16() == 202 => {
+                    if r.headers().contains_key("idempotent-replayed") {
+                        add(&self.c.replayed);
+                    }
+                    return Ok(());
+                }
                 Ok(r) if r.status().as_u16() == 409 && in_doubt => {
                     let refusal = r.text().await.unwrap_or_default();
                     let order = self.gateway_order(id).await?;
@@ -1216,9 +1226,10 @@ format = "json"
         (
             "client retries through the restarts".into(),
             format!(
-                "actions {} of {} calls ({} answered 409 after a committed first attempt, counted applied); webhooks {} of {} sends; order.created re-sent for {} orders",
+                "actions {} of {} calls ({} replayed by their Idempotency-Key, {} answered 409 after a committed first attempt); webhooks {} of {} sends; order.created re-sent for {} orders",
                 thousands(get(&sh.c.action_retries) as f64),
                 thousands(get(&sh.c.action_calls) as f64),
+                get(&sh.c.replayed),
                 get(&sh.c.applied_earlier),
                 thousands(get(&sh.c.webhook_retries) as f64),
                 thousands(get(&sh.c.webhook_calls) as f64),
@@ -1319,7 +1330,7 @@ format = "json"
                   "downtime": down.to_json(), "failed_starts": gw.failed_starts},
         "clients": {
             "action_calls": get(&sh.c.action_calls), "action_retries": get(&sh.c.action_retries),
-            "applied_earlier_409": get(&sh.c.applied_earlier), "webhook_calls": get(&sh.c.webhook_calls),
+            "applied_earlier_409": get(&sh.c.applied_earlier), "replayed_by_idempotency_key": get(&sh.c.replayed), "webhook_calls": get(&sh.c.webhook_calls),
             "webhook_retries": get(&sh.c.webhook_retries), "created_resends": get(&sh.c.created_resends),
             "redeliveries": get(&sh.c.redeliveries), "redelivery_failures": get(&sh.c.redelivery_failures),
             "failed_orders": failed,
