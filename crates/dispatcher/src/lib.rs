@@ -72,6 +72,17 @@ const MIN_SLEEP_MS: i64 = 5;
 /// Kuper's answer is kept as evidence up to this size.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
+/// The HTTP client for Kuper's API (notifications, tokens, the pull API): bounded, no
+/// redirects (a redirect means a wrong base URL, and would carry our credentials elsewhere).
+pub(crate) fn kuper_client(request_timeout: Duration, connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(request_timeout)
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("kuper-bridge/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 pub fn join_url(base: &str, path: &str) -> String {
     format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
 }
@@ -102,12 +113,7 @@ impl Dispatcher {
         metrics: DispatchMetrics,
         owner: String,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("kuper-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = kuper_client(config.request_timeout, config.connect_timeout)?;
         let tokens =
             TokenCache::new(client.clone(), join_url(&config.base_url, &config.token_path), config.auth.clone());
         Ok(Self { store, config, client, tokens, metrics, owner })

@@ -240,12 +240,7 @@ impl Reconciler {
         config: ReconcileConfig,
         metrics: ReconcileMetrics,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("kuper-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = crate::kuper_client(config.request_timeout, config.connect_timeout)?;
         let tokens =
             TokenCache::new(client.clone(), join_url(&config.base_url, &config.token_path), config.auth.clone());
         Ok(Self { store, policy, config, client, tokens, metrics, cursor: Mutex::new(Cursor::default()) })

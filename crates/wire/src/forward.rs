@@ -222,9 +222,9 @@ mod tests {
     fn signs_the_specifications_example() {
         let key = SigningKey::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let body = r#"{"test": 2432232314}"#;
-        let sig = sign(&[key.clone()], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        let sig = sign(std::slice::from_ref(&key), "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-        assert!(verify(&[key.clone()], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, &sig));
+        assert!(verify(std::slice::from_ref(&key), "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, &sig));
         assert!(!verify(&[key], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, &body.replace('2', "3"), &sig));
     }
 
