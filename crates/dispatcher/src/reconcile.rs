@@ -105,28 +105,13 @@ pub enum Decision {
     Skip(String),
 }
 
-/// Kuper's state names (protocol.md §6).
-pub fn parse_kuper_state(s: &str) -> Option<KuperState> {
-    [
-        KuperState::Ready,
-        KuperState::Collecting,
-        KuperState::Assembled,
-        KuperState::ReadyToShip,
-        KuperState::Shipping,
-        KuperState::Shipped,
-        KuperState::Canceled,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == s)
-}
-
 /// The reconciliation rule for one shipment, given our order (`None`: we do not have it).
 ///
 /// Kuper's state is compared with our copy of Kuper's view (`kuper_state`), not with our own
 /// state: our state runs ahead of Kuper's while notifications wait in the outbox, which is no
 /// disagreement.
 pub fn decide(ours: Option<Ours>, theirs: Theirs<'_>) -> Decision {
-    let kuper = parse_kuper_state(theirs.state);
+    let kuper = KuperState::parse(theirs.state);
     let Some(ours) = ours else {
         return match kuper {
             // Nothing is left for the store to do, and importing it would show it as new work.

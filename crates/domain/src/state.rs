@@ -119,6 +119,21 @@ pub enum KuperState {
 }
 
 impl KuperState {
+    pub const ALL: [KuperState; 7] = [
+        Self::Ready,
+        Self::Collecting,
+        Self::Assembled,
+        Self::ReadyToShip,
+        Self::Shipping,
+        Self::Shipped,
+        Self::Canceled,
+    ];
+
+    /// Kuper's state names (protocol.md §6).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ready => "ready",
@@ -145,5 +160,18 @@ impl PaymentState {
             Self::NotPaid => "not_paid",
             Self::Paid => "paid",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kuper_state_names_round_trip() {
+        for k in KuperState::ALL {
+            assert_eq!(KuperState::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(KuperState::parse("delivered"), None, "not one of Kuper's names (protocol.md §6)");
     }
 }

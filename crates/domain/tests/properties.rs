@@ -329,15 +329,7 @@ proptest! {
     }
 }
 
-const KUPER_STATES: [KuperState; 7] = [
-    KuperState::Ready,
-    KuperState::Collecting,
-    KuperState::Assembled,
-    KuperState::ReadyToShip,
-    KuperState::Shipping,
-    KuperState::Shipped,
-    KuperState::Canceled,
-];
+const KUPER_STATES: [KuperState; 7] = KuperState::ALL;
 
 /// protocol.md §6 order, without canceled (handled separately).
 fn kuper_rank(s: KuperState) -> u8 {
