@@ -323,15 +323,12 @@ fn toml_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
-    Ok(l.local_addr()?.port())
-}
-
-async fn spawn_gateway(bin: &Path, dir: &Path, db_url: &str, sim_url: &str, http: &reqwest::Client) -> Result<Gateway> {
-    let port = free_port()?;
-    let config = format!(
-        r#"# written by kuper-bridge-bench
+/// The gateway's config for a benchmark or soak run: production settings, the simulator as
+/// Kuper, our webhook credentials and API key; `extra` adds whole sections (`[dispatcher]`,
+/// `[[stores]]`, …).
+fn gateway_config(port: u16, db_url: &str, sim_url: &str, key_name: &str, log_level: &str, extra: &str) -> String {
+    format!(
+        r#"# written by kuper-bridge-bench: production settings unless a section below says otherwise
 [server]
 listen = "127.0.0.1:{port}"
 
@@ -347,17 +344,29 @@ client_secret = "sim-secret"
 basic = ["{WEBHOOK_USER}:{WEBHOOK_PASSWORD}"]
 
 [[api_keys]]
-name = "bench"
+name = {key_name}
 key = "{API_KEY}"
 scopes = ["admin"]
 
 [log]
-level = "warn"
+level = {log_level}
 format = "json"
-"#,
+{extra}"#,
         db_url = toml_str(db_url),
         sim = toml_str(sim_url),
-    );
+        key_name = toml_str(key_name),
+        log_level = toml_str(log_level),
+    )
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+async fn spawn_gateway(bin: &Path, dir: &Path, db_url: &str, sim_url: &str, http: &reqwest::Client) -> Result<Gateway> {
+    let port = free_port()?;
+    let config = gateway_config(port, db_url, sim_url, "bench", "warn", "");
     let config_path = dir.join("kuper-bridge.toml");
     std::fs::write(&config_path, config).with_context(|| format!("cannot write {}", config_path.display()))?;
     let log = dir.join("gateway.log");

@@ -9,7 +9,9 @@
 //! webhooks go through the simulator's control API, and Kuper retries every webhook until it is
 //! answered `200`.
 
-use super::{find_gateway, free_port, loadavg, machine, progress, toml_str, API_KEY, WEBHOOK_PASSWORD, WEBHOOK_USER};
+use super::{
+    find_gateway, free_port, gateway_config, loadavg, machine, progress, API_KEY, WEBHOOK_PASSWORD, WEBHOOK_USER,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use kuper_bridge_bench::database::{Backend, Database};
 use kuper_bridge_bench::procfs;
@@ -946,23 +948,9 @@ async fn soak(plan: &Arc<Plan>, args: &SoakArgs, bin: &Path, dir: &Path, db: &Da
 
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
-    let config = format!(
-        r#"# written by kuper-bridge-bench soak: production settings except the dispatcher's
-# compressed retry schedule (see RELIABILITY.md)
-[server]
-listen = "127.0.0.1:{port}"
-
-[database]
-url = {db_url}
-
-[kuper]
-base_url = {sim}
-client_id = "sim-client"
-client_secret = "sim-secret"
-
-[webhook_auth]
-basic = ["{WEBHOOK_USER}:{WEBHOOK_PASSWORD}"]
-
+    // Production settings except the dispatcher's compressed retry schedule (RELIABILITY.md).
+    let extra = format!(
+        r#"
 [dispatcher]
 {dispatcher}
 [[stores]]
@@ -973,21 +961,10 @@ delivery = "merchant"
 id = "{RESTAURANT_STORE}"
 delivery = "kuper"
 restaurant = true
-
-[[api_keys]]
-name = "soak"
-key = "{API_KEY}"
-scopes = ["admin"]
-
-[log]
-level = {log_level}
-format = "json"
 "#,
-        log_level = toml_str(&args.log_level),
-        db_url = toml_str(&db.url),
-        sim = toml_str(&sim_url),
         dispatcher = plan.dispatcher_toml(),
     );
+    let config = gateway_config(port, &db.url, &sim_url, "soak", &args.log_level, &extra);
     let config_path = dir.join("kuper-bridge.toml");
     std::fs::write(&config_path, &config).with_context(|| format!("cannot write {}", config_path.display()))?;
     let probe = reqwest::Client::builder().timeout(Duration::from_secs(1)).pool_max_idle_per_host(0).build()?;
