@@ -306,12 +306,13 @@ pub fn forward_data(order: &Order, event: serde_json::Value) -> serde_json::Valu
     })
 }
 
-/// The rows forwarding `event_type` to every subscriber that takes it.
+/// The rows forwarding `event_type` to every subscriber that takes it. `event` is built only
+/// when someone takes it: without subscribers, ingest and actions pay nothing for forwarding.
 pub(crate) fn forwards(
     forwarding: &crate::Forwarding,
     order: &Order,
     event_type: &str,
-    event: serde_json::Value,
+    event: impl FnOnce() -> serde_json::Value,
     now: i64,
 ) -> Result<Vec<OutboxRow>> {
     let mut destinations = forwarding.destinations(event_type, &order.store_id).peekable();
@@ -324,7 +325,7 @@ pub(crate) fn forwards(
     let body = serde_json::to_string(&kuper_bridge_wire::forward::envelope(
         event_type,
         &timestamp,
-        forward_data(order, event),
+        forward_data(order, event()),
     ))?;
     Ok(destinations
         .map(|d| OutboxRow {
@@ -362,12 +363,14 @@ pub(crate) fn change_rows(
         });
     }
     for n in queued {
-        let event = serde_json::json!({
-            "source": cause,
-            "from": before.state,
-            "to": after.state,
-            "notification": n.render(policy.notification_format),
-        });
+        let event = || {
+            serde_json::json!({
+                "source": cause,
+                "from": before.state,
+                "to": after.state,
+                "notification": n.render(policy.notification_format),
+            })
+        };
         rows.extend(forwards(forwarding, after, n.event.as_str(), event, now)?);
     }
     Ok(rows)
@@ -456,5 +459,5 @@ pub(crate) fn deadline_forwards(
     now: i64,
 ) -> Result<Vec<OutboxRow>> {
     let event = serde_json::json!({ "source": "gateway", "kind": kind, "stage": stage, "dueAt": due_at });
-    forwards(forwarding, order, &format!("order.deadline_{stage}"), event, now)
+    forwards(forwarding, order, &format!("order.deadline_{stage}"), || event, now)
 }

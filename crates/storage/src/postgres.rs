@@ -470,7 +470,7 @@ impl Store for PgStore {
                         &self.forwarding,
                         &order,
                         env.event_type.as_str(),
-                        common::kuper_event(env),
+                        || common::kuper_event(env),
                         now,
                     )?;
                     if let Some(decision) = &acceptance {
@@ -540,7 +540,7 @@ impl Store for PgStore {
                         &self.forwarding,
                         &decision.order,
                         env.event_type.as_str(),
-                        common::kuper_event(env),
+                        || common::kuper_event(env),
                         now,
                     )?;
                     if !insert_outbox(&mut tx, found.id, &rows, now).await?.is_empty() {
@@ -864,7 +864,7 @@ impl Store for PgStore {
                     ("dead", report.error.clone().unwrap_or_default())
                 };
                 if to_kuper && status == "dead" {
-                    let event = common::dead_letter_event(&record, &report);
+                    let event = || common::dead_letter_event(&record, &report);
                     forwards = common::forwards(&self.forwarding, &stored.order, "notification.dead", event, now)?;
                 }
                 sqlx::query(

@@ -318,8 +318,13 @@ impl Store for SqliteStore {
                         .await?;
                     common::take_number(&mut order, wanted, taken.is_some(), &policy.number_prefix, &mut notes);
                 }
-                let mut rows =
-                    common::forwards(&self.forwarding, &order, env.event_type.as_str(), common::kuper_event(env), now)?;
+                let mut rows = common::forwards(
+                    &self.forwarding,
+                    &order,
+                    env.event_type.as_str(),
+                    || common::kuper_event(env),
+                    now,
+                )?;
                 if let Some(decision) = &acceptance {
                     let (after, more) =
                         common::apply_acceptance(&order, decision, &self.forwarding, policy, now, &mut notes)?;
@@ -364,7 +369,7 @@ impl Store for SqliteStore {
                         &self.forwarding,
                         &decision.order,
                         env.event_type.as_str(),
-                        common::kuper_event(env),
+                        || common::kuper_event(env),
                         now,
                     )?;
                     queued |= !insert_outbox(&mut tx, found.id, &rows, now).await?.is_empty();
@@ -665,7 +670,7 @@ impl Store for SqliteStore {
                     ("dead", report.error.clone().unwrap_or_default())
                 };
                 if to_kuper && status == "dead" {
-                    let event = common::dead_letter_event(&record, &report);
+                    let event = || common::dead_letter_event(&record, &report);
                     forwards = common::forwards(&self.forwarding, &stored.order, "notification.dead", event, now)?;
                 }
                 sqlx::query(
