@@ -80,10 +80,21 @@ async fn revoked_token_is_refreshed_and_the_notification_retried_at_once() {
     assert_eq!(env.act(&id, "assembled", json!({})).await.0, 202);
     env.wait_accepted(&id, &["order.in_work", "order.assembled"]).await;
     assert!(started.elapsed() < Duration::from_secs(5), "no backoff was needed after the refresh");
-    let (_, events) = env.call("GET", &format!("/api/v1/orders/{id}/events"), None, READ_KEY).await;
-    let refreshed =
-        events["events"].as_array().unwrap().iter().any(|e| e["detail"].as_str().unwrap_or("").contains("refreshed"));
-    assert!(refreshed, "the refresh is recorded: {events:#}");
+    // Kuper has the notification a moment before the gateway commits the attempt's record.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, events) = env.call("GET", &format!("/api/v1/orders/{id}/events"), None, READ_KEY).await;
+        let refreshed = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap_or("").contains("refreshed"));
+        if refreshed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the refresh is recorded: {events:#}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let sim = env.sim_order(&id).await;
     let unauthorized = sim["notifications"].as_array().unwrap().iter().filter(|n| n["status"] == 401).count();
     assert_eq!(unauthorized, 1, "exactly one 401 before the refresh: {sim:#}");
