@@ -103,6 +103,13 @@ impl Receiver {
     }
 }
 
+/// What a subscriber that deduplicates on `webhook-id` (as the README tells it to) processes:
+/// the first delivery of each id, in arrival order.
+fn first_of_each_webhook_id(got: Vec<Received>) -> Vec<Received> {
+    let mut seen = std::collections::HashSet::new();
+    got.into_iter().filter(|r| seen.insert(r.id.clone())).collect()
+}
+
 /// The Standard Webhooks check, written from the specification (not the gateway's code):
 /// base64 key after `whsec_` (else the secret's bytes), HMAC-SHA256 over `id.timestamp.body`,
 /// any `v1,` signature of the space-separated list may match.
@@ -156,11 +163,16 @@ async fn subscriber_gets_every_event_of_an_order_in_order_and_signed() {
     let env = Env::with(|c| c.subscribers = vec![subscriber(&url)]).await;
     let id = id_of(&env.create_order(json!({"store": "1184", "shipmentMethod": "by_courier"})).await);
     run_scheme_a(&env, &id).await;
-    let got = wms.wait_for(&id, "the whole order", |t| t.len() >= SCHEME_A.len()).await;
+    // Wait for what the assertion needs, the last event, not for a count: under load a slow
+    // answer may be retried (at least once), and a retry must not end the wait early.
+    let got = wms.wait_for(&id, "the whole order", |t| t.iter().any(|x| x == "order.delivered")).await;
+    for r in &got {
+        let first = got.iter().find(|x| x.id == r.id).unwrap();
+        assert_eq!(first.json()["type"], r.json()["type"], "a retry repeats its event's webhook-id");
+    }
+    let got = first_of_each_webhook_id(got);
     let types: Vec<String> = got.iter().map(|r| r.json()["type"].as_str().unwrap().to_string()).collect();
-    assert_eq!(types, SCHEME_A, "every event, once, in order");
-    let ids: std::collections::HashSet<&str> = got.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids.len(), got.len(), "a webhook-id per event");
+    assert_eq!(types, SCHEME_A, "every event, once per webhook-id, in order");
     for r in &got {
         assert!(verifies(SECRET, r), "signature of {}", r.body);
         assert!(verifies(OLD_SECRET, r), "every active key signs (rotation)");
@@ -207,15 +219,15 @@ async fn a_subscriber_down_for_a_while_gets_everything_later_in_order_and_kuper_
     let refused = wms.received().len();
     assert!(wms.received().iter().all(|r| r.json()["type"] == "order.created"), "only the head is tried");
     wms.answer_with(200, json!({}), 0);
-    let got = wms.wait_for(&id, "everything after the outage", |t| t.len() >= refused + SCHEME_A.len() - 1).await;
-    let mut delivered: Vec<String> = Vec::new();
-    for r in got {
-        let t = r.json()["type"].as_str().unwrap().to_string();
-        if delivered.last() != Some(&t) {
-            delivered.push(t);
-        }
-    }
-    assert_eq!(delivered, SCHEME_A, "in order, nothing lost (retries of one event collapse)");
+    assert!(refused >= 3);
+    // The last event is what the assertion needs: a count would be reached early by a retry of
+    // the first event that was already in flight when the subscriber came back.
+    let got = wms.wait_for(&id, "everything after the outage", |t| t.iter().any(|x| x == "order.delivered")).await;
+    let delivered: Vec<String> = first_of_each_webhook_id(got)
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(delivered, SCHEME_A, "in order, nothing lost (retries of one event share its webhook-id)");
     env.shutdown().await;
 }
 
