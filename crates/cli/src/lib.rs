@@ -138,8 +138,9 @@ async fn purge_audit(store: Arc<dyn Store>, days: i64, shutdown: CancellationTok
 }
 
 /// SQLite leases assume one dispatcher per database file: a second `serve` on the same file
-/// would release the first one's leases at start and send notifications twice.
-fn lock_sqlite(url: &str) -> anyhow::Result<Option<std::fs::File>> {
+/// would release the first one's leases at start and send notifications twice. Also taken by
+/// `serve --sandbox --fresh` while it deletes the file.
+pub fn lock_sqlite(url: &str) -> anyhow::Result<Option<std::fs::File>> {
     if !url.starts_with("sqlite:") {
         return Ok(None);
     }

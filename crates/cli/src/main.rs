@@ -68,6 +68,11 @@ struct ServeArgs {
     /// How many demo orders of each scheme the sandbox sends at start.
     #[arg(long, default_value_t = 1, requires = "sandbox")]
     demo_orders: u32,
+    /// Start the sandbox on an empty database: deletes the SQLite database first (never a
+    /// PostgreSQL one), so the demo orders are the README's. Without it a restart keeps the
+    /// earlier orders and says so.
+    #[arg(long, requires = "sandbox")]
+    fresh: bool,
 }
 
 #[derive(Subcommand)]
@@ -109,9 +114,16 @@ struct SimRunArgs {
     /// Run only these scenarios (repeatable; a trailing * matches a prefix). Default: all.
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
-    /// Seed of the order generator; the same seed gives the same orders.
+    /// Seed of the order generator; the same seed gives the same order contents. Kuper order
+    /// ids are new every run, so running again against the same gateway never repeats an order.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The stores the orders name, as the merchant has them configured:
+    /// kuper=ID (Kuper delivers), merchant=ID (the merchant delivers, scheme C),
+    /// restaurant=ID. A key left out keeps its default, the stores of the shipped
+    /// kuper-bridge.toml.
+    #[arg(long, default_value_t)]
+    stores: kuper_bridge_sim::runner::StoreIds,
     /// brief: pickup code after ready_for_delivery; v3: before it.
     #[arg(long, default_value = "brief")]
     profile: kuper_bridge_sim::Profile,
@@ -322,7 +334,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let mut sandbox = None;
             if args.sandbox {
-                sandbox = Some(sandbox::start(&mut config, &args.sandbox_listen).await?);
+                if args.fresh {
+                    sandbox::wipe(&config)?;
+                }
+                let found = sandbox::inspect(&config).await?;
+                sandbox = Some(sandbox::start(&mut config, &args.sandbox_listen, found).await?);
             }
             let resolved = match config.resolve() {
                 Ok(r) => r,
@@ -480,6 +496,7 @@ async fn sim_run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
     opts.format = args.format.parse().map_err(|e| anyhow::anyhow!("--format: {e}"))?;
     opts.scenarios = args.scenarios;
     opts.seed = args.seed;
+    opts.stores = args.stores;
     opts.profile = args.profile;
     opts.repeat = args.repeat;
     opts.deadline = std::time::Duration::from_secs(args.deadline_secs.max(1));

@@ -6,15 +6,87 @@ use kuper_bridge::Running;
 use kuper_bridge_sim::{SimConfig, SimHandle};
 use serde_json::{json, Value};
 
-pub const MERCHANT_STORE: &str = "sandbox-merchant";
-pub const RESTAURANT_STORE: &str = "sandbox-restaurant";
+// The conformance runner's default stores are these, so `sim run` passes against a gateway
+// started with the shipped kuper-bridge.toml (which lists them) or with `serve --sandbox`.
+pub use kuper_bridge_sim::runner::{
+    DEFAULT_KUPER_STORE as KUPER_STORE, SANDBOX_MERCHANT_STORE as MERCHANT_STORE,
+    SANDBOX_RESTAURANT_STORE as RESTAURANT_STORE,
+};
 
-/// Starts the fake Kuper and points the gateway's outbound side at it.
-pub async fn start(config: &mut Config, listen: &str) -> anyhow::Result<SimHandle> {
+/// What the sandbox found in its database before it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// No orders: the demo orders are the fixed ones of the README's table.
+    Empty,
+    /// Orders of an earlier run (at least this many). The new fake Kuper knows none of them.
+    EarlierOrders(usize),
+}
+
+/// `--fresh`: deletes the sandbox's SQLite database (and its WAL files) so the sandbox starts
+/// as on a new machine. Refuses a PostgreSQL database (never dropped by a flag) and a file
+/// another process is serving.
+pub fn wipe(config: &Config) -> anyhow::Result<()> {
+    let url = &config.database.url;
+    let Some(file) = kuper_bridge_storage::sqlite_file(url) else {
+        anyhow::bail!(
+            "--fresh deletes the sandbox's SQLite database; {} is not a SQLite file (drop a PostgreSQL database yourself)",
+            kuper_bridge_storage::redact_url(url)
+        );
+    };
+    // Held while deleting: a gateway serving this file keeps its lock, and its data.
+    let _lock = kuper_bridge::lock_sqlite(url)?;
+    let mut removed = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", file.display()));
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => anyhow::bail!("--fresh: cannot delete {}: {e}", path.display()),
+        }
+    }
+    if removed.is_empty() {
+        tracing::info!(database = %file.display(), "sandbox --fresh: no earlier database; starting empty");
+    } else {
+        tracing::warn!(deleted = %removed.join(", "), "sandbox --fresh: the earlier sandbox database was deleted");
+    }
+    Ok(())
+}
+
+/// Looks at the database before the sandbox starts, so a restart on an old sandbox says what
+/// it found instead of replaying the same demo orders as duplicates.
+pub async fn inspect(config: &Config) -> anyhow::Result<Found> {
+    if let Some(file) = kuper_bridge_storage::sqlite_file(&config.database.url) {
+        if !file.exists() {
+            return Ok(Found::Empty);
+        }
+    }
+    let store = kuper_bridge_storage::open(&config.database.url, &config.database.store_options()).await?;
+    store.migrate().await?;
+    const ENOUGH_TO_SAY: i64 = 10_000;
+    let filter = kuper_bridge_storage::OrderFilter { limit: ENOUGH_TO_SAY, ..Default::default() };
+    let orders = store.list_orders(&filter).await?.len();
+    Ok(if orders == 0 { Found::Empty } else { Found::EarlierOrders(orders) })
+}
+
+/// Starts the fake Kuper and points the gateway's outbound side at it. On a database that
+/// already holds orders the fake Kuper draws other order ids than the fixed demo ones: the
+/// same ids again would reach the gateway as duplicates of orders this new fake Kuper never
+/// saw, and reconciliation would then report them as disagreements.
+pub async fn start(config: &mut Config, listen: &str, found: Found) -> anyhow::Result<SimHandle> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("sandbox: cannot listen on {listen}: {e}"))?;
-    let sim_config = SimConfig::default();
+    let mut sim_config = SimConfig::default();
+    if let Found::EarlierOrders(count) = found {
+        sim_config.seed = rand::random();
+        tracing::warn!(
+            orders = count,
+            database = %kuper_bridge_storage::redact_url(&config.database.url),
+            "sandbox: this database holds orders of an earlier sandbox run; the new fake Kuper knows none of them \
+             (their notifications will be refused as unknown orders). New demo orders get new ids, not the README's. \
+             For a clean sandbox: serve --sandbox --fresh"
+        );
+    }
     let sim = kuper_bridge_sim::start(listener, sim_config.clone()).await?;
     config.kuper.base_url = sim.base_url();
     config.kuper.auth = "oauth".into();
@@ -51,8 +123,8 @@ pub async fn feed(config: &Config, running: &Running, sim: &SimHandle, per_schem
     let target = format!("{}{}", running.url(), config.server.webhook_path);
     let http = reqwest::Client::new();
     let kinds = [
-        ("A, Kuper delivery", json!({"store": "1184", "shipmentMethod": "by_courier"})),
-        ("B, pickup", json!({"store": "1184", "shipmentMethod": "pickup"})),
+        ("A, Kuper delivery", json!({"store": KUPER_STORE, "shipmentMethod": "by_courier"})),
+        ("B, pickup", json!({"store": KUPER_STORE, "shipmentMethod": "pickup"})),
         ("C, merchant delivery", json!({"store": MERCHANT_STORE, "integration": "delivery_by_merchant"})),
         ("A, restaurant", json!({"store": RESTAURANT_STORE, "restaurant": true})),
     ];
@@ -64,7 +136,13 @@ pub async fn feed(config: &Config, running: &Running, sim: &SimHandle, per_schem
             match http.post(format!("{}/sim/v1/orders", sim.base_url())).json(&body).send().await {
                 Ok(r) => {
                     let v: Value = r.json().await.unwrap_or(Value::Null);
-                    tracing::info!(scheme = label, kuper_order = %v["originalOrderId"].as_str().unwrap_or("?"), number = %v["number"].as_str().unwrap_or("?"), "sandbox: demo order sent");
+                    let kuper_order = v["originalOrderId"].as_str().unwrap_or("?");
+                    match v["number"].as_str() {
+                        Some(number) => {
+                            tracing::info!(scheme = label, kuper_order, number, "sandbox: demo order created")
+                        }
+                        None => tracing::warn!(scheme = label, kuper_order, answer = %v, "sandbox: the gateway did not take a demo order"),
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "sandbox: could not send a demo order"),
             }

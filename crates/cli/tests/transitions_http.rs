@@ -62,7 +62,7 @@ fn cases() -> Vec<Case> {
         c.push(("ready+eta", with(&[&ready[..], &[Act("estimated-delivery-time")]].concat())));
         c.push(("delivering", with(&[&ready[..], &[Act("delivering")]].concat())));
         c.push(("delivered", with(&[&ready[..], &[Act("delivering"), Act("delivered")]].concat())));
-        let (sa, sc) = if restaurant { ("rest-1", "rest-merchant-1") } else { ("1184", MERCHANT_STORE) };
+        let (sa, sc) = if restaurant { (RESTAURANT_STORE, "rest-merchant-1") } else { ("1184", MERCHANT_STORE) };
         out.push(Case { label: "A", store: sa, pickup: false, restaurant, paths: a });
         out.push(Case { label: "B", store: sa, pickup: true, restaurant, paths: b });
         out.push(Case { label: "C", store: sc, pickup: false, restaurant, paths: c });

@@ -46,6 +46,21 @@ pub struct GeneratedOrder {
     pub discount_total_price: Decimal,
 }
 
+impl GeneratedOrder {
+    /// Gives the order new Kuper ids drawn from `ids`, leaving its content as it was. The
+    /// conformance runner draws contents from `--seed` (reproducible) and ids from a source
+    /// that differs every run, so a second run against the same merchant never repeats an
+    /// order the merchant already holds.
+    pub fn renumber(&mut self, ids: &mut StdRng) {
+        self.original_order_id = format!("H{}", digits(ids, 11));
+        self.order_uuid = format!("sim:{}", uuid_from(ids));
+        if let Some(payload) = self.payload.as_object_mut() {
+            payload.insert("originalOrderId".into(), json!(self.original_order_id));
+            payload.insert("orderUUID".into(), json!(self.order_uuid));
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GenerateError {
     #[error("positions[{index}]: {message}")]
@@ -502,6 +517,26 @@ mod tests {
         let params = OrderParams::default();
         assert_eq!(generate_many(7, &params), generate_many(7, &params));
         assert_ne!(generate_many(7, &params), generate_many(8, &params));
+    }
+
+    #[test]
+    fn renumbering_changes_the_ids_and_nothing_else() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let original = generate(&mut rng, &OrderParams::default(), now()).unwrap();
+        let mut renumbered = original.clone();
+        renumbered.renumber(&mut StdRng::seed_from_u64(99));
+        assert_ne!(renumbered.original_order_id, original.original_order_id);
+        assert_ne!(renumbered.order_uuid, original.order_uuid);
+        assert_eq!(renumbered.payload["originalOrderId"], renumbered.original_order_id.as_str());
+        assert_eq!(renumbered.payload["orderUUID"], renumbered.order_uuid.as_str());
+        let strip = |order: &GeneratedOrder| {
+            let mut payload = order.payload.clone();
+            payload["originalOrderId"] = Value::Null;
+            payload["orderUUID"] = Value::Null;
+            payload
+        };
+        assert_eq!(strip(&renumbered), strip(&original), "the content is the seed's");
+        assert!(renumbered.original_order_id.starts_with('H') && renumbered.original_order_id.len() == 12);
     }
 
     #[test]

@@ -118,7 +118,7 @@ async fn webhook(State(double): State<Double>, Json(body): Json<Value>) -> Json<
             let next = orders.len() + 1;
             let scheme = match (payload["shipmentMethod"].as_str(), payload["storeID"].as_str()) {
                 (Some("pickup"), _) => Scheme::B,
-                (_, Some("merchant-1")) => Scheme::C,
+                (_, Some(kuper_bridge_sim::runner::SANDBOX_MERCHANT_STORE)) => Scheme::C,
                 _ => Scheme::A,
             };
             let order = orders.entry(id.clone()).or_insert_with(|| DoubleOrder {
@@ -342,9 +342,10 @@ const WELL_BEHAVED: &[&str] = &[
     "cancel-at-every-stage-*",
 ];
 
-/// Times are the only thing the seed does not fix in a generated order.
-fn without_times(mut order: Value) -> Value {
-    for key in ["delivery", "completeBefore"] {
+/// Times and Kuper ids are what the seed does not fix in a generated order: ids are new every
+/// run, so a second run against the same merchant never repeats an order.
+fn without_times_and_ids(mut order: Value) -> Value {
+    for key in ["delivery", "completeBefore", "originalOrderId", "orderUUID"] {
         if let Some(map) = order.as_object_mut() {
             map.remove(key);
         }
@@ -352,13 +353,27 @@ fn without_times(mut order: Value) -> Value {
     order
 }
 
+fn order_ids(report: &Report) -> Vec<String> {
+    let orders = report.results.iter().flat_map(|r| r.orders.iter());
+    orders.map(|o| o["originalOrderId"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+/// Per scenario: its name, its orders without times and ids, and its exchange with each order
+/// id replaced by the order's place in the scenario.
 fn transcript(report: &Report) -> Vec<(String, Vec<Value>, Vec<String>)> {
     report
         .results
         .iter()
         .map(|r| {
-            let lines = r.exchange.iter().map(|l| format!("{:?}>{:?} {} => {:?}", l.from, l.to, l.what, l.answer));
-            (r.name.clone(), r.orders.iter().cloned().map(without_times).collect(), lines.collect())
+            let ids: Vec<&str> = r.orders.iter().map(|o| o["originalOrderId"].as_str().unwrap_or("?")).collect();
+            let lines = r.exchange.iter().map(|l| {
+                let mut line = format!("{:?}>{:?} {} => {:?}", l.from, l.to, l.what, l.answer);
+                for (place, id) in ids.iter().enumerate() {
+                    line = line.replace(id, &format!("<order {place}>"));
+                }
+                line
+            });
+            (r.name.clone(), r.orders.iter().cloned().map(without_times_and_ids).collect(), lines.collect())
         })
         .collect()
 }
@@ -382,6 +397,12 @@ async fn a_well_behaved_merchant_passes_the_same_way_twice() {
             b.2
         );
     }
+    let (first_ids, second_ids) = (order_ids(&first), order_ids(&second));
+    assert!(!first_ids.is_empty());
+    assert!(
+        first_ids.iter().all(|id| !second_ids.contains(id)),
+        "a second run never repeats an order id, even with the same seed: {first_ids:?} {second_ids:?}"
+    );
     let other = setup.run(8).await;
     assert_ne!(transcript(&first)[0].1, transcript(&other)[0].1, "another seed, other orders");
 

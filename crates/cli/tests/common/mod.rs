@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 pub const READ_KEY: &str = "test-read-key-0123456789";
 pub const WEBHOOK_USER: &str = "kuper:secret";
-pub const MERCHANT_STORE: &str = "merchant-1";
-pub const RESTAURANT_STORE: &str = "rest-1";
+/// The stores the shipped kuper-bridge.toml lists, which the conformance runner names by default.
+pub const MERCHANT_STORE: &str = kuper_bridge_sim::runner::SANDBOX_MERCHANT_STORE;
+pub const RESTAURANT_STORE: &str = kuper_bridge_sim::runner::SANDBOX_RESTAURANT_STORE;
 
 pub struct Env {
     pub sim: Option<SimHandle>,

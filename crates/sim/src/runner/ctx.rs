@@ -94,6 +94,8 @@ pub(super) struct Ctx<'a> {
     pub opts: &'a RunOptions,
     api: Option<&'a MerchantApi>,
     pub rng: StdRng,
+    /// Draws the Kuper ids of this scenario's orders ([`RunOptions::id_seed`]).
+    ids: StdRng,
     started: Instant,
     exchange: Vec<ExchangeLine>,
     failures: Vec<String>,
@@ -105,6 +107,11 @@ pub(super) struct Ctx<'a> {
     strays_seen: HashSet<u64>,
     /// Rejections this scenario provokes on purpose (a 401 after the tokens are revoked).
     tolerated: Vec<&'static str>,
+    /// Notifications refused for a token Kuper does not know (401 `unauthorized`): judged
+    /// when the scenario ends. A merchant that then gets a new token and sends the same event
+    /// again has done what protocol.md §9 asks (a token it cached from another Kuper instance,
+    /// e.g. an earlier run's, is no fault); one that never does fails.
+    unauthorized: Vec<NotificationRecord>,
     format_reported: bool,
 }
 
@@ -115,6 +122,7 @@ impl<'a> Ctx<'a> {
             opts,
             api,
             rng: StdRng::seed_from_u64(seed),
+            ids: StdRng::seed_from_u64(opts.id_seed ^ seed),
             started: Instant::now(),
             exchange: Vec::new(),
             failures: Vec::new(),
@@ -124,12 +132,14 @@ impl<'a> Ctx<'a> {
             first_seq: app.last_seq(),
             strays_seen: HashSet::new(),
             tolerated: Vec::new(),
+            unauthorized: Vec::new(),
             format_reported: false,
         }
     }
 
     pub fn into_result(mut self, name: &str, description: &str) -> ScenarioResult {
         self.sync();
+        self.judge_unauthorized();
         ScenarioResult {
             name: name.to_owned(),
             description: description.to_owned(),
@@ -255,6 +265,11 @@ impl<'a> Ctx<'a> {
         self.line(Party::Merchant, Party::Kuper, event.clone(), Some(answer), ok);
         if record.verdict == Verdict::Rejected {
             let rule = record.rule.clone().unwrap_or_else(|| "rejected".to_owned());
+            if rule == "unauthorized" && !self.tolerated.contains(&rule.as_str()) {
+                self.check_format(&record, &event);
+                self.unauthorized.push(record);
+                return;
+            }
             if !self.tolerated.contains(&rule.as_str()) {
                 let message = record.message.clone().unwrap_or_else(|| format!("{rule}: {event} refused"));
                 let message = if message.starts_with(rule.as_str()) { message } else { format!("{rule}: {message}") };
@@ -262,6 +277,34 @@ impl<'a> Ctx<'a> {
             }
         }
         self.check_format(&record, &event);
+    }
+
+    /// Each 401 counts against the merchant only if the same event of the same order never
+    /// got through afterwards.
+    fn judge_unauthorized(&mut self) {
+        let refused = std::mem::take(&mut self.unauthorized);
+        if refused.is_empty() {
+            return;
+        }
+        let world = self.app.world();
+        let log = world.log();
+        for record in refused {
+            let resent = log.iter().any(|later| {
+                later.seq > record.seq
+                    && later.event == record.event
+                    && later.original_order_id == record.original_order_id
+                    && matches!(later.verdict, Verdict::Accepted | Verdict::RepeatAccepted)
+            });
+            if !resent {
+                let event = record.event.as_deref().unwrap_or("unreadable notification");
+                let order = record.original_order_id.as_deref().unwrap_or("unknown to Kuper");
+                let why = record.message.as_deref().unwrap_or("the access token is not valid");
+                self.failures.push(format!(
+                    "unauthorized: {event} for order {order} was refused ({why}) and never sent again \
+                     with a new token (protocol.md §9: on 401 get a new token and resend)"
+                ));
+            }
+        }
     }
 
     fn check_format(&mut self, record: &NotificationRecord, event: &str) {
@@ -305,8 +348,12 @@ impl<'a> Ctx<'a> {
         let mut chosen = None;
         for _ in 0..MAX_DRAWS {
             match generate(&mut self.rng, &params, now) {
-                Ok(order) if self.app.world().contains_id(&order.original_order_id) => {}
                 Ok(order) if want(&order) => {
+                    let mut order = order;
+                    order.renumber(&mut self.ids);
+                    if self.app.world().contains_id(&order.original_order_id) {
+                        continue;
+                    }
                     chosen = Some(order);
                     break;
                 }
@@ -338,7 +385,50 @@ impl<'a> Ctx<'a> {
             self.fail("created_answer", format!("{} (order {id})", placed.check.problems.join("; ")));
             return Err(Abort);
         }
-        Ok(OrderRef(self.tracked.len() - 1))
+        let order = OrderRef(self.tracked.len() - 1);
+        self.check_scheme(order, kind).await?;
+        Ok(order)
+    }
+
+    /// A driven run asks the merchant how it runs the new order: a store missing from its
+    /// configuration makes every later step fail for a reason the scenario would not name.
+    async fn check_scheme(&mut self, order: OrderRef, kind: OrderKind) -> Step {
+        let Some(api) = self.api else {
+            return Ok(());
+        };
+        let id = self.id(order);
+        let answer = api.order(&id).await;
+        if answer.status != Some(200) {
+            // The actions will say what is wrong with the API; this check only explains stores.
+            return Ok(());
+        }
+        let expected = match kind.scheme {
+            Scheme::A => "kuper_delivery",
+            Scheme::B => "pickup",
+            Scheme::C => "merchant_delivery",
+        };
+        let scheme = answer.body["scheme"].as_str().unwrap_or("?").to_owned();
+        let restaurant = answer.body["restaurant"].as_bool().unwrap_or(false);
+        if scheme == expected && restaurant == kind.restaurant {
+            return Ok(());
+        }
+        let shown = |scheme: &str, restaurant: bool| {
+            if restaurant {
+                format!("{scheme} (restaurant)")
+            } else {
+                scheme.to_owned()
+            }
+        };
+        self.fail(
+            "store_configuration",
+            format!(
+                "the merchant runs order {id} as {}, this scenario needs {}: {}",
+                shown(&scheme, restaurant),
+                shown(expected, kind.restaurant),
+                self.opts.stores.requirement(kind.scheme, kind.restaurant)
+            ),
+        );
+        Err(Abort)
     }
 
     /// The merchant number Kuper learnt from the answer to `order.created`.

@@ -65,7 +65,16 @@ impl MerchantApi {
 
     pub async fn act(&self, reference: &str, action: &str, body: &Value) -> ApiAnswer {
         let url = format!("{}/orders/{reference}/{action}", self.base);
-        let request = self.http.post(url).bearer_auth(&self.key).json(body);
+        self.send(self.http.post(url).bearer_auth(&self.key).json(body)).await
+    }
+
+    /// `GET /orders/{ref}`: the order as the merchant runs it (its scheme, for one).
+    pub async fn order(&self, reference: &str) -> ApiAnswer {
+        let url = format!("{}/orders/{reference}", self.base);
+        self.send(self.http.get(url).bearer_auth(&self.key)).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> ApiAnswer {
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => return ApiAnswer { status: None, body: Value::Null, error: Some(format!("{error:#}")) },

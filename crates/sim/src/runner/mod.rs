@@ -70,10 +70,19 @@ impl std::str::FromStr for NotificationFormatChoice {
     }
 }
 
+/// The store the sandbox and the shipped development config (`kuper-bridge.toml`) list as
+/// delivering itself (scheme C). One name for the config, the sandbox and the runner's default.
+pub const SANDBOX_MERCHANT_STORE: &str = "sandbox-merchant";
+/// The store the sandbox and the shipped development config list as a restaurant.
+pub const SANDBOX_RESTAURANT_STORE: &str = "sandbox-restaurant";
+/// Any store the merchant has not configured otherwise: Kuper delivers (schemes A and B).
+pub const DEFAULT_KUPER_STORE: &str = "1184";
+
 /// The stores the runner's orders name. The merchant decides the scheme from its own store
 /// configuration (protocol.md §5), so these must be configured there: `merchant_delivery` as
 /// delivering itself, `restaurant` as a restaurant with Kuper delivery; `kuper_delivery` may be
-/// any store with the default (Kuper) delivery.
+/// any store with the default (Kuper) delivery. The defaults are the stores of the shipped
+/// `kuper-bridge.toml`, so the README's `sim run` passes against `serve` as shipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreIds {
     pub kuper_delivery: String,
@@ -84,10 +93,68 @@ pub struct StoreIds {
 impl Default for StoreIds {
     fn default() -> Self {
         Self {
-            kuper_delivery: "1184".to_owned(),
-            merchant_delivery: "merchant-1".to_owned(),
-            restaurant: "rest-1".to_owned(),
+            kuper_delivery: DEFAULT_KUPER_STORE.to_owned(),
+            merchant_delivery: SANDBOX_MERCHANT_STORE.to_owned(),
+            restaurant: SANDBOX_RESTAURANT_STORE.to_owned(),
         }
+    }
+}
+
+impl StoreIds {
+    /// The store a scheme's orders name, and how the merchant must have it configured: for
+    /// the message that explains a scheme the merchant ran differently.
+    pub fn requirement(&self, scheme: crate::Scheme, restaurant: bool) -> String {
+        match (scheme, restaurant) {
+            (_, true) => format!(
+                "restaurant orders name store {:?}, which the merchant must list as a restaurant \
+                 (kuper-bridge: [[stores]] id = {:?}, restaurant = true); --stores restaurant=ID names another",
+                self.restaurant, self.restaurant
+            ),
+            (crate::Scheme::C, false) => format!(
+                "scheme C orders name store {:?}, which the merchant must list as delivering itself \
+                 (kuper-bridge: [[stores]] id = {:?}, delivery = \"merchant\"); --stores merchant=ID names another",
+                self.merchant_delivery, self.merchant_delivery
+            ),
+            _ => format!(
+                "scheme A and B orders name store {:?}, which the merchant must treat as delivered by Kuper \
+                 (the default for a store it does not list); --stores kuper=ID names another",
+                self.kuper_delivery
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreIds {
+    /// The form `FromStr` takes back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "kuper={},merchant={},restaurant={}", self.kuper_delivery, self.merchant_delivery, self.restaurant)
+    }
+}
+
+impl std::str::FromStr for StoreIds {
+    type Err = String;
+
+    /// `kuper=1184,merchant=sandbox-merchant,restaurant=sandbox-restaurant`, as `sim run
+    /// --stores` takes it; a key left out keeps its default.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut stores = StoreIds::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((key, value)) = part.split_once('=') else {
+                return Err(format!("{part:?}: expected KEY=STORE_ID (keys: kuper, merchant, restaurant)"));
+            };
+            let value = value.trim();
+            if value.is_empty() {
+                return Err(format!("{part:?}: the store id is empty"));
+            }
+            let slot = match key.trim() {
+                "kuper" => &mut stores.kuper_delivery,
+                "merchant" => &mut stores.merchant_delivery,
+                "restaurant" => &mut stores.restaurant,
+                other => return Err(format!("unknown key {other:?}: expected kuper, merchant or restaurant")),
+            };
+            value.clone_into(slot);
+        }
+        Ok(stores)
     }
 }
 
@@ -109,6 +176,10 @@ pub struct RunOptions {
     /// Seeds the order generator: scenario `i` of the catalogue uses a generator derived from
     /// `seed` and `i`, so a scenario's orders do not depend on which others run.
     pub seed: u64,
+    /// Seeds the orders' Kuper ids (`originalOrderId`, `orderUUID`) apart from their content:
+    /// random per run by default, so running again against the same merchant (which keeps
+    /// every order it was sent) never repeats an order, whatever the seed.
+    pub id_seed: u64,
     /// How long each step waits for the merchant's notification.
     pub deadline: Duration,
     /// How long the runner listens for notifications that must not come (after Kuper's
@@ -132,6 +203,7 @@ impl RunOptions {
             format: NotificationFormatChoice::Brief,
             scenarios: Vec::new(),
             seed: 42,
+            id_seed: rand::random(),
             deadline: Duration::from_secs(10),
             quiet: Duration::from_secs(1),
             profile: Profile::Brief,
@@ -265,6 +337,39 @@ mod tests {
             duration: Duration::from_millis(1500),
         };
         assert_eq!(done.line(), "[##########----------] 2/4 FAIL b (1.50 s)");
+    }
+
+    #[test]
+    fn store_ids_parse_with_defaults_for_what_is_left_out() {
+        let table: [(&str, Result<(&str, &str, &str), &str>); 6] = [
+            ("", Ok(("1184", "sandbox-merchant", "sandbox-restaurant"))),
+            ("merchant=m-1", Ok(("1184", "m-1", "sandbox-restaurant"))),
+            (
+                "kuper=27, merchant=m-1 ,restaurant=r-1",
+                Ok(("27", "m-1", "r-1")),
+            ),
+            ("merchant", Err("expected KEY=STORE_ID")),
+            ("merchant=", Err("empty")),
+            ("shop=5", Err("unknown key \"shop\"")),
+        ];
+        for (text, expected) in table {
+            let got = text.parse::<StoreIds>();
+            match (got, expected) {
+                (Ok(ids), Ok((kuper, merchant, restaurant))) => {
+                    assert_eq!(
+                        (ids.kuper_delivery.as_str(), ids.merchant_delivery.as_str(), ids.restaurant.as_str()),
+                        (kuper, merchant, restaurant),
+                        "{text}"
+                    );
+                }
+                (Err(e), Err(part)) => assert!(e.contains(part), "{text}: {e}"),
+                (got, expected) => panic!("{text}: got {got:?}, expected {expected:?}"),
+            }
+        }
+        let ids = StoreIds::default();
+        assert_eq!(ids.to_string().parse::<StoreIds>(), Ok(ids.clone()), "Display is what FromStr takes");
+        assert!(ids.requirement(crate::Scheme::C, false).contains("delivery = \"merchant\""));
+        assert!(ids.requirement(crate::Scheme::A, true).contains("restaurant = true"));
     }
 
     #[test]
