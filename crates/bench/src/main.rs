@@ -1413,9 +1413,7 @@ async fn run_backend(args: &Args, plan: &Plan, bin: &Path, backend: Backend) -> 
         None => std::env::temp_dir(),
     };
     std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix("kuper-bridge-bench-")
-        .tempdir_in(&parent)
+    let tmp = kuper_bridge_bench::scratch::ScratchDir::new_in(&parent, "kuper-bridge-bench-")
         .with_context(|| format!("cannot create a temporary directory in {}", parent.display()))?;
     let dir = tmp.path().to_path_buf();
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();

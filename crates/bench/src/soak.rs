@@ -874,9 +874,7 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix("kuper-bridge-soak-")
-        .tempdir_in(&parent)
+    let tmp = kuper_bridge_bench::scratch::ScratchDir::new_in(&parent, "kuper-bridge-soak-")
         .with_context(|| format!("cannot create a temporary directory in {}", parent.display()))?;
     let dir = tmp.path().to_path_buf();
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
