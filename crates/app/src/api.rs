@@ -1,6 +1,7 @@
 //! The merchant REST API (`/api/v1`, interfaces.md).
 
 use crate::auth::{authenticate, redact_headers, Caller, Scope};
+use crate::body::{self, field_error, Fields};
 use crate::error::ApiError;
 use crate::{request_id, AppState};
 use axum::body::Bytes;
@@ -9,11 +10,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kuper_bridge_domain::deadlines::deadlines_at;
-use kuper_bridge_domain::engine::allowed_actions;
-use kuper_bridge_domain::{Action, ActionKind, CollectedLine};
-use kuper_bridge_storage::{ActionRequest, Exchange, OrderFilter, OutboxRecord, OutboxStatus, StoredOrder};
+use kuper_bridge_domain::engine::{allowed_actions, parse_time};
+use kuper_bridge_domain::{Action, ActionKind, CollectedLine, DomainError, Policy};
+use kuper_bridge_storage::{ActionRequest, Exchange, OrderFilter, OutboxRecord, OutboxStatus, Store, StoredOrder};
 use kuper_bridge_wire::decimal::read_decimal;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -30,13 +30,19 @@ pub async fn openapi(State(state): State<AppState>, headers: HeaderMap) -> Resul
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response())
 }
 
+/// Storage keeps the pickup lock-out in unix seconds; the API shows every time in unix
+/// milliseconds (decisions.md).
+pub fn seconds_to_ms(seconds: Option<i64>) -> Option<i64> {
+    seconds.map(|s| s.saturating_mul(1000))
+}
+
 /// The order as the API shows it. The pickup code itself is never shown here: it is the
 /// customer's secret; only the action that created it returns it.
-pub fn order_view(state: &AppState, o: &StoredOrder) -> Value {
+pub fn order_view(policy: &Policy, o: &StoredOrder) -> Value {
     let mut v = serde_json::to_value(&o.order).unwrap_or(Value::Null);
     if let Some(obj) = v.as_object_mut() {
         let pickup = o.order.pickup.as_ref().map(|p| {
-            json!({"issued": true, "verified": p.verified, "failedAttempts": p.failed_attempts, "lockedUntil": p.locked_until})
+            json!({"issued": true, "verified": p.verified, "failedAttempts": p.failed_attempts, "lockedUntil": seconds_to_ms(p.locked_until)})
         });
         obj.insert("pickupCode".into(), pickup.unwrap_or(json!({"issued": false})));
         obj.remove("pickup");
@@ -45,18 +51,18 @@ pub fn order_view(state: &AppState, o: &StoredOrder) -> Value {
         obj.insert("updatedAt".into(), json!(o.updated_at));
         obj.insert(
             "allowedActions".into(),
-            json!(allowed_actions(&o.order, &state.policy).iter().map(|a| a.as_str()).collect::<Vec<_>>()),
+            json!(allowed_actions(&o.order, policy).iter().map(|a| a.as_str()).collect::<Vec<_>>()),
         );
-        obj.insert("deadlines".into(), deadlines_view(state, o));
+        obj.insert("deadlines".into(), deadlines_view(policy, o));
     }
     v
 }
 
 /// The order's pending deadlines as of now (computed, like `allowedActions`); what was
 /// recorded when they passed is in the timeline.
-fn deadlines_view(state: &AppState, o: &StoredOrder) -> Value {
+fn deadlines_view(policy: &Policy, o: &StoredOrder) -> Value {
     let now = kuper_bridge_storage::now_ms();
-    json!(deadlines_at(&o.order, o.created_at, &state.policy.deadlines, now)
+    json!(deadlines_at(&o.order, o.created_at, &policy.deadlines, now)
         .iter()
         .map(|(d, stage)| json!({"kind": d.kind, "dueAt": d.due_at, "warnAt": d.warn_at, "stage": stage.as_str()}))
         .collect::<Vec<_>>())
@@ -164,7 +170,7 @@ pub async fn list_orders(
     let orders = state.store.list_orders(&filter).await?;
     let next = if orders.len() as i64 == limit { orders.last().map(|o| o.id.to_string()) } else { None };
     Ok(Json(json!({
-        "orders": orders.iter().map(|o| order_view(&state, o)).collect::<Vec<_>>(),
+        "orders": orders.iter().map(|o| order_view(&state.policy, o)).collect::<Vec<_>>(),
         "nextCursor": next,
     })))
 }
@@ -184,7 +190,7 @@ pub async fn get_order(
 ) -> Result<Json<Value>, ApiError> {
     caller(&state, &headers, Scope::Read)?;
     let o = load(&state, &reference).await?;
-    Ok(Json(order_view(&state, &o)))
+    Ok(Json(order_view(&state.policy, &o)))
 }
 
 pub async fn order_events(
@@ -198,133 +204,164 @@ pub async fn order_events(
     Ok(Json(json!({"order": o.order.display_ref(), "events": events_view(&events, &who)})))
 }
 
-fn parse_body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("body: {e}")))
-}
+/// The fields each body may have (interfaces.md); anything else is a 400 naming the field.
+const ACCEPT_FIELDS: &[&str] = &["expectedAssemblyTime"];
+const COMPOSITION_FIELDS: &[&str] = &["positions"];
+const LINE_FIELDS: &[&str] = &["id", "quantity", "weight", "replacedByID", "markingCodes", "price", "discountPrice"];
+const CODE_FIELDS: &[&str] = &["code"];
+const ETA_FIELDS: &[&str] = &["at"];
+const CANCEL_FIELDS: &[&str] = &["reason", "description"];
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AcceptBody {
-    expected_assembly_time: Option<String>,
-}
+/// How far in the past an `expectedAssemblyTime` or `at` may lie: the store system's clock
+/// and ours disagree by a few seconds, and a request takes time to arrive.
+pub const CLOCK_SKEW_TOLERANCE_MS: i64 = 60_000;
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct EmptyBody {}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct CompositionBody {
-    positions: Option<Vec<LineBody>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LineBody {
-    id: Value,
-    quantity: Value,
-    #[serde(default)]
-    weight: Value,
-    #[serde(default, rename = "replacedByID")]
-    replaced_by_id: Option<String>,
-    #[serde(default, rename = "markingCodes")]
-    marking_codes: Vec<String>,
-    #[serde(default)]
-    price: Value,
-    #[serde(default, rename = "discountPrice")]
-    discount_price: Value,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct PickupBody {
-    code: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct EtaBody {
-    at: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct CancelBody {
-    reason: Option<String>,
-    description: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct VerifyBody {
-    code: Option<String>,
-}
-
-fn lines(body: CompositionBody) -> Result<Option<Vec<CollectedLine>>, ApiError> {
-    let Some(positions) = body.positions else { return Ok(None) };
+fn lines(body: Option<&Fields>) -> Result<Option<Vec<CollectedLine>>, ApiError> {
+    let Some(positions) = body.map(|b| b.objects("positions", LINE_FIELDS)).transpose()?.flatten() else {
+        return Ok(None);
+    };
     let mut out = Vec::with_capacity(positions.len());
-    for (i, p) in positions.into_iter().enumerate() {
-        let field = |n: &str| format!("positions[{i}].{n}");
-        let dec = |v: &Value, n: &str| read_decimal(v).map_err(|m| ApiError::bad_request(format!("{}: {m}", field(n))));
-        let id = match &p.id {
-            Value::String(s) => s.clone(),
+    for p in positions {
+        let dec = |n: &str| read_decimal(&p.value(n)).map_err(|m| field_error(&p.name(n), m));
+        let id = match p.value("id") {
+            Value::String(s) => s,
             Value::Number(n) => n.to_string(),
-            _ => return Err(ApiError::bad_request(format!("{}: expected a string", field("id")))),
+            Value::Null => return Err(field_error(&p.name("id"), "required")),
+            _ => return Err(field_error(&p.name("id"), "expected a string")),
         };
         out.push(CollectedLine {
             id,
-            quantity: dec(&p.quantity, "quantity")?
-                .ok_or_else(|| ApiError::bad_request(format!("{}: required", field("quantity"))))?,
-            weight: dec(&p.weight, "weight")?,
-            replaced_by_id: p.replaced_by_id,
-            marking_codes: p.marking_codes,
-            price: dec(&p.price, "price")?,
-            discount_price: dec(&p.discount_price, "discountPrice")?,
+            quantity: dec("quantity")?.ok_or_else(|| field_error(&p.name("quantity"), "required"))?,
+            weight: dec("weight")?,
+            replaced_by_id: p.string("replacedByID")?,
+            marking_codes: p.strings("markingCodes")?,
+            price: dec("price")?,
+            discount_price: dec("discountPrice")?,
         });
     }
     Ok(Some(out))
 }
 
-fn build_action(kind: ActionKind, bytes: &Bytes) -> Result<ActionRequest, ApiError> {
+/// A time the store promises (`expectedAssemblyTime`, `at`) must not already have passed.
+/// A malformed time is left to the domain, which explains the format.
+fn not_in_the_past(field: &str, value: &str, now_ms: i64) -> Result<(), ApiError> {
+    let Ok(t) = parse_time(field, value) else { return Ok(()) };
+    if t.timestamp_millis() < now_ms - CLOCK_SKEW_TOLERANCE_MS {
+        let now = chrono::DateTime::from_timestamp_millis(now_ms)
+            .map(|n| n.with_timezone(t.offset()).to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
+            .unwrap_or_default();
+        return Err(DomainError::invalid(
+            field,
+            format!("{} is in the past (now {now}); send a later time", value.trim()),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Turns an action's body into the request storage applies. The same for the REST API and the
+/// command line (`kuper-bridge orders act`): one place for what a body may hold.
+pub fn build_action(
+    kind: ActionKind,
+    content_type: Option<&str>,
+    bytes: &[u8],
+    now_ms: i64,
+) -> Result<ActionRequest, ApiError> {
+    let fields = |allowed: &[&str]| body::read(content_type, bytes, allowed);
+    let string = |b: &Option<Fields>, name: &str| b.as_ref().map(|b| b.string(name)).transpose().map(Option::flatten);
     let action = match kind {
         ActionKind::Accept => {
-            Action::Accept { expected_assembly_time: parse_body::<AcceptBody>(bytes)?.expected_assembly_time }
+            let expected_assembly_time = string(&fields(ACCEPT_FIELDS)?, "expectedAssemblyTime")?;
+            if let Some(t) = &expected_assembly_time {
+                not_in_the_past("expectedAssemblyTime", t, now_ms)?;
+            }
+            Action::Accept { expected_assembly_time }
         }
         ActionKind::StartAssembly => {
-            parse_body::<EmptyBody>(bytes)?;
+            fields(&[])?;
             Action::StartAssembly
         }
         ActionKind::Assembled => {
-            parse_body::<EmptyBody>(bytes)?;
+            fields(&[])?;
             Action::Assembled
         }
-        ActionKind::Ready => Action::Ready { positions: lines(parse_body(bytes)?)? },
-        ActionKind::PickupCode => match parse_body::<PickupBody>(bytes)?.code {
+        ActionKind::Ready => Action::Ready { positions: lines(fields(COMPOSITION_FIELDS)?.as_ref())? },
+        ActionKind::PickupCode => match string(&fields(CODE_FIELDS)?, "code")? {
             Some(code) => Action::PickupCode { code },
             None => return Ok(ActionRequest::GeneratePickupCode),
         },
-        ActionKind::EstimatedDeliveryTime => Action::EstimatedDeliveryTime {
-            at: parse_body::<EtaBody>(bytes)?
-                .at
-                .ok_or_else(|| ApiError::bad_request("at: required (RFC 3339 with offset)"))?,
-        },
+        ActionKind::EstimatedDeliveryTime => {
+            let at = string(&fields(ETA_FIELDS)?, "at")?
+                .ok_or_else(|| field_error("at", "required (RFC 3339 with offset)"))?;
+            not_in_the_past("at", &at, now_ms)?;
+            Action::EstimatedDeliveryTime { at }
+        }
         ActionKind::Delivering => {
-            parse_body::<EmptyBody>(bytes)?;
+            fields(&[])?;
             Action::Delivering
         }
-        ActionKind::Delivered => Action::Delivered { positions: lines(parse_body(bytes)?)? },
+        ActionKind::Delivered => Action::Delivered { positions: lines(fields(COMPOSITION_FIELDS)?.as_ref())? },
         ActionKind::Cancel => {
-            let b: CancelBody = parse_body(bytes)?;
+            let b = fields(CANCEL_FIELDS)?;
             Action::Cancel {
-                reason: b.reason.ok_or_else(|| ApiError::bad_request("reason: required (a cancellation slug)"))?,
-                description: b.description.unwrap_or_default(),
+                reason: string(&b, "reason")?.ok_or_else(|| field_error("reason", "required (a cancellation slug)"))?,
+                description: string(&b, "description")?.unwrap_or_default(),
             }
         }
     };
     Ok(ActionRequest::Action(action))
+}
+
+/// An applied action: its answer body (what the REST API answers with 202) and whether it was
+/// the replay of an earlier request with the same `Idempotency-Key`.
+pub struct ActionAnswer {
+    pub body: Value,
+    pub replayed: bool,
+    pub order_id: i64,
+    pub state: kuper_bridge_domain::OrderState,
+}
+
+/// Applies a merchant action: reads the body, lets storage apply the domain's rules and queue
+/// the notifications, and builds the answer. The REST API and the command line both call this,
+/// so the rules, the body checks and the audit entry are the same whichever way an action comes.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_action(
+    store: &dyn Store,
+    policy: &Policy,
+    reference: &str,
+    kind: ActionKind,
+    content_type: Option<&str>,
+    bytes: &[u8],
+    mut exchange: Exchange,
+    idempotency: Option<kuper_bridge_storage::IdempotencyKey>,
+) -> Result<ActionAnswer, ApiError> {
+    let request = build_action(kind, content_type, bytes, kuper_bridge_storage::now_ms())?;
+    exchange.event = Some(kind.as_str().into());
+    // A pickup code given by the store is kept on the order, not in the audit entry.
+    exchange.body = Some(if kind == ActionKind::PickupCode {
+        "[pickup code request]".into()
+    } else {
+        String::from_utf8_lossy(bytes).into_owned()
+    });
+    let result = store.apply_action_keyed(reference, request, policy, exchange, idempotency).await?;
+    let summaries: Vec<Value> =
+        result.notifications.iter().map(|n| json!({"id": n.id, "event": n.event, "status": n.status})).collect();
+    let mut body = json!({
+        "order": order_view(policy, &result.order),
+        "notification": summaries.last().cloned().unwrap_or(Value::Null),
+        "notifications": summaries,
+    });
+    if kind == ActionKind::PickupCode {
+        if let Some(p) = &result.order.order.pickup {
+            body["pickupCode"] = json!(p.code);
+        }
+    }
+    Ok(ActionAnswer { body, replayed: result.replayed, order_id: result.order.id, state: result.order.order.state })
+}
+
+fn content_type(headers: &HeaderMap) -> Option<&str> {
+    // A header that is not even text is no JSON type either.
+    headers.get(axum::http::header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("application/octet-stream"))
 }
 
 pub async fn action(
@@ -335,41 +372,31 @@ pub async fn action(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let who = caller(&state, &headers, Scope::Write)?;
-    let request = build_action(kind, &bytes)?;
     let exchange = Exchange {
         kind: "action".into(),
         direction: "api".into(),
-        event: Some(kind.as_str().into()),
         method: Some("POST".into()),
         path: Some(format!("/api/v1/orders/{reference}/{}", kind.as_str())),
         headers: Some(redact_headers(&headers)),
-        // A pickup code given by the store is kept on the order, not in the audit entry.
-        body: Some(if kind == ActionKind::PickupCode {
-            "[pickup code request]".into()
-        } else {
-            String::from_utf8_lossy(&bytes).into_owned()
-        }),
         request_id: Some(request_id(&headers)),
         detail: Some(format!("by {}", who.name)),
         ..Default::default()
     };
     let idempotency = idempotency_key(&headers, &who.name, kind, &reference, &bytes)?;
-    let result = state.store.apply_action_keyed(&reference, request, &state.policy, exchange, idempotency).await?;
-    tracing::info!(order_id = result.order.id, action = kind.as_str(), caller = %who.name, state = %result.order.order.state, "merchant action");
-    let summaries: Vec<Value> =
-        result.notifications.iter().map(|n| json!({"id": n.id, "event": n.event, "status": n.status})).collect();
-    let mut body = json!({
-        "order": order_view(&state, &result.order),
-        "notification": summaries.last().cloned().unwrap_or(Value::Null),
-        "notifications": summaries,
-    });
-    if kind == ActionKind::PickupCode {
-        if let Some(p) = &result.order.order.pickup {
-            body["pickupCode"] = json!(p.code);
-        }
-    }
-    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    if result.replayed {
+    let answer = apply_action(
+        state.store.as_ref(),
+        &state.policy,
+        &reference,
+        kind,
+        content_type(&headers),
+        &bytes,
+        exchange,
+        idempotency,
+    )
+    .await?;
+    tracing::info!(order_id = answer.order_id, action = kind.as_str(), caller = %who.name, state = %answer.state, "merchant action");
+    let mut response = (StatusCode::ACCEPTED, Json(answer.body)).into_response();
+    if answer.replayed {
         response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
     }
     Ok(response)
@@ -408,7 +435,11 @@ pub async fn verify_pickup(
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let who = caller(&state, &headers, Scope::Write)?;
-    let code = parse_body::<VerifyBody>(&bytes)?.code.ok_or_else(|| ApiError::bad_request("code: required"))?;
+    let code = body::read(content_type(&headers), &bytes, CODE_FIELDS)?
+        .map(|b| b.string("code"))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| field_error("code", "required"))?;
     state.verify_limiter.check(&who.name)?;
     let exchange = Exchange {
         kind: "pickup_verification".into(),
@@ -425,7 +456,7 @@ pub async fn verify_pickup(
     if !v.valid {
         state.verify_limiter.failed(&who.name);
     }
-    Ok(Json(json!({"valid": v.valid, "attemptsLeft": v.attempts_left, "lockedUntil": v.locked_until})))
+    Ok(Json(json!({"valid": v.valid, "attemptsLeft": v.attempts_left, "lockedUntil": seconds_to_ms(v.locked_until)})))
 }
 
 #[derive(Deserialize)]

@@ -89,7 +89,8 @@ impl From<StoreError> for ApiError {
                 "pickup_code_locked",
                 "too many wrong pickup codes for this order; try later",
             )
-            .with_details(json!({"lockedUntil": until})),
+            // Unix milliseconds, like every time of the API (storage keeps seconds).
+            .with_details(json!({"lockedUntil": until.saturating_mul(1000)})),
             StoreError::Unavailable(m) => {
                 tracing::error!(error = %m, "storage unavailable");
                 ApiError::new(

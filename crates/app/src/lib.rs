@@ -4,13 +4,16 @@
 pub mod acceptance;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod metrics;
+pub mod server;
 pub mod webhook;
 
 pub use acceptance::{AcceptanceClient, AcceptanceHook};
 pub use auth::{ApiKey, Scope, WebhookAuth};
 pub use metrics::AppMetrics;
+pub use server::{serve, ServeLimits};
 
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, Path, Request, State};
@@ -231,13 +234,4 @@ async fn json_errors(request: Request, next: Next) -> Response {
         }
     }
     out
-}
-
-/// Serves until `shutdown` resolves; in-flight requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

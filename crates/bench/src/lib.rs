@@ -397,7 +397,8 @@ pub mod soak {
             match self {
                 Kind::B => v.extend([("pickup-code", json!({})), ("delivered", json!({}))]),
                 Kind::C => v.extend([
-                    ("estimated-delivery-time", json!({"at": "2026-03-14T12:30:00+03:00"})),
+                    // Still ahead when sent: the gateway refuses a promised time that has passed.
+                    ("estimated-delivery-time", json!({"at": (chrono::Utc::now() + chrono::Duration::minutes(90)).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)})),
                     ("delivering", json!({})),
                     ("delivered", json!({})),
                 ]),

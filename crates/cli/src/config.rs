@@ -90,6 +90,13 @@ pub struct Server {
     /// `all` (default): webhooks, REST API and the notification dispatcher; `api`: webhooks
     /// and REST API only; `worker`: the dispatcher plus /healthz, /readyz and /metrics.
     pub role: String,
+    /// A client that has not sent a whole request head this long after connecting (or after
+    /// the head's first byte, on a kept-alive connection) is disconnected.
+    pub header_read_timeout_ms: u64,
+    /// A kept-alive connection with no new request this long after its last response is closed.
+    pub keep_alive_idle_ms: u64,
+    /// Open connections at most; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Server {
@@ -100,6 +107,14 @@ impl Server {
     pub fn serves_api(&self) -> bool {
         self.role != "worker"
     }
+
+    pub fn limits(&self) -> kuper_bridge_app::ServeLimits {
+        kuper_bridge_app::ServeLimits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            keep_alive_idle: Duration::from_millis(self.keep_alive_idle_ms),
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 impl Default for Server {
@@ -109,6 +124,9 @@ impl Default for Server {
             webhook_path: "/kuper-webhook".into(),
             body_limit: 1024 * 1024,
             role: "all".into(),
+            header_read_timeout_ms: 10_000,
+            keep_alive_idle_ms: 60_000,
+            max_connections: 4096,
         }
     }
 }
@@ -524,8 +542,38 @@ impl Deadlines {
     }
 }
 
-/// Loads defaults ← file ← environment. `path` None: `kuper-bridge.toml` if present.
+/// The configuration as far as it could be read, and every problem with its keys.
+pub struct Loaded {
+    /// `None` only when the document could not be read into a configuration at all (a required
+    /// key missing where an empty string does not fit); the checks of [`Config::resolve`] then
+    /// wait until the problems are fixed.
+    pub config: Option<Config>,
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+    /// Unknown keys, values of the wrong type and missing required keys, each as
+    /// `path: what is wrong`. Those keys are left out of `config` (their defaults apply), so the
+    /// other checks still run.
+    pub problems: Vec<String>,
+    /// Required keys that were missing and stand in `config` as empty strings (`stores[1].id`):
+    /// what [`Config::resolve`] says about them repeats the problem above.
+    pub missing: Vec<String>,
+}
+
+/// Loads defaults ← file ← environment, refusing a configuration with any key problem (every
+/// one of them listed). `path` None: `kuper-bridge.toml` if present.
 pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), String> {
+    let loaded = load_report(path)?;
+    match loaded.config {
+        Some(config) if loaded.problems.is_empty() => Ok((config, loaded.file)),
+        _ => Err(loaded.problems.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n")),
+    }
+}
+
+/// Like [`load`], but reports unknown keys and wrong types instead of stopping at the first:
+/// each offending key is recorded and dropped, and the rest is read again, so one typo no
+/// longer hides every other problem (decisions.md). `Err` only when the sources cannot be read
+/// at all (a missing file, TOML syntax).
+pub fn load_report(path: Option<&Path>) -> Result<Loaded, String> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     let used = match path {
         Some(p) => {
@@ -547,10 +595,205 @@ pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), String> {
             .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
             .split("__"),
     );
-    let mut config: Config =
-        figment.extract().map_err(|e| e.into_iter().map(|e| format!("- {e}")).collect::<Vec<_>>().join("\n"))?;
-    raw_env_strings(&mut config);
-    Ok((config, used))
+    // The merged document, each value tagged with where it came from.
+    let mut root = figment.find_value("").map_err(|e| e.to_string())?;
+    let mut problems = Vec::new();
+    let mut missing = Vec::new();
+    let mut config = None;
+    // Each pass finds the first problem serde meets; every key has at most one, so the
+    // bound is only a guard against a key that cannot be dropped.
+    for _ in 0..256 {
+        let error = match Config::deserialize(&root) {
+            Ok(mut c) => {
+                raw_env_strings(&mut c);
+                config = Some(c);
+                break;
+            }
+            Err(e) => e,
+        };
+        let at = key_path(&root, &error.path);
+        let origin = origin(&figment, &root, &error.path);
+        match &error.kind {
+            figment::error::Kind::MissingField(field) => {
+                let key = join_key(&at, field);
+                problems.push(format!("{key}: required{origin}"));
+                // Every required key is a string (an id, a name, a URL): an empty one lets the
+                // rest be read; a key that is not a string stops here.
+                if missing.contains(&key) || !fill_missing(&mut root, &error.path, field) {
+                    break;
+                }
+                missing.push(key);
+                continue;
+            }
+            figment::error::Kind::UnknownField(field, expected) => {
+                let hint = closest(field, expected).map(|k| format!(" (did you mean {k}?)")).unwrap_or_default();
+                problems.push(format!("{at}: unknown key{hint}{origin}"));
+            }
+            kind => problems.push(format!("{at}: {}{origin}", plain(kind))),
+        }
+        if !drop_key(&mut root, &error.path) {
+            break;
+        }
+    }
+    Ok(Loaded { config, file: used, problems, missing })
+}
+
+/// `stores[1].delivery` from figment's `["stores", "1", "delivery"]`.
+fn key_path(root: &figment::value::Value, path: &[String]) -> String {
+    use figment::value::Value;
+    let mut out = String::new();
+    let mut at = Some(root);
+    for segment in path {
+        match at {
+            Some(Value::Array(_, items)) => {
+                out.push_str(&format!("[{segment}]"));
+                at = segment.parse::<usize>().ok().and_then(|i| items.get(i));
+            }
+            _ => {
+                out = join_key(&out, segment);
+                at = at.and_then(|v| v.as_dict()).and_then(|d| d.get(segment));
+            }
+        }
+    }
+    if out.is_empty() {
+        "(top level)".into()
+    } else {
+        out
+    }
+}
+
+fn join_key(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() || prefix == "(top level)" {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// ` (in FILE)` or ` (from KUPER_BRIDGE_…)`: where the offending value came from.
+fn origin(figment: &Figment, root: &figment::value::Value, path: &[String]) -> String {
+    let mut value = Some(root);
+    for segment in path {
+        value = match value {
+            Some(figment::value::Value::Array(_, items)) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+            Some(v) => v.as_dict().and_then(|d| d.get(segment)),
+            None => None,
+        };
+    }
+    let Some(metadata) = value.and_then(|v| figment.get_metadata(v.tag())) else { return String::new() };
+    match &metadata.source {
+        Some(figment::Source::File(file)) => format!(" (in {})", file.display()),
+        _ if metadata.name.contains("environment") => {
+            format!(" (from KUPER_BRIDGE_{})", path.join("__").to_ascii_uppercase())
+        }
+        _ => String::new(),
+    }
+}
+
+/// A type error in words, without the value itself (it may be a secret).
+fn plain(kind: &figment::error::Kind) -> String {
+    use figment::error::{Actual, Kind};
+    let what = |a: &Actual| match a {
+        Actual::Bool(_) => "a boolean".to_string(),
+        Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "a number".into(),
+        Actual::Str(_) | Actual::Char(_) => "a string".into(),
+        Actual::Seq => "a list".into(),
+        Actual::Map => "a table".into(),
+        other => other.to_string(),
+    };
+    // serde names Rust types; say what to write instead.
+    let expected = |e: &str| match e {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)".to_string(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        "a boolean" | "bool" => "true or false".into(),
+        other => other.to_string(),
+    };
+    match kind {
+        Kind::InvalidType(actual, e) | Kind::InvalidValue(actual, e) => {
+            format!("expected {}, found {}", expected(e), what(actual))
+        }
+        Kind::InvalidLength(n, expected) => format!("expected {expected}, found {n} item(s)"),
+        Kind::UnknownVariant(_, expected) => format!("expected one of {}", expected.join(", ")),
+        other => other.to_string(),
+    }
+}
+
+/// Removes the key at `path` (or the nearest enclosing key, for an item of a list) so the
+/// next pass reads the rest; false when there is no such key.
+fn drop_key(root: &mut figment::value::Value, path: &[String]) -> bool {
+    use figment::value::Value;
+    // The last segment that names a key of a table.
+    let mut last_key = None;
+    let mut at: Option<&Value> = Some(root);
+    for (i, segment) in path.iter().enumerate() {
+        at = match at {
+            Some(Value::Array(_, items)) => segment.parse::<usize>().ok().and_then(|n| items.get(n)),
+            Some(Value::Dict(_, d)) => {
+                last_key = Some(i);
+                d.get(segment)
+            }
+            _ => None,
+        };
+    }
+    let Some(last) = last_key else { return false };
+    let mut parent: &mut Value = root;
+    for segment in &path[..last] {
+        let next = match parent {
+            Value::Array(_, items) => segment.parse::<usize>().ok().and_then(|n| items.get_mut(n)),
+            Value::Dict(_, d) => d.get_mut(segment),
+            _ => None,
+        };
+        match next {
+            Some(v) => parent = v,
+            None => return false,
+        }
+    }
+    match parent {
+        Value::Dict(_, d) => d.remove(&path[last]).is_some(),
+        _ => false,
+    }
+}
+
+/// Puts an empty string at `field` of the table at `path`; false when there is no such table.
+fn fill_missing(root: &mut figment::value::Value, path: &[String], field: &str) -> bool {
+    use figment::value::Value;
+    let mut at: &mut Value = root;
+    for segment in path {
+        let next = match at {
+            Value::Array(_, items) => segment.parse::<usize>().ok().and_then(|n| items.get_mut(n)),
+            Value::Dict(_, d) => d.get_mut(segment),
+            _ => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    match at {
+        Value::Dict(_, d) => d.insert(field.to_string(), Value::from(String::new())).is_none(),
+        _ => false,
+    }
+}
+
+/// The known key nearest to a misspelt one, if it is near enough to be the likely intent.
+fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut previous = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let substitution = previous + usize::from(ca != *cb);
+                previous = row[j + 1];
+                row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+            }
+        }
+        row[b.len()]
+    };
+    let limit = (word.chars().count() / 3).max(1);
+    known.iter().map(|k| (distance(word, k), *k)).filter(|(d, _)| *d <= limit).min_by_key(|(d, _)| *d).map(|(_, k)| k)
 }
 
 /// figment types environment values by their look (`007` becomes the number 7); ids and
@@ -628,6 +871,17 @@ impl Config {
         if self.server.body_limit < 1024 {
             problems.push("server.body_limit: at least 1024 bytes".into());
         }
+        for (key, ms) in [
+            ("header_read_timeout_ms", self.server.header_read_timeout_ms),
+            ("keep_alive_idle_ms", self.server.keep_alive_idle_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                problems.push(format!("server.{key}: {ms} — expected 100 to 3600000 (1 hour)"));
+            }
+        }
+        if self.server.max_connections == 0 {
+            problems.push("server.max_connections: at least 1".into());
+        }
         let url = &self.database.url;
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             problems.push(format!(
@@ -682,32 +936,61 @@ impl Config {
         if !(self.kuper.base_url.starts_with("http://") || self.kuper.base_url.starts_with("https://")) {
             problems.push(format!("kuper.base_url: {:?} must be an http(s) URL", self.kuper.base_url));
         }
+        // Only processes that run the dispatcher (and the reconciliation) call Kuper: an API
+        // replica without the credentials is a smaller place for them to leak from.
+        let mut missing_credential = |key: &str, why: &str| {
+            if self.server.runs_dispatcher() {
+                problems.push(format!("{key}: required when kuper.auth = {:?} ({why})", self.kuper.auth));
+            } else {
+                warnings.push(format!(
+                    "{key}: empty; fine for server.role = \"api\" (it never calls Kuper), required for all and worker"
+                ));
+            }
+        };
         let auth = match self.kuper.auth.as_str() {
             "oauth" => {
+                let mut file_problems = Vec::new();
                 let secret = read_secret(
                     &self.kuper.client_secret,
                     &self.kuper.client_secret_file,
                     "kuper.client_secret",
-                    &mut problems,
+                    &mut file_problems,
                 );
-                if self.kuper.client_id.trim().is_empty() || secret.is_empty() {
-                    warnings.push(
-                        "kuper.client_id / kuper.client_secret are empty: notifications will fail until they are set"
-                            .into(),
+                if self.kuper.client_id.trim().is_empty() {
+                    missing_credential("kuper.client_id", "the dispatcher gets its access tokens with it");
+                }
+                if secret.is_empty() && file_problems.is_empty() {
+                    missing_credential(
+                        if self.kuper.client_secret_file.is_some() {
+                            "kuper.client_secret_file"
+                        } else {
+                            "kuper.client_secret"
+                        },
+                        "set client_secret, client_secret_file or KUPER_BRIDGE_KUPER__CLIENT_SECRET",
                     );
                 }
+                problems.extend(file_problems);
                 KuperAuth::OAuth { client_id: self.kuper.client_id.trim().to_string(), client_secret: secret }
             }
             "client-token" => {
+                let mut file_problems = Vec::new();
                 let token = read_secret(
                     &self.kuper.client_token,
                     &self.kuper.client_token_file,
                     "kuper.client_token",
-                    &mut problems,
+                    &mut file_problems,
                 );
-                if token.is_empty() {
-                    problems.push("kuper.client_token: required when kuper.auth = \"client-token\"".into());
+                if token.is_empty() && file_problems.is_empty() {
+                    missing_credential(
+                        if self.kuper.client_token_file.is_some() {
+                            "kuper.client_token_file"
+                        } else {
+                            "kuper.client_token"
+                        },
+                        "set client_token, client_token_file or KUPER_BRIDGE_KUPER__CLIENT_TOKEN",
+                    );
                 }
+                problems.extend(file_problems);
                 KuperAuth::ClientToken { token }
             }
             other => {
@@ -970,6 +1253,15 @@ fn parse_offset(s: &str) -> Option<chrono::FixedOffset> {
 mod tests {
     use super::*;
 
+    /// The smallest configuration `resolve` accepts.
+    fn valid() -> Config {
+        let mut c = Config::default();
+        c.webhook_auth.basic = vec!["kuper:secret".into()];
+        c.kuper.client_id = "client".into();
+        c.kuper.client_secret = "secret".into();
+        c
+    }
+
     #[test]
     fn defaults_need_webhook_credentials() {
         let problems = Config::default().resolve().err().unwrap();
@@ -1008,8 +1300,7 @@ mod tests {
 
     #[test]
     fn deadline_settings_are_validated_and_resolved() {
-        let mut c = Config::default();
-        c.webhook_auth.basic = vec!["kuper:secret".into()];
+        let mut c = valid();
         let r = c.resolve().ok().unwrap();
         assert_eq!(r.policy.deadlines, DeadlineSettings::default(), "config and domain defaults agree");
         assert!(r.deadline_sweep.is_some());
@@ -1039,8 +1330,7 @@ mod tests {
 
     #[test]
     fn reconciliation_is_off_by_default_and_typed() {
-        let mut c = Config::default();
-        c.webhook_auth.basic = vec!["kuper:secret".into()];
+        let c = valid();
         let resolved = c.resolve().ok().unwrap();
         assert!(!resolved.reconciliation_enabled);
         assert_eq!(resolved.reconciliation.interval, Duration::from_secs(60));
@@ -1073,6 +1363,97 @@ mod tests {
         let typo: Result<Config, _> =
             Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(unknown)).extract();
         assert!(typo.is_err(), "a misspelt key is refused, not silently ignored");
+    }
+
+    #[test]
+    fn kuper_credentials_are_required_where_kuper_is_called() {
+        assert!(valid().resolve().is_ok());
+        for (auth, clear, needle) in [
+            ("oauth", "client_secret", "kuper.client_secret: required"),
+            ("oauth", "client_id", "kuper.client_id: required"),
+            ("client-token", "client_token", "kuper.client_token: required"),
+        ] {
+            let mut c = valid();
+            c.kuper.auth = auth.into();
+            c.kuper.client_token = "token".into();
+            match clear {
+                "client_secret" => c.kuper.client_secret.clear(),
+                "client_id" => c.kuper.client_id.clear(),
+                _ => c.kuper.client_token.clear(),
+            }
+            let problems = c.resolve().err().unwrap_or_default();
+            assert!(problems.iter().any(|p| p.contains(needle)), "{needle} missing in {problems:?}");
+            // An API-only replica never calls Kuper: a warning there, not a refusal.
+            c.server.role = "api".into();
+            let resolved = c.resolve().ok().unwrap();
+            assert!(resolved.warnings.iter().any(|w| w.contains(clear)), "{:?}", resolved.warnings);
+        }
+        let mut c = valid();
+        c.kuper.client_secret.clear();
+        c.kuper.client_secret_file = Some(PathBuf::from("/nonexistent/kuper-secret"));
+        let problems = c.resolve().err().unwrap_or_default();
+        assert_eq!(problems.iter().filter(|p| p.contains("client_secret")).count(), 1, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("/nonexistent/kuper-secret")), "{problems:?}");
+    }
+
+    #[test]
+    fn every_key_problem_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kuper-bridge.toml");
+        std::fs::write(
+            &file,
+            r#"
+            [server]
+            listn = "127.0.0.1:1"
+            body_limit = "large"
+            [kuper]
+            client_id = "id"
+            client_secret = "s"
+            [webhook_auth]
+            basic = ["kuper:secret"]
+            [[stores]]
+            id = "1"
+            [[stores]]
+            id = "2"
+            delivry = "merchant"
+            [pickup]
+            code_length = 2
+            [nonsense]
+            x = 1
+            "#,
+        )
+        .unwrap();
+        let loaded = load_report(Some(&file)).unwrap();
+        let problems = loaded.problems.join("\n");
+        for needle in [
+            "server.listn: unknown key (did you mean listen?)",
+            "server.body_limit: expected",
+            "stores[1].delivry: unknown key (did you mean delivery?)",
+            "nonsense: unknown key",
+        ] {
+            assert!(problems.contains(needle), "{needle:?} missing in:\n{problems}");
+        }
+        assert!(problems.contains(&file.display().to_string()), "the problems say where: {problems}");
+        let config = loaded.config.unwrap();
+        assert_eq!(config.stores.len(), 2, "the rest was read");
+        assert_eq!(config.server.body_limit, Server::default().body_limit, "a bad value falls back to the default");
+        let problems = config.resolve().err().unwrap_or_default();
+        assert!(problems.iter().any(|p| p.starts_with("pickup.code_length")), "{problems:?}");
+        assert!(load(Some(&file)).is_err());
+
+        std::fs::write(&file, "[[api_keys]]\nkey = \"0123456789abcdef\"\nscopes = [\"read\"]\n[server]\nlistn = 1\n")
+            .unwrap();
+        let loaded = load_report(Some(&file)).unwrap();
+        assert_eq!(
+            loaded.problems,
+            vec![
+                format!("api_keys[0].name: required (in {})", file.display()),
+                format!("server.listn: unknown key (did you mean listen?) (in {})", file.display()),
+            ],
+            "a missing key does not hide the others"
+        );
+        assert_eq!(loaded.missing, vec!["api_keys[0].name".to_string()]);
+        assert!(loaded.config.is_some_and(|c| c.api_keys[0].name.is_empty()));
     }
 
     #[test]

@@ -84,13 +84,15 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
     } else {
         kuper_bridge_app::worker_router(state)
     };
-    let token = shutdown.clone();
+    let (token, limits) = (shutdown.clone(), config.server.limits());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = kuper_bridge_app::serve(listener, app, async move { token.cancelled().await }).await {
+        if let Err(e) = kuper_bridge_app::serve(listener, app, limits, async move { token.cancelled().await }).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }));
-    if config.audit.retention_days > 0 {
+    // Always: besides the audit log (kept forever when retention_days = 0), the pass expires
+    // Idempotency-Keys after a day.
+    {
         let (store, token, days) = (store.clone(), shutdown.clone(), i64::from(config.audit.retention_days));
         tasks.push(tokio::spawn(async move { purge_audit(store, days, token).await }));
     }
@@ -119,7 +121,8 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
     Ok(Running { addr, _lock: lock, store, shutdown, tasks, reconciler })
 }
 
-/// Keeps the audit log to its retention period: once a minute after start, then hourly.
+/// Keeps the audit log to its retention period (`days`; 0 keeps it forever) and expires
+/// Idempotency-Keys: once a minute after start, then hourly.
 async fn purge_audit(store: Arc<dyn Store>, days: i64, shutdown: CancellationToken) {
     let mut wait = std::time::Duration::from_secs(60);
     loop {
@@ -127,7 +130,7 @@ async fn purge_audit(store: Arc<dyn Store>, days: i64, shutdown: CancellationTok
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return,
         }
-        let before = kuper_bridge_storage::now_ms() - days * 86_400_000;
+        let before = if days > 0 { kuper_bridge_storage::now_ms() - days * 86_400_000 } else { i64::MIN };
         match store.purge_events(before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, retention_days = days, "audit log entries past retention deleted"),

@@ -1,9 +1,11 @@
+mod commands;
 mod sandbox;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use commands::{ConfigCommand, OrdersCommand, OutboxCommand};
 use kuper_bridge::config::{self, Config};
-use kuper_bridge_storage::{OrderFilter, OutboxStatus, Store};
+use kuper_bridge_storage::Store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -86,7 +88,7 @@ enum SimCommand {
     /// notifications (and get its tokens) there. With --merchant-api the runner performs the
     /// store's actions through kuper-bridge's REST API; without it, it waits for the
     /// merchant's own notifications.
-    Run(SimRunArgs),
+    Run(Box<SimRunArgs>),
     /// List the conformance scenarios.
     Scenarios,
 }
@@ -166,43 +168,6 @@ struct SimServeArgs {
     seed: u64,
 }
 
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Validate the configuration and explain every problem (exit 2 if any).
-    Check,
-}
-
-#[derive(Subcommand)]
-enum OrdersCommand {
-    /// List orders, newest first.
-    List {
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long)]
-        store: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: i64,
-    },
-    /// Show one order (Kuper id, orderUUID or merchant number) with its timeline.
-    Show { reference: String },
-}
-
-#[derive(Subcommand)]
-enum OutboxCommand {
-    /// List notifications.
-    List {
-        /// pending, dead, sent or skipped.
-        #[arg(long)]
-        status: Option<String>,
-        #[arg(long, default_value_t = 100)]
-        limit: i64,
-    },
-    /// Send a dead letter again (it goes back to the head of its order's queue).
-    Replay { id: i64 },
-    /// Give up on a dead letter so later notifications of its order can flow.
-    Skip { id: i64 },
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -221,10 +186,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
-    config::load(path).map(|(c, _)| c).map_err(|e| anyhow::anyhow!("configuration:\n{e}"))
-}
-
 async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     let store = kuper_bridge_storage::open(&config.database.url, &config.database.store_options()).await?;
     store.migrate().await?;
@@ -237,64 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", kuper_bridge_domain::diagram::document());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config { command: ConfigCommand::Check } => {
-            let (config, used) = match config::load(cli.config.as_deref()) {
-                Ok(x) => x,
-                Err(e) => {
-                    eprintln!("configuration cannot be read:\n{e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            match &used {
-                Some(p) => println!("config file: {}", p.display()),
-                None => println!("config file: none (built-in defaults and KUPER_BRIDGE_* variables)"),
-            }
-            match config.resolve() {
-                Ok(r) => {
-                    for w in &r.warnings {
-                        println!("warning: {w}");
-                    }
-                    let auth = match &r.dispatcher.auth {
-                        kuper_bridge_dispatcher::KuperAuth::OAuth { client_id, .. } => {
-                            format!("oauth (client_id {client_id:?})")
-                        }
-                        kuper_bridge_dispatcher::KuperAuth::ClientToken { .. } => "client-token".to_string(),
-                    };
-                    println!("listen:          {} (webhook {})", config.server.listen, config.server.webhook_path);
-                    println!("database:        {}", kuper_bridge_storage::redact_url(&config.database.url));
-                    println!(
-                        "kuper:           {} via {auth}, format {}",
-                        config.kuper.base_url, config.kuper.notification_format
-                    );
-                    println!("notifications:   {}", r.dispatcher.notifications_url());
-                    println!(
-                        "webhook auth:    {} basic, {} bearer, {} client-token credential(s)",
-                        r.webhook_auth.basic.len(),
-                        r.webhook_auth.bearer.len(),
-                        r.webhook_auth.header_tokens.len()
-                    );
-                    println!(
-                        "stores:          {} listed; default delivery {}, restaurant {}",
-                        config.stores.len(),
-                        config.defaults.delivery,
-                        config.defaults.restaurant
-                    );
-                    println!(
-                        "api keys:        {}",
-                        r.api_keys.iter().map(|k| format!("{} {:?}", k.name, k.scopes)).collect::<Vec<_>>().join(", ")
-                    );
-                    println!("ok");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(problems) => {
-                    eprintln!("{} problem(s):", problems.len());
-                    for p in problems {
-                        eprintln!("- {p}");
-                    }
-                    Ok(ExitCode::from(2))
-                }
-            }
-        }
+        Command::Config { command: ConfigCommand::Check } => Ok(commands::config_check(cli.config.as_deref())),
         Command::Sim { command: SimCommand::Serve(args) } => {
             init_logging(&Config::default());
             let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -319,7 +223,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sim { command: SimCommand::Run(args) } => sim_run(args).await,
+        Command::Sim { command: SimCommand::Run(args) } => sim_run(*args).await,
         Command::Serve(args) => {
             let mut config = match config::load(cli.config.as_deref()) {
                 Ok((c, _)) => c,
@@ -376,114 +280,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let config = load(cli.config.as_deref())?;
+            let config = match config::load(cli.config.as_deref()) {
+                Ok((c, _)) => c,
+                Err(e) => {
+                    eprintln!("configuration has problems (see `kuper-bridge config check`):\n{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             open_store(&config).await?;
             println!("migrations applied to {}", kuper_bridge_storage::redact_url(&config.database.url));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Orders { command } => {
-            let config = load(cli.config.as_deref())?;
-            let store = open_store(&config).await?;
-            match command {
-                OrdersCommand::List { state, store: store_id, limit } => {
-                    let orders = store
-                        .list_orders(&OrderFilter { state, scheme: None, store: store_id, limit, before_id: None })
-                        .await?;
-                    println!(
-                        "{:<8} {:<16} {:<12} {:<18} {:<11} {:<14} store",
-                        "id", "kuper id", "number", "scheme", "state", "kuper state"
-                    );
-                    for o in orders {
-                        let order = &o.order;
-                        println!(
-                            "{:<8} {:<16} {:<12} {:<18} {:<11} {:<14} {}",
-                            o.id,
-                            order.original_order_id.as_deref().unwrap_or("-"),
-                            order.number,
-                            order.scheme.as_str(),
-                            order.state.as_str(),
-                            order.kuper_state.as_str(),
-                            order.store_id
-                        );
-                    }
-                }
-                OrdersCommand::Show { reference } => {
-                    let Some(o) = store.find_order(&reference).await? else {
-                        eprintln!("order {reference} not found");
-                        return Ok(ExitCode::from(3));
-                    };
-                    let mut order = serde_json::to_value(&o)?;
-                    if let Some(p) = order.get_mut("pickup").and_then(|p| p.as_object_mut()) {
-                        p.insert("code".into(), serde_json::Value::String("[hidden]".into()));
-                    }
-                    // The pickup code is the customer's secret, also in the bodies kept for audit.
-                    let mut events = serde_json::to_value(store.order_events(o.id).await?)?;
-                    for e in events.as_array_mut().into_iter().flatten() {
-                        for key in ["body", "response"] {
-                            if let Some(Ok(mut v)) =
-                                e.get(key).and_then(|b| b.as_str()).map(serde_json::from_str::<serde_json::Value>)
-                            {
-                                kuper_bridge_app::api::redact_pickup_codes(&mut v);
-                                e[key] = serde_json::Value::String(v.to_string());
-                            }
-                        }
-                    }
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&serde_json::json!({"order": order, "events": events}))?
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Outbox { command } => {
-            let config = load(cli.config.as_deref())?;
-            let store = open_store(&config).await?;
-            let operator = |what: &str| kuper_bridge_storage::Exchange {
-                kind: "operator".into(),
-                direction: "internal".into(),
-                detail: Some(format!("{what} from the command line")),
-                ..Default::default()
-            };
-            match command {
-                OutboxCommand::List { status, limit } => {
-                    let status = match status.as_deref() {
-                        None => None,
-                        Some(s) => Some(
-                            OutboxStatus::parse(s)
-                                .ok_or_else(|| anyhow::anyhow!("--status: expected pending, dead, sent or skipped"))?,
-                        ),
-                    };
-                    println!("{:<8} {:<8} {:<32} {:<8} {:<8} last error", "id", "order", "event", "status", "tries");
-                    for r in store.list_outbox(status, limit).await? {
-                        println!(
-                            "{:<8} {:<8} {:<32} {:<8} {:<8} {}",
-                            r.id,
-                            r.order_id,
-                            r.event,
-                            r.status.as_str(),
-                            r.attempts,
-                            r.last_error.unwrap_or_default()
-                        );
-                    }
-                }
-                OutboxCommand::Replay { id } => {
-                    let r = store.replay(id, operator("replay")).await?;
-                    println!(
-                        "outbox record {} ({}) is pending again; a running gateway sends it within its poll interval",
-                        r.id, r.event
-                    );
-                }
-                OutboxCommand::Skip { id } => {
-                    let r = store.skip(id, operator("skip")).await?;
-                    println!(
-                        "outbox record {} ({}) skipped; later notifications of its order will flow",
-                        r.id, r.event
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Orders { command } => commands::orders(cli.config.as_deref(), command).await,
+        Command::Outbox { command } => commands::outbox(cli.config.as_deref(), command).await,
     }
 }
 

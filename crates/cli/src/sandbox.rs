@@ -141,7 +141,9 @@ pub async fn feed(config: &Config, running: &Running, sim: &SimHandle, per_schem
                         Some(number) => {
                             tracing::info!(scheme = label, kuper_order, number, "sandbox: demo order created")
                         }
-                        None => tracing::warn!(scheme = label, kuper_order, answer = %v, "sandbox: the gateway did not take a demo order"),
+                        None => {
+                            tracing::warn!(scheme = label, kuper_order, answer = %v, "sandbox: the gateway did not take a demo order")
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "sandbox: could not send a demo order"),

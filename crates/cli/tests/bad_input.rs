@@ -251,13 +251,21 @@ async fn pickup_code_guessing_is_locked_out() {
     assert_eq!(env.act(&id, "start-assembly", json!({})).await.0, 202);
     let (_, v) = env.act(&id, "pickup-code", json!({"code": "7306"})).await;
     assert_eq!(v["pickupCode"], "7306");
+    let mut last = Value::Null;
     for attempt in 0..5 {
         let (status, v) = env.act(&id, "pickup-code/verify", json!({"code": format!("000{attempt}")})).await;
         assert_eq!((status, v["valid"].clone()), (200, json!(false)), "{v}");
+        last = v;
     }
+    // Unix milliseconds, like every other time of the API: about now + pickup.lockout_secs.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let locked_until = last["lockedUntil"].as_i64().unwrap_or_default();
+    assert!((now_ms + 890_000..now_ms + 910_000).contains(&locked_until), "lockedUntil in ms: {last}");
+    assert_eq!(env.order(&id).await["pickupCode"]["lockedUntil"], json!(locked_until));
     let (status, v) = env.act(&id, "pickup-code/verify", json!({"code": "7306"})).await;
     assert_eq!(status, 429, "locked even for the right code: {v}");
     assert_eq!(v["error"]["code"], "pickup_code_locked");
+    assert_eq!(v["error"]["details"]["lockedUntil"], json!(locked_until));
     let (_, events) = env.call("GET", &format!("/api/v1/orders/{id}/events"), None, READ_KEY).await;
     let text = events.to_string();
     assert!(text.contains("\"locked\""), "the lock-out is audited");
@@ -409,4 +417,306 @@ async fn an_action_retried_with_its_idempotency_key_gets_the_first_answer() {
     assert_eq!(env.order(&id).await["state"], "in_work", "the refused requests changed nothing");
     env.wait_accepted(&id, &["order.in_work"]).await;
     env.shutdown().await;
+}
+
+/// A raw POST of an action: the body and content type exactly as given.
+async fn post_raw(env: &Env, path: &str, content_type: Option<&str>, body: &'static str) -> (u16, Value) {
+    let mut req = env.http.post(format!("{}{path}", env.app_url)).bearer_auth(ADMIN_KEY).body(body);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// (what, path, content type, body, expected status, expected error code, expected details.field)
+type BodyCase<'a> = (&'a str, String, Option<&'a str>, &'static str, u16, &'a str, Value);
+
+/// Action bodies are the documented JSON object or nothing: an array, a field of the wrong
+/// type or a non-JSON content type is refused with a plain message naming what is wrong, and
+/// changes nothing. No body, and JSON sent the way `curl -d` sends it, are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn action_bodies_must_be_the_documented_json_object() {
+    let env = Env::new().await;
+    let id = id_of(&env.create_order(json!({"store": "1184"})).await);
+    let before = snapshot(&env, &id).await;
+    let path = |action: &str| format!("/api/v1/orders/{id}/{action}");
+    let json_type = Some("application/json");
+    let cases: Vec<BodyCase> = vec![
+        ("array for start-assembly", path("start-assembly"), json_type, "[]", 400, "bad_request", Value::Null),
+        ("array for ready", path("ready"), json_type, "[]", 400, "bad_request", Value::Null),
+        ("string for cancel", path("cancel"), json_type, "\"out_of_stock\"", 400, "bad_request", Value::Null),
+        ("not JSON", path("start-assembly"), json_type, "{", 400, "bad_request", Value::Null),
+        ("field on a field-less action", path("assembled"), json_type, r#"{"at":1}"#, 400, "bad_request", json!("at")),
+        ("reason of the wrong type", path("cancel"), json_type, r#"{"reason":5}"#, 400, "bad_request", json!("reason")),
+        (
+            "positions not an array",
+            path("ready"),
+            json_type,
+            r#"{"positions":{"id":"1"}}"#,
+            400,
+            "bad_request",
+            json!("positions"),
+        ),
+        (
+            "a line's marking codes not a list",
+            path("ready"),
+            json_type,
+            r#"{"positions":[{"id":"1","quantity":1,"markingCodes":"010"}]}"#,
+            400,
+            "bad_request",
+            json!("positions[0].markingCodes"),
+        ),
+        ("text/plain", path("start-assembly"), Some("text/plain"), "{}", 415, "unsupported_media_type", Value::Null),
+        (
+            "text/plain on verify",
+            path("pickup-code/verify"),
+            Some("text/plain"),
+            r#"{"code":"1234"}"#,
+            415,
+            "unsupported_media_type",
+            Value::Null,
+        ),
+        (
+            "a form, not JSON",
+            path("cancel"),
+            Some("application/x-www-form-urlencoded"),
+            "reason=x",
+            400,
+            "bad_request",
+            Value::Null,
+        ),
+    ];
+    for (what, path, ct, body, status, code, field) in cases {
+        let (got, v) = post_raw(&env, &path, ct, body).await;
+        assert_eq!(got, status, "{what}: {v}");
+        assert_eq!(v["error"]["code"], code, "{what}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty() && !message.contains("invalid type"), "{what}: a plain message: {message}");
+        if !field.is_null() {
+            assert_eq!(v["error"]["details"]["field"], field, "{what}: {v}");
+            assert!(message.starts_with(field.as_str().unwrap_or_default()), "{what}: the message names the field");
+        }
+        assert_eq!(snapshot(&env, &id).await, before, "{what} changed something");
+    }
+    let (_, v) = post_raw(&env, &path("ready"), json_type, "[]").await;
+    assert_eq!(v["error"]["message"], "body: expected a JSON object (e.g. {}), got an array");
+
+    // curl -X POST without -d: no body at all.
+    let (got, v) = post_raw(&env, &path("start-assembly"), None, "").await;
+    assert_eq!(got, 202, "{v}");
+    // curl -d '{}' without -H: JSON sent with the form content type.
+    let (got, v) = post_raw(&env, &path("assembled"), Some("application/x-www-form-urlencoded"), "{}").await;
+    assert_eq!(got, 202, "{v}");
+    // An empty body is no body, whatever its declared type.
+    let (got, v) = post_raw(&env, &path("ready"), Some("text/plain"), "").await;
+    assert_eq!(got, 202, "{v}");
+    env.wait_accepted(&id, &["order.in_work", "order.assembled", "order.ready_for_delivery"]).await;
+    env.shutdown().await;
+}
+
+/// A promised time that has already passed is refused (422, naming the field); a time within
+/// the clock-skew tolerance (60 s) is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promised_times_in_the_past_are_refused() {
+    let env = Env::new().await;
+    let restaurant = id_of(&env.create_order(json!({"store": RESTAURANT_STORE, "restaurant": true})).await);
+    for past in ["2026-03-14T19:30:00+03:00".to_string(), moscow_in(-5)] {
+        let (status, v) = env.act(&restaurant, "accept", json!({"expectedAssemblyTime": past})).await;
+        assert_eq!(status, 422, "{past}: {v}");
+        assert_eq!(v["error"]["code"], "validation_failed");
+        assert_eq!(v["error"]["details"]["field"], "expectedAssemblyTime");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("in the past")), "{v}");
+    }
+    assert_eq!(env.order(&restaurant).await["state"], "created", "the refused accepts changed nothing");
+    let skewed = {
+        let msk = chrono::FixedOffset::east_opt(3 * 3600).unwrap();
+        (chrono::Utc::now() - chrono::Duration::seconds(20))
+            .with_timezone(&msk)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    };
+    let (status, v) = env.act(&restaurant, "accept", json!({"expectedAssemblyTime": skewed})).await;
+    assert_eq!(status, 202, "20 s behind is clock skew, not the past: {v}");
+
+    let c = id_of(&env.create_order(json!({"store": MERCHANT_STORE, "integration": "delivery_by_merchant"})).await);
+    for action in ["start-assembly", "assembled", "ready"] {
+        assert_eq!(env.act(&c, action, json!({})).await.0, 202, "{action}");
+    }
+    assert_eq!(env.kuper_sends(&c, "order.paid").await, 200);
+    let (status, v) = env.act(&c, "estimated-delivery-time", json!({"at": moscow_in(-10)})).await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["details"]["field"], "at");
+    let at = moscow_in(45);
+    let (status, v) = env.act(&c, "estimated-delivery-time", json!({"at": at})).await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["order"]["estimatedDeliveryTime"], at);
+    env.shutdown().await;
+}
+
+/// Writes the test gateway's configuration where the binary can read it.
+fn write_config(env: &Env) -> std::path::PathBuf {
+    let path = env.dir.path().join("cli.toml");
+    std::fs::write(&path, toml_of(&env.config)).unwrap();
+    path
+}
+
+/// Runs the real binary; returns (exit code, stdout, stderr).
+async fn cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kuper-bridge"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("KUPER_BRIDGE_CONFIG")
+        .output()
+        .await
+        .expect("run kuper-bridge");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// The command line's exit codes are the documented ones (0 ok, 1 error, 2 invalid
+/// configuration or arguments, 3 not found) and its filters are checked, not ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_exit_codes_and_filters() {
+    let env = Env::new().await;
+    let id = id_of(&env.create_order(json!({"store": "1184"})).await);
+    let config = write_config(&env);
+    for args in [["outbox", "replay", "999"], ["outbox", "skip", "999"]] {
+        let (code, _, err) = cli(&config, &args).await;
+        assert_eq!(code, 3, "{args:?}: {err}");
+        assert!(err.contains("999 not found"), "{err}");
+    }
+    let (code, _, _) = cli(&config, &["outbox", "replay", "abc"]).await;
+    assert_eq!(code, 2);
+    let (code, _, err) = cli(&config, &["orders", "show", "H0"]).await;
+    assert_eq!((code, err.trim()), (3, "order H0 not found"));
+    for (args, allowed) in [
+        (["orders", "list", "--state", "bogus"], "created, accepted, in_work"),
+        (["orders", "list", "--scheme", "bogus"], "kuper_delivery, pickup, merchant_delivery"),
+        (["outbox", "list", "--status", "bogus"], "pending, dead, sent, skipped"),
+    ] {
+        let (code, out, err) = cli(&config, &args).await;
+        assert_eq!(code, 2, "{args:?}: {out} {err}");
+        assert!(err.contains(allowed), "{args:?} names the allowed values: {err}");
+    }
+    let (code, out, _) = cli(&config, &["orders", "list", "--state", "created", "--scheme", "A"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains(&id), "{out}");
+    let (code, out, _) = cli(&config, &["orders", "list", "--scheme", "pickup"]).await;
+    assert_eq!(code, 0);
+    assert!(!out.contains(&id), "the scheme filter applies: {out}");
+    let (code, out, err) = cli(&config, &["orders", "list", "--json", "--scheme", "kuper_delivery"]).await;
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let (_, api) = env.call("GET", "/api/v1/orders?scheme=kuper_delivery", None, READ_KEY).await;
+    let without_deadlines = |mut v: Value| {
+        // Computed at the time of each call (stage may differ by a few ms): compared apart.
+        for o in v.as_array_mut().into_iter().flatten() {
+            o.as_object_mut().map(|o| o.remove("deadlines"));
+        }
+        v
+    };
+    assert_eq!(without_deadlines(listed.clone()), without_deadlines(api["orders"].clone()), "as the API shows them");
+    assert_eq!(listed[0]["allowedActions"], json!(["start-assembly", "cancel"]));
+    env.shutdown().await;
+}
+
+/// `orders act` applies an action through the API's own code path: the same body rules, the
+/// same refusals, the order changes in the database and the running gateway sends the
+/// notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_actions_follow_the_api_rules() {
+    let env = Env::new().await;
+    let id = id_of(&env.create_order(json!({"store": "1184"})).await);
+    let config = write_config(&env);
+
+    let (code, out, err) = cli(&config, &["orders", "act", &id, "assembled"]).await;
+    assert_eq!(code, 1, "refused by the order's state: {out} {err}");
+    let (_, api) = env.act(&id, "assembled", json!({})).await;
+    let refused: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(refused, api, "the same error as the API's 409");
+    assert!(err.contains(api["error"]["message"].as_str().unwrap()), "{err}");
+
+    for (args, expected) in [
+        (vec!["orders", "act", &id, "start-assembly", "--body", "[]"], 2),
+        (vec!["orders", "act", &id, "cancel", "--body", r#"{"reason":5}"#], 2),
+        (vec!["orders", "act", &id, "cancel", "--body", r#"{"reason":"bored"}"#], 2),
+        (vec!["orders", "act", &id, "teleport"], 2),
+        (vec!["orders", "act", "H0", "start-assembly"], 3),
+    ] {
+        let (code, out, err) = cli(&config, &args).await;
+        assert_eq!(code, expected, "{args:?}: {out} {err}");
+    }
+    assert_eq!(env.order(&id).await["state"], "created", "nothing was applied");
+
+    let (code, out, err) = cli(&config, &["orders", "act", &id, "start-assembly"]).await;
+    assert_eq!(code, 0, "{out} {err}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["order"]["state"], "in_work");
+    assert_eq!(answer["notification"]["event"], "order.in_work");
+    let (code, out, err) = cli(&config, &["orders", "act", &id, "assembled", "--body", "{}"]).await;
+    assert_eq!(code, 0, "{out} {err}");
+    // Queued in the database; the gateway's dispatcher delivers it to Kuper.
+    env.wait_accepted(&id, &["order.in_work", "order.assembled"]).await;
+    let (_, events) = env.call("GET", &format!("/api/v1/orders/{id}/events"), None, READ_KEY).await;
+    assert!(
+        events["events"].as_array().unwrap().iter().any(|e| e["kind"] == "action"
+            && e["direction"] == "internal"
+            && e["path"] == format!("kuper-bridge orders act {id} assembled")),
+        "the action is in the timeline: {events}"
+    );
+    let order = env.order(&id).await;
+    let (code, out, _) = cli(&config, &["outbox", "list"]).await;
+    assert_eq!(code, 0);
+    let line = out.lines().find(|l| l.contains("order.assembled")).unwrap_or_default();
+    assert!(line.contains(&id) && line.contains(order["number"].as_str().unwrap()), "Kuper id and number: {out}");
+    env.shutdown().await;
+}
+
+/// `config check` reports every problem at once, unknown keys included, with the key's path;
+/// a missing Kuper secret is one of them (exit 2), not a warning.
+#[test]
+fn config_check_reports_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kuper-bridge.toml");
+    let check = |toml: &str| {
+        std::fs::write(&path, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kuper-bridge"))
+            .arg("--config")
+            .arg(&path)
+            .args(["config", "check"])
+            .current_dir(dir.path())
+            .env_remove("KUPER_BRIDGE_CONFIG")
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let valid = "[kuper]\nclient_id = \"id\"\nclient_secret = \"secret\"\n[webhook_auth]\nbasic = \"kuper:secret\"\n[[stores]]\nid = \"1\"\n[[stores]]\nid = \"2\"\n";
+    assert_eq!(check(valid).0, 0, "{}", check(valid).1);
+
+    let (code, err) = check(&valid.replace("client_secret = \"secret\"\n", ""));
+    assert_eq!(code, 2, "a missing secret is an error: {err}");
+    assert!(err.contains("kuper.client_secret: required"), "{err}");
+    let (code, err) = check("[kuper]\nauth = \"client-token\"\n[webhook_auth]\nbasic = \"kuper:secret\"\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("kuper.client_token: required"), "{err}");
+
+    let broken = valid
+        .replace("client_secret = \"secret\"\n", "")
+        .replace("id = \"2\"\n", "id = \"2\"\ndelivry = \"merchant\"\n")
+        + "[server]\nlisten = \"nowhere\"\nbody_limt = 10\n[pickup]\ncode_length = \"six\"\n";
+    let (code, err) = check(&broken);
+    assert_eq!(code, 2, "{err}");
+    for needle in [
+        "stores[1].delivry: unknown key (did you mean delivery?)",
+        "server.body_limt: unknown key (did you mean body_limit?)",
+        "pickup.code_length: expected",
+        "server.listen: \"nowhere\" is not host:port",
+        "kuper.client_secret: required",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing in:\n{err}");
+    }
+    assert!(err.contains("5 problem(s)"), "{err}");
 }

@@ -237,10 +237,7 @@ async fn a_subscriber_down_for_a_while_gets_everything_later_in_order_and_kuper_
     // The last event is what the assertion needs: a count would be reached early by a retry of
     // the first event that was already in flight when the subscriber came back.
     let got = wms.wait_for(&id, "everything after the outage", |t| t.iter().any(|x| x == "order.delivered")).await;
-    let delivered: Vec<String> = got
-        .iter()
-        .map(|r| r.json()["type"].as_str().unwrap().to_string())
-        .collect();
+    let delivered: Vec<String> = got.iter().map(|r| r.json()["type"].as_str().unwrap().to_string()).collect();
     assert_eq!(delivered, SCHEME_A, "in order, nothing lost (retries of one event share its webhook-id)");
     env.shutdown().await;
 }

@@ -41,7 +41,7 @@ impl Kind {
         match self {
             Kind::B => v.extend([("pickup-code", json!({})), ("delivered", json!({}))]),
             Kind::C => v.extend([
-                ("estimated-delivery-time", json!({"at": "2026-03-14T12:30:00+03:00"})),
+                ("estimated-delivery-time", json!({"at": moscow_in(90)})),
                 ("delivering", json!({})),
                 ("delivered", json!({})),
             ]),

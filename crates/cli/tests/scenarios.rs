@@ -93,7 +93,7 @@ async fn scheme_c_merchant_delivery() {
         assert_eq!(env.act(&id, action, json!({})).await.0, 202, "{action}");
     }
     assert_eq!(env.kuper_sends(&id, "order.paid").await, 200);
-    let (status, v) = env.act(&id, "estimated-delivery-time", json!({"at": "2026-03-14T12:30:00+03:00"})).await;
+    let (status, v) = env.act(&id, "estimated-delivery-time", json!({"at": moscow_in(90)})).await;
     assert_eq!(status, 202, "{v}");
     assert_eq!(env.act(&id, "delivering", json!({})).await.0, 202);
     assert_eq!(env.act(&id, "delivered", json!({})).await.0, 202);
@@ -158,7 +158,8 @@ async fn restaurant_order_with_accepted() {
     let (status, err) = env.act(&id, "start-assembly", json!({})).await;
     assert_eq!(status, 409, "a restaurant must accept first: {err}");
     assert_eq!(err["error"]["details"]["allowed"], json!(["accept", "cancel"]));
-    let (status, v) = env.act(&id, "accept", json!({"expectedAssemblyTime": "2026-03-14T19:30:00+03:00"})).await;
+    let expected = moscow_in(40);
+    let (status, v) = env.act(&id, "accept", json!({"expectedAssemblyTime": expected})).await;
     assert_eq!(status, 202, "{v}");
     for action in ["start-assembly", "assembled", "ready"] {
         assert_eq!(env.act(&id, action, json!({})).await.0, 202, "{action}");
@@ -166,7 +167,7 @@ async fn restaurant_order_with_accepted() {
     let sim = env
         .wait_accepted(&id, &["order.accepted", "order.in_work", "order.assembled", "order.ready_for_delivery"])
         .await;
-    assert_eq!(sim["notifications"][0]["body"]["payload"]["expectedAssemblyTime"], "2026-03-14T19:30:00+03:00");
+    assert_eq!(sim["notifications"][0]["body"]["payload"]["expectedAssemblyTime"], expected);
     env.shutdown().await;
 }
 

@@ -73,7 +73,7 @@ fn cases() -> Vec<Case> {
 fn body_for(action: &str) -> Value {
     match action {
         "pickup-code" => json!({}),
-        "estimated-delivery-time" => json!({"at": "2026-03-14T12:30:00+03:00"}),
+        "estimated-delivery-time" => json!({"at": moscow_in(90)}),
         "cancel" => json!({"reason": "out_of_stock", "description": "Нет товара"}),
         _ => json!({}),
     }

@@ -341,13 +341,11 @@ mod tests {
 
     #[test]
     fn store_ids_parse_with_defaults_for_what_is_left_out() {
-        let table: [(&str, Result<(&str, &str, &str), &str>); 6] = [
+        type Expected = Result<(&'static str, &'static str, &'static str), &'static str>;
+        let table: [(&str, Expected); 6] = [
             ("", Ok(("1184", "sandbox-merchant", "sandbox-restaurant"))),
             ("merchant=m-1", Ok(("1184", "m-1", "sandbox-restaurant"))),
-            (
-                "kuper=27, merchant=m-1 ,restaurant=r-1",
-                Ok(("27", "m-1", "r-1")),
-            ),
+            ("kuper=27, merchant=m-1 ,restaurant=r-1", Ok(("27", "m-1", "r-1"))),
             ("merchant", Err("expected KEY=STORE_ID")),
             ("merchant=", Err("empty")),
             ("shop=5", Err("unknown key \"shop\"")),
