@@ -148,7 +148,9 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID);
     // The webhook reads its body itself, after checking credentials, to answer a JSON 413 and
     // audit it; every other route is bounded here.
-    let api = api.layer(RequestBodyLimitLayer::new(state.body_limit));
+    // server.body_limit is the one limit: axum's own default (2 MiB) would otherwise refuse
+    // bodies a larger configured limit allows.
+    let api = api.layer(RequestBodyLimitLayer::new(state.body_limit)).layer(axum::extract::DefaultBodyLimit::disable());
     Router::new()
         .route(&state.webhook_path, post(webhook::receive))
         .route("/healthz", get(webhook::health))

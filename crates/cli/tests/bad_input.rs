@@ -720,3 +720,20 @@ fn config_check_reports_every_problem_at_once() {
     }
     assert!(err.contains("5 problem(s)"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_body_limit_is_the_only_limit_on_action_bodies() {
+    let env = Env::with(|c| c.server.body_limit = 4 * 1024 * 1024).await;
+    let id = id_of(&env.create_order(json!({"store": "1184"})).await);
+    // 3 MiB: over axum's own 2 MiB default, under the configured 4 MiB. The field is unknown,
+    // so the body is read whole and refused for what it says, not for its size.
+    let big = json!({"padding": "x".repeat(3 * 1024 * 1024)});
+    let (status, v) = env.act(&id, "start-assembly", big).await;
+    assert_eq!(status, 400, "{}", v.to_string().chars().take(300).collect::<String>());
+    assert_eq!(v["error"]["details"]["field"], "padding", "{v}");
+    // Not tested here: a body over the limit, which the layer refuses from its Content-Length
+    // before reading it, so a client still writing megabytes sees the connection cut rather
+    // than the 413 (the webhook, which reads its body itself, has its 413 tested above).
+    assert_eq!(env.order(&id).await["state"], "created", "nothing changed");
+    env.shutdown().await;
+}
