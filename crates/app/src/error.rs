@@ -100,6 +100,10 @@ impl From<StoreError> for ApiError {
                 )
             }
             StoreError::Config(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "configuration", m),
+            StoreError::OperatorNotFound(name) => ApiError::not_found(format!("operator {name} not found")),
+            StoreError::OperatorExists(name) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", format!("operator {name} already exists"))
+            }
         }
     }
 }

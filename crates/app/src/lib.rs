@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod metrics;
+pub mod operators;
 pub mod server;
 pub mod webhook;
 

@@ -1,14 +1,15 @@
 //! The operator's commands that work on the configuration and the database directly:
-//! `config check`, `orders …` and `outbox …`. Exit codes (interfaces.md): 0 ok, 1 error (a
+//! `config check`, `orders …`, `outbox …` and `operators …`. Exit codes (interfaces.md): 0 ok, 1 error (a
 //! refused action included), 2 invalid configuration or invalid arguments, 3 not found.
 
 use clap::Subcommand;
 use kuper_bridge::config::{self, Config, Resolved};
+use kuper_bridge_app::operators as passwords;
 use kuper_bridge_domain::{ActionKind, OrderState, Scheme};
-use kuper_bridge_storage::{Exchange, OrderFilter, OutboxStatus, Store, StoreError};
+use kuper_bridge_storage::{Exchange, NewOperator, OperatorRole, OrderFilter, OutboxStatus, Store, StoreError};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -78,6 +79,37 @@ pub enum OutboxCommand {
     Skip { id: i64 },
 }
 
+#[derive(Subcommand)]
+pub enum OperatorsCommand {
+    /// Add an operator account (enabled). The password is read from standard input, one line,
+    /// or from --password-file; never from the command line, where `ps` and shell history see it.
+    /// Exit 2 when the name is taken or the password is refused (at least 10 characters).
+    Add {
+        /// The login name: up to 64 characters, no spaces.
+        name: String,
+        /// viewer (read), desk (pickup desk), operator (every order action) or admin (dead
+        /// letters and operator accounts too).
+        #[arg(long, value_parser = parse_role)]
+        role: OperatorRole,
+        /// Read the password from this file (its first line) instead of standard input.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// List the operator accounts: name, role, disabled, created (never the password hash).
+    List,
+    /// Disable an account: it can no longer log in (exit 3 when there is none).
+    Disable { name: String },
+    /// Enable a disabled account again (exit 3 when there is none).
+    Enable { name: String },
+    /// Set a new password, read from standard input (one line) or --password-file.
+    Passwd {
+        name: String,
+        /// Read the password from this file (its first line) instead of standard input.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+}
+
 fn one_of<T: Copy>(what: &str, s: &str, all: &[T], name: impl Fn(T) -> &'static str) -> Result<T, String> {
     all.iter().copied().find(|x| name(*x) == s).ok_or_else(|| {
         format!("unknown {what} {s:?}; expected one of {}", all.iter().map(|x| name(*x)).collect::<Vec<_>>().join(", "))
@@ -97,6 +129,10 @@ fn parse_scheme(s: &str) -> Result<Scheme, String> {
 
 fn parse_action(s: &str) -> Result<ActionKind, String> {
     one_of("action", s, &ActionKind::ALL, ActionKind::as_str)
+}
+
+fn parse_role(s: &str) -> Result<OperatorRole, String> {
+    one_of("role", s, &OperatorRole::ALL, OperatorRole::as_str)
 }
 
 fn parse_status(s: &str) -> Result<OutboxStatus, String> {
@@ -396,6 +432,124 @@ pub async fn outbox(path: Option<&Path>, command: OutboxCommand) -> anyhow::Resu
         Err(StoreError::Conflict(m)) => {
             eprintln!("error: {m}");
             Ok(ExitCode::from(ERROR))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A password from `file` or standard input: one line, its line break removed. A second line
+/// is refused rather than silently dropped (a wrong file, or two passwords pasted).
+fn read_password(file: Option<&Path>) -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal};
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        None => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                // No echo control without a terminal library: say so, and point to the quiet ways.
+                eprintln!("password (one line; it is shown as typed: prefer a pipe or --password-file):");
+            }
+            let mut line = String::new();
+            stdin
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+            line
+        }
+    };
+    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    if text.contains(['\n', '\r']) {
+        return Err("the password must be one line".into());
+    }
+    passwords::check_password(text).map_err(|e| e.to_string())?;
+    Ok(text.to_string())
+}
+
+/// The hash of a password read as [`read_password`] does, or the exit code after saying why not.
+fn new_password_hash(file: Option<&Path>) -> Result<String, ExitCode> {
+    let password = read_password(file).map_err(|m| {
+        eprintln!("error: {m}");
+        ExitCode::from(INVALID)
+    })?;
+    passwords::hash_password(&password).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(ERROR)
+    })
+}
+
+/// `operators …`: the console's accounts, straight in the database (no running gateway needed).
+pub async fn operators(path: Option<&Path>, command: OperatorsCommand) -> anyhow::Result<ExitCode> {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    if let OperatorsCommand::Add { name, .. } = &command {
+        if let Err(m) = passwords::check_name(name) {
+            eprintln!("error: {m}");
+            return Ok(ExitCode::from(INVALID));
+        }
+    }
+    let store = open_store(&config, None).await?;
+    let done = match command {
+        OperatorsCommand::List => {
+            println!("{:<24} {:<9} {:<9} created", "name", "role", "disabled");
+            for o in store.list_operators().await? {
+                let created = chrono::DateTime::from_timestamp_millis(o.created_at)
+                    .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    .unwrap_or_else(|| o.created_at.to_string());
+                println!("{:<24} {:<9} {:<9} {created}", o.name, o.role, if o.disabled { "yes" } else { "no" });
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        OperatorsCommand::Add { name, role, password_file } => {
+            // Before asking for the password: a taken name is known without typing one.
+            if store.find_operator(&name).await?.is_some() {
+                eprintln!("error: operator {name} already exists (change its password with `operators passwd`)");
+                return Ok(ExitCode::from(INVALID));
+            }
+            let password_hash = match new_password_hash(password_file.as_deref()) {
+                Ok(h) => h,
+                Err(code) => return Ok(code),
+            };
+            store
+                .create_operator(&NewOperator { name, role, password_hash })
+                .await
+                .map(|o| format!("operator {} added with role {}", o.name, o.role))
+        }
+        OperatorsCommand::Disable { name } => {
+            store.set_operator_disabled(&name, true).await.map(|o| format!("operator {} disabled", o.name))
+        }
+        OperatorsCommand::Enable { name } => {
+            store.set_operator_disabled(&name, false).await.map(|o| format!("operator {} enabled", o.name))
+        }
+        OperatorsCommand::Passwd { name, password_file } => {
+            if store.find_operator(&name).await?.is_none() {
+                eprintln!("operator {name} not found");
+                return Ok(ExitCode::from(NOT_FOUND));
+            }
+            let password_hash = match new_password_hash(password_file.as_deref()) {
+                Ok(h) => h,
+                Err(code) => return Ok(code),
+            };
+            store
+                .set_operator_password_hash(&name, &password_hash)
+                .await
+                .map(|o| format!("password of operator {} changed", o.name))
+        }
+    };
+    match done {
+        Ok(message) => {
+            println!("{message}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(StoreError::OperatorNotFound(name)) => {
+            eprintln!("operator {name} not found");
+            Ok(ExitCode::from(NOT_FOUND))
+        }
+        // Taken between the check above and the insert (another `operators add`).
+        Err(StoreError::OperatorExists(name)) => {
+            eprintln!("error: operator {name} already exists");
+            Ok(ExitCode::from(INVALID))
         }
         Err(e) => Err(e.into()),
     }

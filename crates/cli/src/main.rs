@@ -3,7 +3,7 @@ mod sandbox;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use commands::{ConfigCommand, OrdersCommand, OutboxCommand};
+use commands::{ConfigCommand, OperatorsCommand, OrdersCommand, OutboxCommand};
 use kuper_bridge::config::{self, Config};
 use kuper_bridge_storage::Store;
 use std::path::PathBuf;
@@ -49,6 +49,11 @@ enum Command {
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
+    },
+    /// Manage the console's operator accounts (people; store systems use API keys).
+    Operators {
+        #[command(subcommand)]
+        command: OperatorsCommand,
     },
     /// Print the Mermaid state and sequence diagrams generated from the state machines.
     Diagrams,
@@ -293,6 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Orders { command } => commands::orders(cli.config.as_deref(), command).await,
         Command::Outbox { command } => commands::outbox(cli.config.as_deref(), command).await,
+        Command::Operators { command } => commands::operators(cli.config.as_deref(), command).await,
     }
 }
 

@@ -41,7 +41,7 @@ const INTERFACES: (&str, &str) = ("docs/interfaces.md", include_str!("../../../d
 const SHIPPED_CONFIG: &str = include_str!("../../../kuper-bridge.toml");
 
 /// Subcommands whose second word names the command (`sim run`, `outbox skip`).
-const GROUPS: &[&str] = &["sim", "config", "orders", "outbox"];
+const GROUPS: &[&str] = &["sim", "config", "orders", "outbox", "operators"];
 
 /// A fenced code block: its language and its logical lines (`\`-continuations joined).
 struct Block {

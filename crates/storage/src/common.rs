@@ -13,6 +13,32 @@ use kuper_bridge_wire::{NotificationEvent, WebhookEnvelope};
 use rand::Rng;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+/// The columns [`operator_from_row`] reads, in both backends' queries.
+pub(crate) const OPERATOR_COLUMNS: &str = "id, name, role, password_hash, disabled, created_at, updated_at";
+
+pub(crate) fn operator_from_row<R>(row: &R) -> Result<crate::Operator>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    bool: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+{
+    let role: String = row.try_get("role")?;
+    Ok(crate::Operator {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        // The table's CHECK admits only the four slugs; anything else is a damaged database.
+        role: crate::OperatorRole::parse(&role)
+            .ok_or_else(|| StoreError::Unavailable(format!("operator row with unknown role {role:?}")))?,
+        password_hash: row.try_get("password_hash")?,
+        // SQLite keeps 0/1 in an INTEGER, PostgreSQL a BOOLEAN; sqlx reads both as bool.
+        disabled: row.try_get("disabled")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
 pub(crate) fn order_from_row<R>(row: &R) -> Result<StoredOrder>
 where
     R: Row,

@@ -35,6 +35,11 @@ pub enum StoreError {
     Unavailable(String),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("operator {0} not found")]
+    OperatorNotFound(String),
+    /// Operator names are unique: a second account of the same name is refused, not merged.
+    #[error("operator {0} already exists")]
+    OperatorExists(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -304,6 +309,86 @@ pub struct OutboxStats {
     pub oldest_pending_at: Option<i64>,
 }
 
+/// What an operator account may do in the console (issue #11). Ordered by reach: each role
+/// can do what the one before it can, and more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperatorRole {
+    /// Reads orders, the outbox and health; changes nothing.
+    Viewer,
+    /// The pickup desk: verifies a customer's code and hands the order over.
+    Desk,
+    /// Every order action.
+    Operator,
+    /// Dead letters and operator accounts too.
+    Admin,
+}
+
+impl OperatorRole {
+    pub const ALL: [OperatorRole; 4] = [Self::Viewer, Self::Desk, Self::Operator, Self::Admin];
+
+    /// The slug stored in the database and accepted on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Desk => "desk",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for OperatorRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // pad, not write_str: column widths (`{:<9}`) apply.
+        f.pad(self.as_str())
+    }
+}
+
+/// An operator account as stored. The password hash is never serialized nor printed by
+/// `Debug`: a list or a log line must not hand out material for an offline guessing attack.
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Operator {
+    pub id: i64,
+    pub name: String,
+    pub role: OperatorRole,
+    /// An argon2id PHC string (`$argon2id$v=19$…`), made and checked outside storage.
+    #[serde(skip)]
+    pub password_hash: String,
+    pub disabled: bool,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operator")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("password_hash", &"[redacted]")
+            .field("disabled", &self.disabled)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// A new operator account: the name, the role and the password's hash (storage never sees
+/// the password itself).
+#[derive(Clone)]
+pub struct NewOperator {
+    pub name: String,
+    pub role: OperatorRole,
+    pub password_hash: String,
+}
+
 /// The storage boundary, implemented by [`SqliteStore`] and [`PgStore`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -414,6 +499,20 @@ pub trait Store: Send + Sync + 'static {
         due_at: i64,
         exchange: Exchange,
     ) -> Result<bool>;
+
+    // Operator accounts: storage primitives only. Password hashing, name rules and who may
+    // change what are decided by the callers (crates/app `operators`, the CLI).
+
+    /// Adds an account, enabled. [`StoreError::OperatorExists`] when the name is taken.
+    async fn create_operator(&self, new: &NewOperator) -> Result<Operator>;
+    /// The account of exactly this name (names are case-sensitive).
+    async fn find_operator(&self, name: &str) -> Result<Option<Operator>>;
+    /// Every account, by name.
+    async fn list_operators(&self) -> Result<Vec<Operator>>;
+    /// Disables or re-enables an account. [`StoreError::OperatorNotFound`] when there is none.
+    async fn set_operator_disabled(&self, name: &str, disabled: bool) -> Result<Operator>;
+    /// Replaces an account's password hash. [`StoreError::OperatorNotFound`] when there is none.
+    async fn set_operator_password_hash(&self, name: &str, password_hash: &str) -> Result<Operator>;
 }
 
 /// An open order as the deadline sweep sees it.

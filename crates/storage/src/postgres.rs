@@ -1095,6 +1095,79 @@ impl Store for PgStore {
         }
         Ok(new)
     }
+
+    // Each operator write is one statement: autocommit on a pool connection, no row lock to
+    // order against the order/outbox writers.
+
+    async fn create_operator(&self, new: &crate::NewOperator) -> Result<crate::Operator> {
+        let now = now_ms();
+        // Two replicas adding the same name at once: one inserts, the other gets no row back
+        // (ON CONFLICT waits for the first to commit) and reports the name as taken.
+        let row = sqlx::query(&format!(
+            "INSERT INTO operators (name, role, password_hash, disabled, created_at, updated_at)
+             VALUES ($1, $2, $3, FALSE, $4, $4) ON CONFLICT (name) DO NOTHING RETURNING {}",
+            common::OPERATOR_COLUMNS
+        ))
+        .bind(no_nul(&new.name))
+        .bind(new.role.as_str())
+        .bind(&new.password_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(common::operator_from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::OperatorExists(new.name.clone()))
+    }
+
+    async fn find_operator(&self, name: &str) -> Result<Option<crate::Operator>> {
+        let row = sqlx::query(&format!("SELECT {} FROM operators WHERE name = $1", common::OPERATOR_COLUMNS))
+            .bind(no_nul(name))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(common::operator_from_row).transpose()
+    }
+
+    async fn list_operators(&self) -> Result<Vec<crate::Operator>> {
+        // COLLATE "C": byte order, the same as SQLite's, whatever the database's locale.
+        let rows =
+            sqlx::query(&format!("SELECT {} FROM operators ORDER BY name COLLATE \"C\"", common::OPERATOR_COLUMNS))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(common::operator_from_row).collect()
+    }
+
+    async fn set_operator_disabled(&self, name: &str, disabled: bool) -> Result<crate::Operator> {
+        let row = sqlx::query(&format!(
+            "UPDATE operators SET disabled = $2, updated_at = $3 WHERE name = $1 RETURNING {}",
+            common::OPERATOR_COLUMNS
+        ))
+        .bind(no_nul(name))
+        .bind(disabled)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(common::operator_from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::OperatorNotFound(name.to_string()))
+    }
+
+    async fn set_operator_password_hash(&self, name: &str, password_hash: &str) -> Result<crate::Operator> {
+        let row = sqlx::query(&format!(
+            "UPDATE operators SET password_hash = $2, updated_at = $3 WHERE name = $1 RETURNING {}",
+            common::OPERATOR_COLUMNS
+        ))
+        .bind(no_nul(name))
+        .bind(password_hash)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(common::operator_from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::OperatorNotFound(name.to_string()))
+    }
 }
 
 async fn operator_decision(

@@ -909,6 +909,74 @@ impl Store for SqliteStore {
         }
         Ok(new)
     }
+
+    async fn create_operator(&self, new: &crate::NewOperator) -> Result<crate::Operator> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        // DO NOTHING, not an error: a unique violation would poison the shared group-commit
+        // transaction's savepoint handling for nothing; an empty RETURNING says "taken".
+        let row = sqlx::query(&format!(
+            "INSERT INTO operators (name, role, password_hash, disabled, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 0, ?4, ?4) ON CONFLICT (name) DO NOTHING RETURNING {}",
+            common::OPERATOR_COLUMNS
+        ))
+        .bind(&new.name)
+        .bind(new.role.as_str())
+        .bind(&new.password_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let created = row.as_ref().map(common::operator_from_row).transpose()?;
+        tx.commit().await?;
+        created.ok_or_else(|| StoreError::OperatorExists(new.name.clone()))
+    }
+
+    async fn find_operator(&self, name: &str) -> Result<Option<crate::Operator>> {
+        let row = sqlx::query(&format!("SELECT {} FROM operators WHERE name = ?1", common::OPERATOR_COLUMNS))
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(common::operator_from_row).transpose()
+    }
+
+    async fn list_operators(&self) -> Result<Vec<crate::Operator>> {
+        let rows = sqlx::query(&format!("SELECT {} FROM operators ORDER BY name", common::OPERATOR_COLUMNS))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(common::operator_from_row).collect()
+    }
+
+    async fn set_operator_disabled(&self, name: &str, disabled: bool) -> Result<crate::Operator> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE operators SET disabled = ?2, updated_at = ?3 WHERE name = ?1 RETURNING {}",
+            common::OPERATOR_COLUMNS
+        ))
+        .bind(name)
+        .bind(disabled)
+        .bind(now_ms())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let updated = row.as_ref().map(common::operator_from_row).transpose()?;
+        tx.commit().await?;
+        updated.ok_or_else(|| StoreError::OperatorNotFound(name.to_string()))
+    }
+
+    async fn set_operator_password_hash(&self, name: &str, password_hash: &str) -> Result<crate::Operator> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE operators SET password_hash = ?2, updated_at = ?3 WHERE name = ?1 RETURNING {}",
+            common::OPERATOR_COLUMNS
+        ))
+        .bind(name)
+        .bind(password_hash)
+        .bind(now_ms())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let updated = row.as_ref().map(common::operator_from_row).transpose()?;
+        tx.commit().await?;
+        updated.ok_or_else(|| StoreError::OperatorNotFound(name.to_string()))
+    }
 }
 
 async fn operator_decision(
