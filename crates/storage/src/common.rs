@@ -13,6 +13,22 @@ use kuper_bridge_wire::{NotificationEvent, WebhookEnvelope};
 use rand::Rng;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+/// One field of an operator account that can change after it is created; both backends write
+/// it with the same UPDATE, `?2`/`$2` bound to the value.
+pub(crate) enum OperatorChange<'a> {
+    Disabled(bool),
+    PasswordHash(&'a str),
+}
+
+impl OperatorChange<'_> {
+    pub(crate) fn column(&self) -> &'static str {
+        match self {
+            OperatorChange::Disabled(_) => "disabled",
+            OperatorChange::PasswordHash(_) => "password_hash",
+        }
+    }
+}
+
 /// The columns [`operator_from_row`] reads, in both backends' queries.
 pub(crate) const OPERATOR_COLUMNS: &str = "id, name, role, password_hash, disabled, created_at, updated_at";
 

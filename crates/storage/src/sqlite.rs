@@ -47,6 +47,24 @@ pub(crate) const HEAD_DUE: &str = "o.status = 'pending' AND o.next_attempt_at <=
 const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id";
 
 impl SqliteStore {
+    async fn change_operator(&self, name: &str, change: common::OperatorChange<'_>) -> Result<crate::Operator> {
+        let mut tx = self.begin().await?;
+        let query = format!(
+            "UPDATE operators SET {} = ?2, updated_at = ?3 WHERE name = ?1 RETURNING {}",
+            change.column(),
+            common::OPERATOR_COLUMNS
+        );
+        let query = sqlx::query(&query).bind(name);
+        let query = match change {
+            common::OperatorChange::Disabled(disabled) => query.bind(disabled),
+            common::OperatorChange::PasswordHash(hash) => query.bind(hash),
+        };
+        let row = query.bind(now_ms()).fetch_optional(&mut *tx).await?;
+        let updated = row.as_ref().map(common::operator_from_row).transpose()?;
+        tx.commit().await?;
+        updated.ok_or_else(|| StoreError::OperatorNotFound(name.to_string()))
+    }
+
     pub async fn open(url: &str, store_options: &crate::StoreOptions) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("database.url: {e}")))?
@@ -947,35 +965,11 @@ impl Store for SqliteStore {
     }
 
     async fn set_operator_disabled(&self, name: &str, disabled: bool) -> Result<crate::Operator> {
-        let mut tx = self.begin().await?;
-        let row = sqlx::query(&format!(
-            "UPDATE operators SET disabled = ?2, updated_at = ?3 WHERE name = ?1 RETURNING {}",
-            common::OPERATOR_COLUMNS
-        ))
-        .bind(name)
-        .bind(disabled)
-        .bind(now_ms())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let updated = row.as_ref().map(common::operator_from_row).transpose()?;
-        tx.commit().await?;
-        updated.ok_or_else(|| StoreError::OperatorNotFound(name.to_string()))
+        self.change_operator(name, common::OperatorChange::Disabled(disabled)).await
     }
 
     async fn set_operator_password_hash(&self, name: &str, password_hash: &str) -> Result<crate::Operator> {
-        let mut tx = self.begin().await?;
-        let row = sqlx::query(&format!(
-            "UPDATE operators SET password_hash = ?2, updated_at = ?3 WHERE name = ?1 RETURNING {}",
-            common::OPERATOR_COLUMNS
-        ))
-        .bind(name)
-        .bind(password_hash)
-        .bind(now_ms())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let updated = row.as_ref().map(common::operator_from_row).transpose()?;
-        tx.commit().await?;
-        updated.ok_or_else(|| StoreError::OperatorNotFound(name.to_string()))
+        self.change_operator(name, common::OperatorChange::PasswordHash(password_hash)).await
     }
 }
 
