@@ -133,6 +133,10 @@ pub struct ListQuery {
     store: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
+    /// The board's search (interfaces.md): Kuper id, orderUUID, number, pickup code, phone, name.
+    q: Option<String>,
+    /// `true`: only orders that need attention.
+    attention: Option<bool>,
 }
 
 pub async fn list_orders(
@@ -166,7 +170,15 @@ pub async fn list_orders(
         ),
         None => None,
     };
-    let filter = OrderFilter { state: q.state, scheme, store: q.store, limit, before_id };
+    let filter = OrderFilter {
+        state: q.state,
+        scheme,
+        store: q.store,
+        limit,
+        before_id,
+        search: q.q.filter(|s| !s.trim().is_empty()),
+        attention: q.attention.unwrap_or(false),
+    };
     let orders = state.store.list_orders(&filter).await?;
     let next = if orders.len() as i64 == limit { orders.last().map(|o| o.id.to_string()) } else { None };
     Ok(Json(json!({
@@ -207,6 +219,8 @@ pub async fn order_events(
 /// The fields each body may have (interfaces.md); anything else is a 400 naming the field.
 const ACCEPT_FIELDS: &[&str] = &["expectedAssemblyTime"];
 const COMPOSITION_FIELDS: &[&str] = &["positions"];
+/// `overrideReason`: an operator hands a pickup order over without a verified code.
+const DELIVERED_FIELDS: &[&str] = &["positions", "overrideReason"];
 const LINE_FIELDS: &[&str] = &["id", "quantity", "weight", "replacedByID", "markingCodes", "price", "discountPrice"];
 const CODE_FIELDS: &[&str] = &["code"];
 const ETA_FIELDS: &[&str] = &["at"];
@@ -300,7 +314,10 @@ pub fn build_action(
             fields(&[])?;
             Action::Delivering
         }
-        ActionKind::Delivered => Action::Delivered { positions: lines(fields(COMPOSITION_FIELDS)?.as_ref())? },
+        ActionKind::Delivered => {
+            let b = fields(DELIVERED_FIELDS)?;
+            Action::Delivered { positions: lines(b.as_ref())?, handover_override: string(&b, "overrideReason")? }
+        }
         ActionKind::Cancel => {
             let b = fields(CANCEL_FIELDS)?;
             Action::Cancel {
@@ -379,7 +396,7 @@ pub async fn action(
         path: Some(format!("/api/v1/orders/{reference}/{}", kind.as_str())),
         headers: Some(redact_headers(&headers)),
         request_id: Some(request_id(&headers)),
-        detail: Some(format!("by {}", who.name)),
+        actor: Some(kuper_bridge_storage::Actor::ApiKey(who.name.clone())),
         ..Default::default()
     };
     let idempotency = idempotency_key(&headers, &who.name, kind, &reference, &bytes)?;
@@ -450,6 +467,7 @@ pub async fn verify_pickup(
         // The code tried is not kept: the audit log must not become a list of codes.
         body: None,
         request_id: Some(request_id(&headers)),
+        actor: Some(kuper_bridge_storage::Actor::ApiKey(who.name.clone())),
         ..Default::default()
     };
     let v = state.store.verify_pickup_code(&reference, &code, &state.policy, exchange).await?;
@@ -498,8 +516,33 @@ pub async fn get_outbox(
     Ok(Json(v))
 }
 
-pub async fn operator(replay: bool, state: AppState, headers: HeaderMap, id: i64) -> Result<Response, ApiError> {
+/// The fields of a replay or skip: the operator's reason, required (it goes into the timeline).
+const DECISION_FIELDS: &[&str] = &["reason"];
+
+/// An operator's written reason for a decision: required, at most 1000 characters.
+pub fn decision_reason(content_type: Option<&str>, bytes: &[u8]) -> Result<String, ApiError> {
+    let reason = body::read(content_type, bytes, DECISION_FIELDS)?
+        .map(|b| b.string("reason"))
+        .transpose()?
+        .flatten()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| field_error("reason", "required: say why (it is kept in the order's timeline)"))?;
+    if reason.chars().count() > 1000 {
+        return Err(field_error("reason", "longer than 1000 characters"));
+    }
+    Ok(reason)
+}
+
+pub async fn operator(
+    replay: bool,
+    state: AppState,
+    headers: HeaderMap,
+    id: i64,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
     let who = caller(&state, &headers, Scope::Admin)?;
+    let reason = decision_reason(content_type(&headers), &bytes)?;
     let exchange = Exchange {
         kind: "operator".into(),
         direction: "api".into(),
@@ -507,6 +550,8 @@ pub async fn operator(replay: bool, state: AppState, headers: HeaderMap, id: i64
         path: Some(format!("/api/v1/outbox/{id}/{}", if replay { "replay" } else { "skip" })),
         headers: Some(redact_headers(&headers)),
         request_id: Some(request_id(&headers)),
+        detail: Some(reason),
+        actor: Some(kuper_bridge_storage::Actor::ApiKey(who.name.clone())),
         ..Default::default()
     };
     let record = if replay { state.store.replay(id, exchange).await? } else { state.store.skip(id, exchange).await? };

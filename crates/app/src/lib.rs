@@ -133,14 +133,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/outbox/{id}", get(api::get_outbox))
         .route(
             "/api/v1/outbox/{id}/replay",
-            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<i64>| async move {
-                api::operator(true, s, h, id).await
+            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<i64>, b: Bytes| async move {
+                api::operator(true, s, h, id, b).await
             }),
         )
         .route(
             "/api/v1/outbox/{id}/skip",
-            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<i64>| async move {
-                api::operator(false, s, h, id).await
+            post(|State(s): State<AppState>, h: HeaderMap, Path(id): Path<i64>, b: Bytes| async move {
+                api::operator(false, s, h, id, b).await
             }),
         );
     for kind in ActionKind::ALL {

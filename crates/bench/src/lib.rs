@@ -387,7 +387,9 @@ pub mod soak {
             }
         }
 
-        /// The store's REST actions, in order, with their bodies.
+        /// The store's REST actions, in order, with their bodies. Scheme B's `pickup-code`
+        /// carries no code here: the soak gives each order its own ([`pickup_code_for`]) and
+        /// verifies it before `delivered`, as the counter does.
         pub fn actions(self) -> Vec<(&'static str, Value)> {
             let mut v = Vec::new();
             if self == Kind::Restaurant {
@@ -417,6 +419,16 @@ pub mod soak {
         pub fn kuper_delivers(self) -> bool {
             matches!(self, Kind::A | Kind::Restaurant)
         }
+    }
+
+    /// The pickup code the soak gives a scheme B order: the last 12 letters and digits of its
+    /// Kuper id. Unique as the id is, so codes of one store's open orders never clash (the
+    /// gateway refuses a duplicate), and the same on every retry of the action.
+    pub fn pickup_code_for(id: &str) -> String {
+        let alnum: Vec<char> = id.chars().filter(char::is_ascii_alphanumeric).collect();
+        let code: String = alnum[alnum.len().saturating_sub(12)..].iter().collect();
+        // Too short an id (never one of Kuper's) still gets a code of the allowed length.
+        format!("{code:0>4}")
     }
 
     /// Kuper's webhooks after `ready_for_delivery` reached it, for scheme A.

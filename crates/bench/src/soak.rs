@@ -16,8 +16,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use kuper_bridge_bench::database::{Backend, Database};
 use kuper_bridge_bench::procfs;
 use kuper_bridge_bench::soak::{
-    event_of, prom_value, ready_for_courier, stored_tally, tally, Kind, Rng, StoredOrder, StoredTally, Tally,
-    COURIER_WEBHOOKS, MERCHANT_STORE, RESTAURANT_STORE,
+    event_of, pickup_code_for, prom_value, ready_for_courier, stored_tally, tally, Kind, Rng, StoredOrder, StoredTally,
+    Tally, COURIER_WEBHOOKS, MERCHANT_STORE, RESTAURANT_STORE,
 };
 use kuper_bridge_bench::stats::{fmt_ms, thousands, Summary};
 use serde_json::{json, Value};
@@ -429,6 +429,35 @@ impl Shared {
         }
     }
 
+    /// The customer's pickup code checked at the counter, retried through restarts (checking
+    /// a code again after an answer was lost finds it valid again).
+    async fn verify_pickup_code(&self, id: &str, code: &str) -> Result<()> {
+        let deadline = Instant::now() + STEP_DEADLINE;
+        loop {
+            let url = format!("{}/api/v1/orders/{id}/pickup-code/verify", self.app);
+            let why = match self.http.post(url).bearer_auth(API_KEY).json(&json!({ "code": code })).send().await {
+                Ok(r) if r.status().as_u16() == 200 => {
+                    let v: Value = r.json().await?;
+                    if v["valid"] != true {
+                        bail!("the pickup code of {id} was not found valid: {v}");
+                    }
+                    return Ok(());
+                }
+                Ok(r) if r.status().is_server_error() => {
+                    format!("HTTP {} {}", r.status(), r.text().await.unwrap_or_default())
+                }
+                Ok(r) => {
+                    bail!("pickup-code/verify on {id}: HTTP {} {}", r.status(), r.text().await.unwrap_or_default())
+                }
+                Err(e) => format!("{e:#}"),
+            };
+            if Instant::now() > deadline {
+                bail!("pickup-code/verify on {id}: no answer in {STEP_DEADLINE:?} ({why})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The store's action through the REST API, retried through restarts. A `409` after an
     /// attempt that may have been committed counts as applied when the order's `notified`
     /// list holds the action's event.
@@ -613,6 +642,11 @@ async fn drive(sh: &Shared, n: usize, kind: Kind, permits: &Arc<tokio::sync::Sem
     sh.set_numbers(index, numbers);
 
     for (action, body) in kind.actions() {
+        let body = if action == "pickup-code" { json!({"code": pickup_code_for(&id)}) } else { body };
+        if action == "delivered" && kind == Kind::B {
+            // The customer shows the code at the counter: the hand-over needs it verified.
+            sh.verify_pickup_code(&id, &pickup_code_for(&id)).await?;
+        }
         sh.act(&id, action, &body).await?;
         if action != "ready" {
             continue;

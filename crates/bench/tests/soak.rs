@@ -1,7 +1,9 @@
 //! The crash soak's pure helpers on small inputs: the seeded kill schedule, what each kind of
 //! order must produce, and the verdict from hand-made simulator records. No gateway is started.
 
-use kuper_bridge_bench::soak::{event_of, prom_value, ready_for_courier, stored_tally, tally, Kind, Rng, StoredOrder};
+use kuper_bridge_bench::soak::{
+    event_of, pickup_code_for, prom_value, ready_for_courier, stored_tally, tally, Kind, Rng, StoredOrder,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -24,6 +26,19 @@ fn the_kill_schedule_is_seeded_and_stays_within_the_spread() {
     assert!((avg - 3.0).abs() < 0.1, "mean {avg}");
     let mut r = Rng::new(1);
     assert!((0..1000).map(|_| r.unit()).all(|u| (0.0..1.0).contains(&u)));
+}
+
+/// Each B order gets its own code the gateway accepts (4 to 12 letters or digits), the same on
+/// every retry, and one store's orders never share one.
+#[test]
+fn pickup_codes_are_valid_and_unique_per_order() {
+    assert_eq!(pickup_code_for("H48668235335"), "H48668235335");
+    assert_eq!(pickup_code_for("sim:H1234567890123"), "234567890123");
+    assert_eq!(pickup_code_for("H1"), "00H1");
+    let ids: Vec<String> = (0..1000u64).map(|n| format!("H{:011}", 48_668_235_335 + n * 7919)).collect();
+    let codes: std::collections::BTreeSet<String> = ids.iter().map(|id| pickup_code_for(id)).collect();
+    assert_eq!(codes.len(), ids.len());
+    assert!(codes.iter().all(|c| (4..=12).contains(&c.len()) && c.chars().all(|ch| ch.is_ascii_alphanumeric())));
 }
 
 #[test]

@@ -74,9 +74,19 @@ pub enum OutboxCommand {
         limit: i64,
     },
     /// Send a dead letter again (it goes back to the head of its order's queue).
-    Replay { id: i64 },
+    Replay {
+        id: i64,
+        /// Why (kept in the order's timeline): what was fixed, who asked.
+        #[arg(long)]
+        reason: String,
+    },
     /// Give up on a dead letter so later notifications of its order can flow.
-    Skip { id: i64 },
+    Skip {
+        id: i64,
+        /// Why (kept in the order's timeline).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -254,7 +264,7 @@ pub async fn orders(path: Option<&Path>, command: OrdersCommand) -> anyhow::Resu
                 scheme: scheme.map(|s| s.as_str().to_string()),
                 store: store_id,
                 limit,
-                before_id: None,
+                ..Default::default()
             };
             let orders = store.list_orders(&filter).await?;
             if let Some(r) = resolved {
@@ -320,6 +330,7 @@ pub async fn orders(path: Option<&Path>, command: OrdersCommand) -> anyhow::Resu
                 kind: "action".into(),
                 direction: "internal".into(),
                 path: Some(format!("kuper-bridge orders act {reference} {action}")),
+                actor: Some(kuper_bridge_storage::Actor::Cli),
                 ..Default::default()
             };
             let body = body.unwrap_or_default();
@@ -359,15 +370,22 @@ pub async fn orders(path: Option<&Path>, command: OrdersCommand) -> anyhow::Resu
 }
 
 pub async fn outbox(path: Option<&Path>, command: OutboxCommand) -> anyhow::Result<ExitCode> {
+    if let OutboxCommand::Replay { reason, .. } | OutboxCommand::Skip { reason, .. } = &command {
+        if reason.trim().is_empty() {
+            eprintln!("error: --reason is empty: say why (it is kept in the order's timeline)");
+            return Ok(ExitCode::from(INVALID));
+        }
+    }
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
     let store = open_store(&config, None).await?;
-    let operator = |what: &str| Exchange {
+    let operator = |reason: &str| Exchange {
         kind: "operator".into(),
         direction: "internal".into(),
-        detail: Some(format!("{what} from the command line")),
+        detail: Some(reason.trim().to_string()),
+        actor: Some(kuper_bridge_storage::Actor::Cli),
         ..Default::default()
     };
     let decided = match command {
@@ -409,13 +427,13 @@ pub async fn outbox(path: Option<&Path>, command: OutboxCommand) -> anyhow::Resu
             }
             return Ok(ExitCode::SUCCESS);
         }
-        OutboxCommand::Replay { id } => store.replay(id, operator("replay")).await.map(|r| {
+        OutboxCommand::Replay { id, reason } => store.replay(id, operator(&reason)).await.map(|r| {
             format!(
                 "outbox record {} ({}) is pending again; a running gateway sends it within its poll interval",
                 r.id, r.event
             )
         }),
-        OutboxCommand::Skip { id } => store.skip(id, operator("skip")).await.map(|r| {
+        OutboxCommand::Skip { id, reason } => store.skip(id, operator(&reason)).await.map(|r| {
             format!("outbox record {} ({}) skipped; later notifications of its order will flow", r.id, r.event)
         }),
     };

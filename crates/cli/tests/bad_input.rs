@@ -590,13 +590,19 @@ async fn command_line_exit_codes_and_filters() {
     let env = Env::new().await;
     let id = id_of(&env.create_order(json!({"store": "1184"})).await);
     let config = write_config(&env);
-    for args in [["outbox", "replay", "999"], ["outbox", "skip", "999"]] {
+    for args in [["outbox", "replay", "999", "--reason", "retry"], ["outbox", "skip", "999", "--reason", "moot"]] {
         let (code, _, err) = cli(&config, &args).await;
         assert_eq!(code, 3, "{args:?}: {err}");
         assert!(err.contains("999 not found"), "{err}");
     }
-    let (code, _, _) = cli(&config, &["outbox", "replay", "abc"]).await;
+    let (code, _, _) = cli(&config, &["outbox", "replay", "abc", "--reason", "retry"]).await;
     assert_eq!(code, 2);
+    // A decision on a dead letter says why, or is refused before anything is looked up.
+    for args in [&["outbox", "replay", "999"][..], &["outbox", "skip", "999", "--reason", " "][..]] {
+        let (code, _, err) = cli(&config, args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("--reason"), "{err}");
+    }
     let (code, _, err) = cli(&config, &["orders", "show", "H0"]).await;
     assert_eq!((code, err.trim()), (3, "order H0 not found"));
     for (args, allowed) in [

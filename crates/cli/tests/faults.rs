@@ -123,12 +123,21 @@ async fn refusal_dead_letters_and_holds_only_that_order_until_replay_or_skip() {
 
     // Reading needs read, deciding needs admin.
     let dead_id = dead["id"].as_i64().unwrap();
-    let (status, _) = env.call("POST", &format!("/api/v1/outbox/{dead_id}/replay"), None, READ_KEY).await;
+    let why = || Some(json!({"reason": "Kuper fixed the store's catalogue"}));
+    let (status, _) = env.call("POST", &format!("/api/v1/outbox/{dead_id}/replay"), why(), READ_KEY).await;
     assert_eq!(status, 403);
+    // The reason is required, and kept in the timeline with the key that decided.
     let (status, v) = env.call("POST", &format!("/api/v1/outbox/{dead_id}/replay"), None, ADMIN_KEY).await;
+    assert_eq!((status, v["error"]["details"]["field"].as_str()), (400, Some("reason")), "{v}");
+    let (status, v) = env.call("POST", &format!("/api/v1/outbox/{dead_id}/replay"), why(), ADMIN_KEY).await;
     assert_eq!(status, 202, "{v}");
+    let (_, history) = env.call("GET", &format!("/api/v1/outbox/{dead_id}"), None, READ_KEY).await;
+    let decision = history["history"].as_array().unwrap().iter().find(|e| e["kind"] == "operator").cloned();
+    let decision = decision.unwrap_or_else(|| panic!("the decision is in the history: {history:#}"));
+    assert!(decision["detail"].as_str().unwrap().ends_with("reason: Kuper fixed the store's catalogue"), "{decision}");
+    assert!(decision["actor"].as_str().unwrap().starts_with("api-key:"), "{decision}");
     env.wait_accepted(&held_id, &["order.in_work", "order.assembled"]).await;
-    let (status, _) = env.call("POST", &format!("/api/v1/outbox/{dead_id}/replay"), None, ADMIN_KEY).await;
+    let (status, _) = env.call("POST", &format!("/api/v1/outbox/{dead_id}/replay"), why(), ADMIN_KEY).await;
     assert_eq!(status, 409, "only dead letters can be replayed");
 
     // Skip: a dead letter given up lets the next notification of its order go.
@@ -139,7 +148,7 @@ async fn refusal_dead_letters_and_holds_only_that_order_until_replay_or_skip() {
         env.wait_outbox("a second dead letter", |r| r.iter().filter(|x| x["status"] == "dead").count() == 1).await;
     let dead = records.iter().find(|x| x["status"] == "dead").unwrap()["id"].as_i64().unwrap();
     assert_eq!(env.act(&third, "cancel", json!({"reason": "store_closed"})).await.0, 202);
-    let (status, _) = env.call("POST", &format!("/api/v1/outbox/{dead}/skip"), None, ADMIN_KEY).await;
+    let (status, _) = env.call("POST", &format!("/api/v1/outbox/{dead}/skip"), why(), ADMIN_KEY).await;
     assert_eq!(status, 202);
     env.wait_accepted(&third, &["order.canceled"]).await;
     let (_, history) = env.call("GET", &format!("/api/v1/outbox/{dead}"), None, READ_KEY).await;

@@ -39,6 +39,7 @@ impl Kind {
         }
         v.extend([("start-assembly", json!({})), ("assembled", json!({})), ("ready", json!({}))]);
         match self {
+            // The code is the store's (`pickup_code`), so the test knows what the customer shows.
             Kind::B => v.extend([("pickup-code", json!({})), ("delivered", json!({}))]),
             Kind::C => v.extend([
                 ("estimated-delivery-time", json!({"at": moscow_in(90)})),
@@ -66,6 +67,13 @@ fn event_of(action: &str) -> &'static str {
         "delivering" => "order.delivering",
         _ => "order.delivered",
     }
+}
+
+/// The pickup code the store gives an order: its Kuper id (letters and digits, at most 12),
+/// unique as the id is, so one store's open orders never share a code.
+fn pickup_code(id: &str) -> String {
+    let alnum: Vec<char> = id.chars().filter(char::is_ascii_alphanumeric).collect();
+    alnum[alnum.len().saturating_sub(12)..].iter().collect()
 }
 
 struct Cluster {
@@ -122,6 +130,28 @@ impl Cluster {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
+        }
+    }
+
+    /// The customer shows the code at the counter: checked on any live replica (checking it
+    /// again after a replica died mid-request finds it valid again).
+    async fn verify(&self, n: usize, id: &str, code: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut k = n;
+        loop {
+            let url = format!("{}/api/v1/orders/{id}/pickup-code/verify", self.pick(k));
+            let why = match self.http.post(url).bearer_auth(ADMIN_KEY).json(&json!({"code": code})).send().await {
+                Ok(r) if r.status().as_u16() == 200 => {
+                    let v: Value = r.json().await.unwrap_or_default();
+                    assert_eq!(v["valid"], true, "the code of {id} was not found valid: {v}");
+                    return;
+                }
+                Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => e.to_string(),
+            };
+            assert!(Instant::now() < deadline, "the code of {id} was never checked: {why}");
+            k += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -212,6 +242,10 @@ async fn three_replicas_one_killed_nothing_lost_doubled_or_reordered() {
             assert!(numbers.iter().all(|x| x.is_empty() || *x == first), "{id}: different numbers {numbers:?}");
             created.lock().await.insert(id.clone(), (kind, first));
             for (k, (action, body)) in kind.actions().iter().enumerate() {
+                if *action == "delivered" && kind == Kind::B {
+                    cluster.verify(n + k, &id, &pickup_code(&id)).await;
+                }
+                let body = if *action == "pickup-code" { &json!({"code": pickup_code(&id)}) } else { body };
                 cluster.act(n + k, &id, action, body).await;
                 if *action == "ready" && matches!(kind, Kind::A | Kind::ARestaurant) {
                     // Kuper pays and its courier takes the order only after ready_for_delivery.

@@ -54,10 +54,13 @@ async fn scheme_b_pickup_code_issued_and_verified() {
     assert_eq!(env.order(&id).await["pickupCode"]["issued"], true);
     assert!(env.order(&id).await.to_string().find(&format!("\"{code}\"")).is_none(), "GET never reveals the code");
 
+    let offered = |order: &serde_json::Value| order["allowedActions"].as_array().unwrap().contains(&json!("delivered"));
+    assert!(!offered(&env.order(&id).await), "no hand-over is offered before the code is verified");
     let (status, v) = env.act(&id, "pickup-code/verify", json!({"code": "000000"})).await;
     assert_eq!((status, v["valid"].clone()), (200, json!(false)));
     let (status, v) = env.act(&id, "pickup-code/verify", json!({"code": code})).await;
     assert_eq!((status, v["valid"].clone()), (200, json!(true)));
+    assert!(offered(&env.order(&id).await), "the hand-over is offered once the code is verified");
     assert_eq!(env.kuper_sends(&id, "order.paid").await, 200);
     let (status, v) = env.act(&id, "delivered", json!({})).await;
     assert_eq!(status, 202, "{v}");
@@ -77,6 +80,90 @@ async fn scheme_b_pickup_code_issued_and_verified() {
     let code_body =
         sim["notifications"].as_array().unwrap().iter().find(|n| n["event"] == "order.pickup_code_created").unwrap();
     assert_eq!(code_body["body"]["payload"]["pickupCode"], code.as_str());
+    env.shutdown().await;
+}
+
+/// Issue #11: a pickup order is handed over only after a valid code, or with an operator's
+/// written reason that lands in the timeline; a locked code is no valid code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheme_b_hand_over_needs_the_code_or_a_written_override() {
+    let env = Env::new().await;
+    let id = id_of(&env.create_order(json!({"store": "27", "shipmentMethod": "pickup"})).await);
+    for action in ["start-assembly", "assembled", "ready", "pickup-code"] {
+        assert_eq!(env.act(&id, action, json!({})).await.0, 202, "{action}");
+    }
+    let (status, err) = env.act(&id, "delivered", json!({})).await;
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["error"]["code"], "invalid_transition");
+    assert_eq!(
+        err["error"]["details"]["reason"],
+        "the customer's pickup code has not been verified; verify it or override with a reason"
+    );
+    assert_eq!(err["error"]["details"]["allowed"], json!(["cancel"]));
+
+    // Five wrong codes lock the order; a locked order is not verified.
+    for _ in 0..5 {
+        let (status, v) = env.act(&id, "pickup-code/verify", json!({"code": "000000"})).await;
+        assert_eq!((status, v["valid"].clone()), (200, json!(false)), "{v}");
+    }
+    let order = env.order(&id).await;
+    assert!(order["pickupCode"]["lockedUntil"].is_i64(), "{order}");
+    assert_eq!(order["pickupCode"]["verified"], false);
+    let (status, err) = env.act(&id, "delivered", json!({})).await;
+    assert_eq!(status, 409, "a locked order is not handed over: {err}");
+
+    for (body, status, field) in [
+        (json!({"overrideReason": ""}), 422, "overrideReason"),
+        (json!({"overrideReason": "   "}), 422, "overrideReason"),
+        (json!({"overrideReason": "я".repeat(501)}), 422, "overrideReason"),
+        (json!({"overrideReason": 7}), 400, "overrideReason"),
+        (json!({"override": "x"}), 400, "override"),
+    ] {
+        let (got, err) = env.act(&id, "delivered", body.clone()).await;
+        assert_eq!((got, err["error"]["details"]["field"].as_str()), (status, Some(field)), "{body}: {err}");
+    }
+    assert_eq!(env.order(&id).await["state"], "ready", "refusals change nothing");
+
+    let reason = "Телефон сел; сверили имя и состав заказа";
+    let (status, v) = env.act(&id, "delivered", json!({"overrideReason": format!("  {reason} ")})).await;
+    assert_eq!(status, 202, "{v}");
+    let order = env.order(&id).await;
+    assert_eq!((order["state"].as_str(), order["handoverOverride"].as_str()), (Some("delivered"), Some(reason)));
+    let (status, events) = env.call("GET", &format!("/api/v1/orders/{id}/events"), None, READ_KEY).await;
+    assert_eq!(status, 200, "{events}");
+    let handed_over = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "action" && e["event"] == "delivered" && e["outcome"] == "accepted")
+        .unwrap_or_else(|| panic!("no accepted hand-over in the timeline: {events}"));
+    let detail = handed_over["detail"].as_str().unwrap_or_default();
+    assert!(detail.ends_with(&format!("; hand-over without a verified code: {reason}")), "{detail}");
+    env.wait_accepted(
+        &id,
+        &[
+            "order.in_work",
+            "order.assembled",
+            "order.ready_for_delivery",
+            "order.pickup_code_created",
+            "order.delivered",
+        ],
+    )
+    .await;
+
+    // Only a pickup order has a code to override.
+    let c = id_of(
+        &env.create_order(
+            json!({"store": MERCHANT_STORE, "shipmentMethod": "by_courier", "integration": "delivery_by_merchant"}),
+        )
+        .await,
+    );
+    for action in ["start-assembly", "assembled", "ready", "delivering"] {
+        assert_eq!(env.act(&c, action, json!({})).await.0, 202, "{action}");
+    }
+    let (status, err) = env.act(&c, "delivered", json!({"overrideReason": reason})).await;
+    assert_eq!((status, err["error"]["details"]["field"].as_str()), (422, Some("overrideReason")), "{err}");
+    assert_eq!(env.act(&c, "delivered", json!({})).await.0, 202);
     env.shutdown().await;
 }
 

@@ -19,6 +19,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 enum Step {
     Act(&'static str),
     Kuper(&'static str),
+    /// The customer shows the pickup code issued earlier on the path; the store checks it.
+    VerifyCode,
 }
 use Step::*;
 
@@ -57,7 +59,8 @@ fn cases() -> Vec<Case> {
         let mut b = common.clone();
         b.push(("in_work+code", with(&[Act("start-assembly"), Act("pickup-code")])));
         b.push(("ready+code", with(&[&ready[..], &[Act("pickup-code")]].concat())));
-        b.push(("delivered", with(&[&ready[..], &[Act("pickup-code"), Act("delivered")]].concat())));
+        b.push(("ready+verified", with(&[&ready[..], &[Act("pickup-code"), VerifyCode]].concat())));
+        b.push(("delivered", with(&[&ready[..], &[Act("pickup-code"), VerifyCode, Act("delivered")]].concat())));
         let mut c = common.clone();
         c.push(("ready+eta", with(&[&ready[..], &[Act("estimated-delivery-time")]].concat())));
         c.push(("delivering", with(&[&ready[..], &[Act("delivering")]].concat())));
@@ -121,11 +124,20 @@ async fn every_action_in_every_reachable_state() {
         for (state_label, path) in &case.paths {
             for action in ActionKind::ALL {
                 let id = new_order(&env, case.store, case.pickup).await;
+                let mut code = None;
                 for step in path {
                     match step {
                         Act(a) => {
                             let (s, v) = env.act(&id, a, body_for(a)).await;
                             assert_eq!(s, 202, "{} r={} path to {state_label}: {a}: {v}", case.label, case.restaurant);
+                            if let Some(issued) = v["pickupCode"].as_str() {
+                                code = Some(issued.to_string());
+                            }
+                        }
+                        VerifyCode => {
+                            let code = code.clone().expect("a pickup code issued earlier on the path");
+                            let (s, v) = env.act(&id, "pickup-code/verify", json!({"code": code})).await;
+                            assert_eq!((s, &v["valid"]), (200, &json!(true)), "path to {state_label}: {v}");
                         }
                         Kuper(e) => {
                             let s = webhook(&env, json!({"event_type": e, "payload": {"originalOrderId": id}})).await;

@@ -309,6 +309,7 @@ impl Dispatcher {
             response: Some(truncate(&t.body, 4096)),
             detail: if detail.is_empty() { error.clone() } else { Some(detail.join("; ")) },
             request_id: Some(format!("kb-outbox-{}", record.id)),
+            actor: None,
         };
         let report = AttemptReport { outcome: report_outcome, status: t.status.map(i64::from), error, exchange };
         let Some(lease) = record.lease.as_deref() else {
@@ -506,6 +507,7 @@ impl Dispatcher {
             response: Some(truncate(&body, 4096)),
             detail: Some(format!("to {}", record.destination)),
             request_id: Some(format!("kb-outbox-{}", record.id)),
+            actor: None,
         };
         let report = AttemptReport { outcome, status: status.map(i64::from), error, exchange };
         let Some(lease) = record.lease.as_deref() else {

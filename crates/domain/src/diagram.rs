@@ -70,7 +70,13 @@ fn order_index(s: OrderState) -> usize {
 }
 
 fn reachable(scheme: Scheme, restaurant: bool, state: OrderState) -> bool {
-    let facts = [false, true].map(|p| Facts { pickup_code_sent: p, eta_sent: false, synthesize_assembled: false });
+    let facts = [false, true].map(|p| Facts {
+        pickup_code_sent: p,
+        pickup_code_verified: p,
+        handover_override: false,
+        eta_sent: false,
+        synthesize_assembled: false,
+    });
     state == OrderState::Created
         || RULES.iter().any(|r| {
             r.schemes.contains(&scheme)
@@ -84,6 +90,9 @@ fn reachable(scheme: Scheme, restaurant: bool, state: OrderState) -> bool {
 enum Step {
     Merchant(Action),
     Kuper(WebhookEvent),
+    /// The customer shows the pickup code and the counter checks it (storage keeps the
+    /// attempts; here it is simply found valid).
+    CodeVerified,
 }
 
 /// The expected exchange of one scheme, as the brief draws it.
@@ -112,13 +121,14 @@ fn happy_path(scheme: Scheme, restaurant: bool) -> Vec<Step> {
         Scheme::Pickup => {
             steps.push(Merchant(Action::PickupCode { code: "482913".into() }));
             steps.push(Kuper(WebhookEvent::OrderPaid));
-            steps.push(Merchant(Action::Delivered { positions: None }));
+            steps.push(CodeVerified);
+            steps.push(Merchant(Action::Delivered { positions: None, handover_override: None }));
         }
         Scheme::MerchantDelivery => {
             steps.push(Kuper(WebhookEvent::OrderPaid));
             steps.push(Merchant(Action::EstimatedDeliveryTime { at: "2026-03-14T12:30:00+03:00".into() }));
             steps.push(Merchant(Action::Delivering));
-            steps.push(Merchant(Action::Delivered { positions: None }));
+            steps.push(Merchant(Action::Delivered { positions: None, handover_override: None }));
         }
     }
     steps
@@ -182,6 +192,12 @@ pub fn sequence_diagram(scheme: Scheme, restaurant: bool) -> String {
                     Err(e) => {
                         let _ = writeln!(out, "    Note over Bridge: {kind} refused: {e}");
                     }
+                }
+            }
+            Step::CodeVerified => {
+                let _ = writeln!(out, "    Store->>Bridge: POST /orders/{{ref}}/pickup-code/verify (valid)");
+                if let Some(p) = order.pickup.as_mut() {
+                    p.verified = true;
                 }
             }
             Step::Kuper(event) => {

@@ -89,6 +89,7 @@ pub fn create_order(
         ordered,
         ready_composition: None,
         handed_over: None,
+        handover_override: None,
         pickup: None,
         estimated_delivery_time: None,
         courier: None,
@@ -102,6 +103,8 @@ pub fn create_order(
 pub fn facts(order: &Order, policy: &Policy) -> Facts {
     Facts {
         pickup_code_sent: order.has_notified(NotificationEvent::PickupCodeCreated),
+        pickup_code_verified: order.pickup.as_ref().is_some_and(|p| p.verified),
+        handover_override: false,
         eta_sent: order.has_notified(NotificationEvent::EstimatedDeliveryTime),
         synthesize_assembled: policy.synthesize_assembled,
     }
@@ -114,7 +117,8 @@ pub fn allowed_actions(order: &Order, policy: &Policy) -> Vec<ActionKind> {
 /// Checks `action` against the rules and the input, and decides.
 pub fn apply_action(order: &Order, action: Action, policy: &Policy) -> Result<ActionDecision, DomainError> {
     let kind = action.kind();
-    let f = facts(order, policy);
+    let handover_override = handover_override(order, &action)?;
+    let f = Facts { handover_override: handover_override.is_some(), ..facts(order, policy) };
     let Some(rule) = rules::find_rule(kind, order.scheme, order.restaurant, order.state, f) else {
         return Err(DomainError::InvalidTransition {
             action: kind,
@@ -147,7 +151,7 @@ pub fn apply_action(order: &Order, action: Action, policy: &Policy) -> Result<Ac
                 fill_composition(&mut n, &c);
                 next.ready_composition = Some(c);
             }
-            (Action::Delivered { positions }, NotificationEvent::Delivered) => {
+            (Action::Delivered { positions, .. }, NotificationEvent::Delivered) => {
                 let ready = match &order.ready_composition {
                     Some(c) => c.clone(),
                     None => Composition::as_ordered(&order.ordered.positions)?,
@@ -158,6 +162,10 @@ pub fn apply_action(order: &Order, action: Action, policy: &Policy) -> Result<Ac
                 };
                 fill_composition(&mut n, &c);
                 next.handed_over = Some(c);
+                // A verified code needs no excuse: the reason is kept only when it was used.
+                if !f.pickup_code_verified {
+                    next.handover_override = handover_override.clone();
+                }
             }
             (Action::PickupCode { code }, NotificationEvent::PickupCodeCreated) => {
                 let code = code.trim();
@@ -203,6 +211,41 @@ pub fn apply_action(order: &Order, action: Action, policy: &Policy) -> Result<Ac
     // Ready/delivered bodies were built before `next` learned the composition; nothing else
     // in a body depends on the order after this point.
     Ok(ActionDecision { order: next, notifications })
+}
+
+/// Most characters of a hand-over override's reason: a sentence or two for the timeline.
+pub const HANDOVER_OVERRIDE_MAX_CHARS: usize = 500;
+
+/// The written reason of a hand-over without a verified code, checked: only a pickup order has
+/// a code to override, and the reason must say something.
+fn handover_override(order: &Order, action: &Action) -> Result<Option<String>, DomainError> {
+    let Action::Delivered { handover_override: Some(reason), .. } = action else {
+        return Ok(None);
+    };
+    if order.scheme != Scheme::Pickup {
+        return Err(DomainError::invalid(
+            "overrideReason",
+            format!(
+                "only a pickup order is handed over against a code; scheme {} ({}) has none to override",
+                order.scheme.letter(),
+                order.scheme
+            ),
+        ));
+    }
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(DomainError::invalid(
+            "overrideReason",
+            "a hand-over without a verified code needs a written reason",
+        ));
+    }
+    if reason.chars().count() > HANDOVER_OVERRIDE_MAX_CHARS {
+        return Err(DomainError::invalid(
+            "overrideReason",
+            format!("longer than {HANDOVER_OVERRIDE_MAX_CHARS} characters"),
+        ));
+    }
+    Ok(Some(reason.to_string()))
 }
 
 fn not_in_scheme(kind: ActionKind, order: &Order) -> Option<String> {

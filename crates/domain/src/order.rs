@@ -49,6 +49,10 @@ pub struct Order {
     pub ordered: OrderPayload,
     pub ready_composition: Option<Composition>,
     pub handed_over: Option<Composition>,
+    /// Why an operator handed a pickup order over without a verified code (`None`: it was
+    /// verified, or the order is not handed over yet). Absent from orders stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover_override: Option<String>,
     pub pickup: Option<PickupCode>,
     pub estimated_delivery_time: Option<String>,
     pub courier: Option<Value>,

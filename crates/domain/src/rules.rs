@@ -81,9 +81,12 @@ pub enum Action {
         at: String,
     },
     Delivering,
-    /// `None` = handed over as ready.
+    /// `positions`: `None` = handed over as ready. `handover_override`: an operator's written
+    /// reason to hand a pickup order over although the customer's code was not verified (the
+    /// customer cannot show it, verification is locked…); it reaches the order's timeline.
     Delivered {
         positions: Option<Vec<CollectedLine>>,
+        handover_override: Option<String>,
     },
     Cancel {
         reason: String,
@@ -113,8 +116,10 @@ pub enum Guard {
     None,
     /// The pickup code has not been sent yet (each notification at most once).
     PickupCodeNotSent,
-    /// Scheme B hands over only after the code was sent to Kuper.
-    PickupCodeSent,
+    /// Scheme B hands the bag over only to the customer who showed the code: the code was sent
+    /// to Kuper and checked at the counter, or an operator overrides the check with a written
+    /// reason (the code must still have been sent: Kuper refuses `delivered` before it).
+    PickupCodeVerified,
     EtaNotSent,
     /// `policy.synthesize_assembled` is on (the store skipped `assembled`).
     SynthesizeAssembled,
@@ -164,7 +169,7 @@ pub const RULES: &[Rule] = &[
     rule(ActionKind::PickupCode, B, None, &[S::InWork, S::Assembled, S::Ready], None, Guard::PickupCodeNotSent, &[N::PickupCodeCreated]),
     rule(ActionKind::EstimatedDeliveryTime, C, None, &[S::Ready], None, Guard::EtaNotSent, &[N::EstimatedDeliveryTime]),
     rule(ActionKind::Delivering, C, None, &[S::Ready], Some(S::Delivering), Guard::None, &[N::Delivering]),
-    rule(ActionKind::Delivered, B, None, &[S::Ready], Some(S::Delivered), Guard::PickupCodeSent, &[N::Delivered]),
+    rule(ActionKind::Delivered, B, None, &[S::Ready], Some(S::Delivered), Guard::PickupCodeVerified, &[N::Delivered]),
     rule(ActionKind::Delivered, C, None, &[S::Delivering], Some(S::Delivered), Guard::None, &[N::Delivered]),
     // A: only before the courier takes the order (Kuper's `shipping`); B: before hand-over.
     rule(ActionKind::Cancel, A, None, BEFORE_HANDOVER, Some(S::Canceled), Guard::None, &[N::Canceled]),
@@ -179,6 +184,13 @@ pub const RULES: &[Rule] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Facts {
     pub pickup_code_sent: bool,
+    /// The customer's code was checked and found valid (`pickup-code/verify`); a locked code
+    /// was not.
+    pub pickup_code_verified: bool,
+    /// The action being decided carries an operator's written reason to hand over without a
+    /// verified code. Never a fact of the stored order, so the allowed-action lists (API,
+    /// console) do not offer a hand-over before the code is verified.
+    pub handover_override: bool,
     pub eta_sent: bool,
     pub synthesize_assembled: bool,
 }
@@ -191,7 +203,9 @@ impl Rule {
             && match self.guard {
                 Guard::None => true,
                 Guard::PickupCodeNotSent => !facts.pickup_code_sent,
-                Guard::PickupCodeSent => facts.pickup_code_sent,
+                Guard::PickupCodeVerified => {
+                    facts.pickup_code_verified || (facts.handover_override && facts.pickup_code_sent)
+                }
                 Guard::EtaNotSent => !facts.eta_sent,
                 Guard::SynthesizeAssembled => facts.synthesize_assembled,
             }
@@ -236,7 +250,10 @@ pub fn guard_reason(
     })?;
     match rule.guard {
         Guard::PickupCodeNotSent if facts.pickup_code_sent => Some("the pickup code was already sent"),
-        Guard::PickupCodeSent if !facts.pickup_code_sent => Some("send the pickup code first"),
+        Guard::PickupCodeVerified if !facts.pickup_code_sent => Some("send the pickup code first"),
+        Guard::PickupCodeVerified if !facts.pickup_code_verified && !facts.handover_override => {
+            Some("the customer's pickup code has not been verified; verify it or override with a reason")
+        }
         Guard::EtaNotSent if facts.eta_sent => Some("the estimated delivery time was already sent"),
         Guard::SynthesizeAssembled if !facts.synthesize_assembled => Some("send assembled first"),
         _ => None,

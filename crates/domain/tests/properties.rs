@@ -24,6 +24,9 @@ enum Step {
     Offered(usize, u16),
     /// Kuper sends this webhook (`None`: an event type unknown to us).
     Kuper(Option<W>),
+    /// The customer shows the right pickup code at the counter (storage's check, reduced to
+    /// its outcome: the code, if one was issued, is verified).
+    CodeVerified,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -31,6 +34,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (prop::sample::select(ActionKind::ALL.to_vec()), any::<u16>()).prop_map(|(k, v)| Step::Merchant(k, v)),
         5 => (0usize..8, any::<u16>()).prop_map(|(i, v)| Step::Offered(i, v)),
         3 => prop::option::weighted(0.95, prop::sample::select(W::ALL.to_vec())).prop_map(Step::Kuper),
+        1 => Just(Step::CodeVerified),
     ]
 }
 
@@ -48,7 +52,11 @@ fn input(kind: ActionKind, variant: u16, order: &Order) -> Action {
         ActionKind::PickupCode => Action::PickupCode { code: ["482913", "0042", "AB12CD"][v % 3].into() },
         ActionKind::EstimatedDeliveryTime => Action::EstimatedDeliveryTime { at: ETA.into() },
         ActionKind::Delivering => Action::Delivering,
-        ActionKind::Delivered => Action::Delivered { positions: composition(variant / 7, order) },
+        // A quarter of the hand-overs come with an operator's override.
+        ActionKind::Delivered => Action::Delivered {
+            positions: composition(variant / 7, order),
+            handover_override: (v % 4 == 3).then(|| "Клиент без телефона, сверили имя".to_string()),
+        },
         ActionKind::Cancel => Action::Cancel {
             reason: DEFAULT_CANCEL_REASONS[v % DEFAULT_CANCEL_REASONS.len()].into(),
             description: "Причина".into(),
@@ -91,6 +99,10 @@ enum Entry {
     Enqueued(Box<NotificationData>),
     /// A merchant action that was accepted.
     Done(ActionKind),
+    /// The customer's pickup code was verified at the counter.
+    CodeVerified,
+    /// The accepted action that follows carried an operator's hand-over override.
+    Overridden,
     Webhook(Option<W>, WebhookOutcome),
 }
 
@@ -104,7 +116,18 @@ fn run(scheme: Scheme, restaurant: bool, synthesize: bool, steps: &[Step]) -> (V
             Step::Merchant(kind, v) => Some(input(kind, v, &order)),
             Step::Offered(i, v) => {
                 let offered = allowed_actions(&order, &policy);
-                (!offered.is_empty()).then(|| input(offered[i % offered.len()], v, &order))
+                // The pickup desk offers checking an issued code beside the order's actions.
+                let desk = order.pickup.as_ref().is_some_and(|p| !p.verified) && !order.state.is_final();
+                if desk && i % (offered.len() + 1) == offered.len() {
+                    verify_code(&mut order, &mut log);
+                    None
+                } else {
+                    (!offered.is_empty()).then(|| input(offered[i % offered.len()], v, &order))
+                }
+            }
+            Step::CodeVerified => {
+                verify_code(&mut order, &mut log);
+                None
             }
             Step::Kuper(event) => {
                 let env = match event {
@@ -119,8 +142,12 @@ fn run(scheme: Scheme, restaurant: bool, synthesize: bool, steps: &[Step]) -> (V
         };
         if let Some(action) = action {
             let kind = action.kind();
+            let overridden = matches!(&action, Action::Delivered { handover_override: Some(_), .. });
             // Refusals keep the order as it was: only an accepted decision replaces it.
             if let Ok(d) = apply_action(&order, action, &policy) {
+                if overridden {
+                    log.push(Entry::Overridden);
+                }
                 log.push(Entry::Done(kind));
                 log.extend(d.notifications.into_iter().map(|n| Entry::Enqueued(Box::new(n))));
                 order = d.order;
@@ -128,6 +155,14 @@ fn run(scheme: Scheme, restaurant: bool, synthesize: bool, steps: &[Step]) -> (V
         }
     }
     (log, order)
+}
+
+/// The customer's code, if one was issued, is found valid at the counter.
+fn verify_code(order: &mut Order, log: &mut Vec<Entry>) {
+    if let Some(p) = order.pickup.as_mut() {
+        p.verified = true;
+        log.push(Entry::CodeVerified);
+    }
 }
 
 /// protocol.md §5 and §8 as a checker of one exchange. Returns the first violation.
@@ -187,6 +222,11 @@ fn validate(scheme: Scheme, restaurant: bool, log: &[Entry]) -> Result<(), Strin
         };
         if !legal {
             return fail("delivered out of its scheme's order");
+        }
+        // B: the bag goes only to the customer who showed the code, or on an operator's word.
+        let vouched = log.iter().any(|e| matches!(e, Entry::CodeVerified | Entry::Overridden));
+        if scheme == Scheme::Pickup && !vouched {
+            return fail("handed over without a verified code or an override");
         }
     }
     // Bodies (§7, §8).
@@ -407,7 +447,11 @@ fn validator_accepts_happy_paths_and_rejects_broken_exchanges() {
                 vec![Step::Kuper(Some(W::OrderPaid)), Step::Kuper(Some(W::OrderReceived))],
                 N::ReadyForDelivery,
             ),
-            (Scheme::Pickup, vec![Step::Merchant(K::PickupCode, 0), Step::Merchant(K::Delivered, 0)], N::Delivered),
+            (
+                Scheme::Pickup,
+                vec![Step::Merchant(K::PickupCode, 0), Step::CodeVerified, Step::Merchant(K::Delivered, 0)],
+                N::Delivered,
+            ),
             (
                 Scheme::MerchantDelivery,
                 vec![
@@ -425,6 +469,10 @@ fn validator_accepts_happy_paths_and_rejects_broken_exchanges() {
             let sent: Vec<N> =
                 log.iter().filter_map(|e| if let Entry::Enqueued(n) = e { Some(n.event) } else { None }).collect();
             assert_eq!(sent.last(), Some(&last), "scheme {} reached its end: {sent:?}", scheme.letter());
+            if scheme == Scheme::Pickup {
+                let unvouched: Vec<Entry> = log.iter().filter(|e| !matches!(e, Entry::CodeVerified)).cloned().collect();
+                assert!(validate(scheme, restaurant, &unvouched).is_err(), "a hand-over without the code is rejected");
+            }
         }
     }
     let a = Scheme::KuperDelivery;
@@ -460,7 +508,8 @@ fn c_stray_kuper_delivering_lets_delivered_skip_the_sequence() {
         let mut order = fresh_order(Scheme::MerchantDelivery, false);
         order.state = state;
         let stray = apply_webhook(&order, &webhook(&order, W::OrderDelivering));
-        let result = apply_action(&stray.order, Action::Delivered { positions: None }, &policy(true));
+        let delivered = Action::Delivered { positions: None, handover_override: None };
+        let result = apply_action(&stray.order, delivered, &policy(true));
         assert!(result.is_err(), "{state}: order.delivered enqueued after {:?}", stray.order.notified);
     }
 }

@@ -28,7 +28,7 @@ fn collected() -> Vec<CollectedLine> {
 }
 
 fn ready_body() -> (kuper_bridge_domain::Order, kuper_bridge_wire::notification::NotificationData) {
-    let facts = Facts { code_sent: false, eta_sent: false, synthesize: true };
+    let facts = Facts::none(true);
     let order = order_in(Scheme::KuperDelivery, false, OrderState::Assembled, facts);
     assert_eq!(order.original_order_id.as_deref(), Some("H48210377615"), "the fixture order");
     let decision = apply_action(&order, Action::Ready { positions: Some(collected()) }, &policy(true))
@@ -75,7 +75,7 @@ fn brief_rendering_equals_the_fixture_except_identity() {
 /// Collected exactly as ordered (`positions: None`) reproduces Kuper's own totals.
 #[test]
 fn as_ordered_reproduces_kuper_totals() {
-    let facts = Facts { code_sent: false, eta_sent: false, synthesize: true };
+    let facts = Facts::none(true);
     let order = order_in(Scheme::KuperDelivery, false, OrderState::Assembled, facts);
     let d = apply_action(&order, Action::Ready { positions: None }, &policy(true)).expect("ready");
     let totals = d.notifications[0].totals.clone().expect("totals");
@@ -88,7 +88,7 @@ fn as_ordered_reproduces_kuper_totals() {
 /// another order is not a change of the composition.
 #[test]
 fn same_lines_in_another_order_are_not_a_change() {
-    let facts = Facts { code_sent: false, eta_sent: false, synthesize: true };
+    let facts = Facts::none(true);
     let order = order_in(Scheme::KuperDelivery, false, OrderState::Assembled, facts);
     let reversed: Vec<CollectedLine> = order
         .ordered

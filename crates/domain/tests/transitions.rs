@@ -20,8 +20,9 @@ enum When {
     Always,
     /// Each notification at most once: the pickup code only while it was not sent.
     CodeNotSent,
-    /// B: "customer shows the code → delivered": hand-over needs the code.
-    CodeSent,
+    /// B: "customer shows the code → delivered": hand-over needs the code sent and checked at
+    /// the counter (an operator's override is a separate input, checked below).
+    CodeVerified,
     /// Each notification at most once: the ETA only while it was not sent.
     EtaNotSent,
     /// `assembled` is synthesised before `ready_for_delivery` only when the policy says so.
@@ -33,7 +34,7 @@ impl When {
         match self {
             When::Always => true,
             When::CodeNotSent => !f.code_sent,
-            When::CodeSent => f.code_sent,
+            When::CodeVerified => f.code_sent && f.code_verified,
             When::EtaNotSent => !f.eta_sent,
             When::SynthesizeOn => f.synthesize,
         }
@@ -70,7 +71,7 @@ const B: Scheme = Scheme::Pickup;
 const C: Scheme = Scheme::MerchantDelivery;
 const NO: bool = false;
 const RESTAURANT: bool = true;
-use When::{Always, CodeNotSent, CodeSent, EtaNotSent, SynthesizeOn};
+use When::{Always, CodeNotSent, CodeVerified, EtaNotSent, SynthesizeOn};
 
 // Entries that recur verbatim in many cells.
 const CANCEL: Allowed = allow(K::Cancel, Always, S::Canceled, &[N::Canceled]);
@@ -133,7 +134,7 @@ const TABLE: &[Row] = &[
     ]),
     row(B, NO, S::Ready, &[
         allow(K::PickupCode, CodeNotSent, S::Ready, &[N::PickupCodeCreated]),
-        allow(K::Delivered, CodeSent, S::Delivered, &[N::Delivered]),
+        allow(K::Delivered, CodeVerified, S::Delivered, &[N::Delivered]),
         CANCEL,
     ]),
     // Reached only through out-of-order Kuper webhooks; §5 still allows cancel before delivered.
@@ -156,7 +157,7 @@ const TABLE: &[Row] = &[
     ]),
     row(B, RESTAURANT, S::Ready, &[
         allow(K::PickupCode, CodeNotSent, S::Ready, &[N::PickupCodeCreated]),
-        allow(K::Delivered, CodeSent, S::Delivered, &[N::Delivered]),
+        allow(K::Delivered, CodeVerified, S::Delivered, &[N::Delivered]),
         CANCEL,
     ]),
     row(B, RESTAURANT, S::Shipping, &[CANCEL]),
@@ -410,18 +411,18 @@ fn disputed(scheme: Scheme, state: OrderState) -> bool {
     DISPUTED_CELLS.contains(&(scheme, state))
 }
 
-/// 3 schemes × 2 × 9 states × 8 fact combinations × 9 actions, minus the disputed cells.
+/// 3 schemes × 2 × 9 states × 12 fact combinations × 9 actions, minus the disputed cells.
 #[test]
 fn every_action_in_every_state_follows_the_protocol_table() {
     let (checked, problems) = run(|scheme, state| !disputed(scheme, state));
-    assert_eq!(checked, 3 * 2 * 9 * 8 * 9 - DISPUTED_CELLS.len() * 2 * 8 * 9);
+    assert_eq!(checked, 3 * 2 * 9 * 12 * 9 - DISPUTED_CELLS.len() * 2 * 12 * 9);
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }
 
 #[test]
 fn disputed_cells_follow_the_protocol_table() {
     let (checked, problems) = run(disputed);
-    assert_eq!(checked, DISPUTED_CELLS.len() * 2 * 8 * 9);
+    assert_eq!(checked, DISPUTED_CELLS.len() * 2 * 12 * 9);
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }
 
@@ -429,7 +430,7 @@ fn disputed_cells_follow_the_protocol_table() {
 #[test]
 fn guard_facts_change_the_outcome() {
     let ready = |synthesize| {
-        let f = Facts { code_sent: false, eta_sent: false, synthesize };
+        let f = Facts::none(synthesize);
         apply_action(&order_in(A, NO, S::InWork, f), valid_action(K::Ready), &policy(synthesize))
     };
     let synthesized = ready(true).expect("ready from in_work with synthesis on");
@@ -437,17 +438,19 @@ fn guard_facts_change_the_outcome() {
     assert_eq!(events, [N::Assembled, N::ReadyForDelivery], "assembled is synthesised first");
     assert!(matches!(ready(false), Err(DomainError::InvalidTransition { state: S::InWork, .. })));
 
-    let delivered = |code_sent| {
-        let f = Facts { code_sent, eta_sent: false, synthesize: true };
+    let delivered = |code_sent, code_verified| {
+        let f = Facts { code_sent, code_verified, ..Facts::none(true) };
         apply_action(&order_in(B, NO, S::Ready, f), valid_action(K::Delivered), &policy(true))
     };
-    assert!(delivered(true).is_ok(), "B hands over after the code");
-    let refused = delivered(false).expect_err("B never hands over without the code");
-    assert!(refused.to_string().contains("pickup"), "the refusal says why: {refused}");
+    assert!(delivered(true, true).is_ok(), "B hands over after the code was verified");
+    let refused = delivered(false, false).expect_err("B never hands over without the code");
+    assert!(refused.to_string().contains("send the pickup code first"), "the refusal says why: {refused}");
+    let refused = delivered(true, false).expect_err("B never hands over before the code was verified");
+    assert!(refused.to_string().contains("has not been verified"), "the refusal says why: {refused}");
 
-    let code_twice = Facts { code_sent: true, eta_sent: false, synthesize: true };
+    let code_twice = Facts { code_sent: true, ..Facts::none(true) };
     assert!(apply_action(&order_in(B, NO, S::Ready, code_twice), valid_action(K::PickupCode), &policy(true)).is_err());
-    let eta_twice = Facts { code_sent: false, eta_sent: true, synthesize: true };
+    let eta_twice = Facts { eta_sent: true, ..Facts::none(true) };
     assert!(apply_action(&order_in(C, NO, S::Ready, eta_twice), valid_action(K::EstimatedDeliveryTime), &policy(true))
         .is_err());
 }
@@ -457,7 +460,7 @@ fn guard_facts_change_the_outcome() {
 #[test]
 fn refusal_message_does_not_call_a_live_order_final() {
     for state in [S::Shipping, S::Delivering] {
-        let order = order_in(A, NO, state, Facts { code_sent: false, eta_sent: false, synthesize: true });
+        let order = order_in(A, NO, state, Facts::none(true));
         let err = apply_action(&order, valid_action(K::Cancel), &policy(true)).expect_err("too late to cancel");
         assert!(!err.to_string().contains("final"), "{state}: {err}");
     }
@@ -468,7 +471,8 @@ fn refusal_message_does_not_call_a_live_order_final() {
 fn refusal_in_a_final_state_says_nothing_is_allowed() {
     for scheme in Scheme::ALL {
         for state in [S::Delivered, S::Canceled] {
-            let order = order_in(scheme, NO, state, Facts { code_sent: true, eta_sent: true, synthesize: true });
+            let facts = Facts { code_sent: true, code_verified: true, eta_sent: true, synthesize: true };
+            let order = order_in(scheme, NO, state, facts);
             let err = apply_action(&order, valid_action(K::Cancel), &policy(true)).expect_err("final");
             assert!(err.to_string().contains("nothing"), "{err}");
         }

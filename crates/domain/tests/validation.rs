@@ -8,7 +8,7 @@ use kuper_bridge_domain::engine::apply_action;
 use kuper_bridge_domain::{Action, ActionKind, CollectedLine, DomainError, Order, OrderState, Scheme};
 use rust_decimal::Decimal;
 
-const FACTS: Facts = Facts { code_sent: false, eta_sent: false, synthesize: true };
+const FACTS: Facts = Facts::none(true);
 
 /// Applies `action` to `order`, expects `Invalid` for `field`, and checks the order is intact.
 fn assert_invalid(order: &Order, action: Action, field: &str) -> String {
@@ -160,7 +160,7 @@ fn ready_with_a_bad_composition_is_refused() {
 fn delivered_with_a_bad_composition_is_refused() {
     let order = order_in(Scheme::MerchantDelivery, false, OrderState::Delivering, FACTS);
     for (lines, field) in composition_errors() {
-        assert_invalid(&order, Action::Delivered { positions: Some(lines) }, field);
+        assert_invalid(&order, Action::Delivered { positions: Some(lines), handover_override: None }, field);
     }
 }
 

@@ -16,7 +16,7 @@ use OrderState as S;
 use WebhookEvent as W;
 use WebhookOutcome as O;
 
-const FACTS: Facts = Facts { code_sent: false, eta_sent: false, synthesize: true };
+const FACTS: Facts = Facts::none(true);
 const A: &[Scheme] = &[Scheme::KuperDelivery];
 const B_C: &[Scheme] = &[Scheme::Pickup, Scheme::MerchantDelivery];
 const ALL: &[Scheme] = &Scheme::ALL;

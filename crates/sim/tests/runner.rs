@@ -25,6 +25,8 @@ enum Flaw {
     AssembledTwice,
     /// Names orders by identifiers Kuper never gave.
     Stranger,
+    /// Hands a pickup order over without checking the customer's code.
+    NoCodeCheck,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -44,6 +46,8 @@ struct DoubleOrder {
     ended: bool,
     /// Kuper's courier has the order (scheme A): the store can no longer cancel.
     received: bool,
+    /// The customer's pickup code was checked (scheme B): only then is the bag handed over.
+    verified: bool,
 }
 
 #[derive(Clone)]
@@ -64,6 +68,7 @@ async fn double(flaw: Flaw, format: NotificationFormatChoice, sim_url: String) -
     let app = Router::new()
         .route("/kuper-webhook", post(webhook))
         .route("/api/v1/orders/{reference}/{action}", post(action))
+        .route("/api/v1/orders/{reference}/pickup-code/verify", post(verify))
         .with_state(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind double");
     let addr = listener.local_addr().expect("double addr");
@@ -129,6 +134,7 @@ async fn webhook(State(double): State<Double>, Json(body): Json<Value>) -> Json<
                 scheme,
                 ended: false,
                 received: false,
+                verified: false,
             });
             Json(
                 json!({"status": "created", "number": order.number, "expectedAssemblyTime": "2026-03-14T10:32:11+03:00"}),
@@ -179,7 +185,10 @@ async fn action(
     };
     let merchant_only =
         matches!(action.as_str(), "delivering" | "delivered" | "estimated-delivery-time" | "pickup-code");
-    let refused = order.ended || (order.scheme == Scheme::A && merchant_only) || (action == "cancel" && order.received);
+    let refused = order.ended
+        || (order.scheme == Scheme::A && merchant_only)
+        || (action == "cancel" && order.received)
+        || (order.scheme == Scheme::B && action == "delivered" && !order.verified && double.flaw != Flaw::NoCodeCheck);
     if refused {
         return (StatusCode::CONFLICT, Json(json!({"error": {"code": "invalid_transition"}})));
     }
@@ -230,6 +239,21 @@ async fn action(
         reply["pickupCode"] = json!("123456");
     }
     (StatusCode::ACCEPTED, Json(reply))
+}
+
+/// The code the double hands out is the only valid one.
+async fn verify(
+    State(double): State<Double>,
+    Path(reference): Path<String>,
+    Json(body): Json<Value>,
+) -> impl IntoResponse {
+    let mut orders = double.orders.lock().expect("orders");
+    let Some(order) = orders.get_mut(&reference) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "order_not_found"}})));
+    };
+    let valid = body["code"] == "123456";
+    order.verified |= valid;
+    (StatusCode::OK, Json(json!({"valid": valid, "attemptsLeft": 5, "lockedUntil": null})))
 }
 
 struct Setup {
@@ -315,6 +339,14 @@ async fn the_wrong_body_format_is_named() {
     setup.tune = |o| o.format = NotificationFormatChoice::Event;
     let report = setup.run(1).await;
     assert_eq!(report.results[0].rules(), ["notification_format"], "{:#?}", report.results[0].failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_without_the_code_names_invalid_transition() {
+    let report = Setup::new(Flaw::NoCodeCheck, &["b-happy-path"]).run(1).await;
+    let result = &report.results[0];
+    assert_eq!(result.rules().first(), Some(&"invalid_transition"), "{:#?}", result.failures);
+    assert!(result.failures[0].contains("before the customer's pickup code was verified"), "{:#?}", result.failures);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,6 +440,20 @@ async fn a_well_behaved_merchant_passes_the_same_way_twice() {
 
     let outage = first.results.iter().find(|r| r.name == "kuper-outage-mid-order").expect("outage ran");
     assert!(outage.exchange.iter().any(|l| l.answer.as_deref() == Some("503 outage")), "{:#?}", outage.exchange);
+    // Pickup: the early hand-over is refused, the code Kuper holds is verified, then delivered.
+    let pickup = first.results.iter().find(|r| r.name == "b-happy-path").expect("b-happy-path ran");
+    let posts: Vec<(&str, Option<&str>)> = pickup
+        .exchange
+        .iter()
+        .filter(|l| l.what.ends_with("/delivered") || l.what.ends_with("/pickup-code/verify"))
+        .map(|l| (l.what.rsplit('/').next().unwrap_or_default(), l.answer.as_deref()))
+        .collect();
+    assert_eq!(
+        posts,
+        [("delivered", Some("409 invalid_transition")), ("verify", Some("200")), ("delivered", Some("202"))],
+        "{:#?}",
+        pickup.exchange
+    );
     let token = first.results.iter().find(|r| r.name == "token-expiry").expect("token-expiry ran");
     assert!(token.exchange.iter().any(|l| l.answer.as_deref() == Some("401 unauthorized")));
     assert!(token.exchange.iter().any(|l| l.what == "POST /auth/token"));

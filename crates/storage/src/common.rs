@@ -136,8 +136,93 @@ where
             response: row.try_get("response")?,
             detail: row.try_get("detail")?,
             request_id: row.try_get("request_id")?,
+            actor: row.try_get::<Option<String>, _>("actor")?.as_deref().and_then(crate::Actor::parse),
         },
     })
+}
+
+/// What the board searches an order by, kept in columns of their own so that each is an
+/// index lookup (or, for names, a scan of one narrow index) instead of a read of every
+/// order's document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SearchKeys {
+    pub phone_key: Option<String>,
+    /// Lower-cased; empty when the order has no name (NULL means "not filled in yet").
+    pub customer_name: String,
+    pub pickup_code: Option<String>,
+    pub anomalies: i64,
+}
+
+/// The last 10 digits of a phone number, whatever its format: `+7 (916) 123-45-67`,
+/// `8 916 123 45 67` and `9161234567` are one number (a Russian number is 10 digits after the
+/// country code `+7` or the trunk prefix `8`). Fewer than 5 digits is no phone number.
+pub fn phone_key(text: &str) -> Option<String> {
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    match digits.len() {
+        0..=4 => None,
+        n if n > 10 => Some(digits[n - 10..].to_string()),
+        _ => Some(digits),
+    }
+}
+
+pub(crate) fn search_keys(order: &Order) -> SearchKeys {
+    let customer = order.ordered.customer.as_ref();
+    let text = |name: &str| customer.and_then(|c| c.get(name)).and_then(serde_json::Value::as_str);
+    SearchKeys {
+        phone_key: text("phone").and_then(phone_key),
+        customer_name: text("name").map(|n| n.trim().to_lowercase()).unwrap_or_default(),
+        pickup_code: order.pickup.as_ref().map(|p| p.code.clone()),
+        anomalies: i64::try_from(order.anomalies.len()).unwrap_or(i64::MAX),
+    }
+}
+
+/// The board's search text, taken apart once: the exact text (ids, number, code), the phone
+/// key if it reads as a phone, and a LIKE pattern for part of a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SearchTerms {
+    pub exact: String,
+    pub phone: Option<String>,
+    pub name_like: String,
+}
+
+pub(crate) fn search_terms(search: &str) -> Option<SearchTerms> {
+    let exact = search.trim();
+    if exact.is_empty() {
+        return None;
+    }
+    let escaped: String = exact
+        .to_lowercase()
+        .chars()
+        .flat_map(|c| match c {
+            '%' | '_' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    // Only something that looks like a phone number is matched as one: an order number with
+    // five digits in it must not also find every customer whose phone ends in them.
+    let looks_like_phone = exact.chars().all(|c| c.is_ascii_digit() || " +()-".contains(c));
+    Some(SearchTerms {
+        exact: exact.to_string(),
+        phone: if looks_like_phone { phone_key(exact) } else { None },
+        name_like: format!("%{escaped}%"),
+    })
+}
+
+/// The attention flags of a set of orders from the rows that raise them.
+pub(crate) fn attention_map(
+    rows: Vec<(i64, crate::Attention)>,
+) -> std::collections::HashMap<i64, Vec<crate::Attention>> {
+    let mut out: std::collections::HashMap<i64, Vec<crate::Attention>> = std::collections::HashMap::new();
+    for (id, a) in rows {
+        let flags = out.entry(id).or_default();
+        if !flags.contains(&a) {
+            flags.push(a);
+        }
+    }
+    for flags in out.values_mut() {
+        flags.sort();
+    }
+    out
 }
 
 /// A new order from `order.created`, numbered `number`; an unusable order is a 400 with its
@@ -195,12 +280,18 @@ pub(crate) fn finish_ingest_exchange(
 
 /// The timeline line of an accepted merchant action.
 pub(crate) fn action_detail(before: &Order, after: &Order, queued: &[NotificationData]) -> String {
-    format!(
+    let mut detail = format!(
         "{} → {}; queued {}",
         before.state,
         after.state,
         queued.iter().map(|n| n.event.as_str()).collect::<Vec<_>>().join(", ")
-    )
+    );
+    // The operator's written reason is the only record of why the bag left without the code.
+    if let (None, Some(reason)) = (&before.handover_override, &after.handover_override) {
+        detail.push_str("; hand-over without a verified code: ");
+        detail.push_str(reason);
+    }
+    detail
 }
 
 pub(crate) fn generate_code(len: usize) -> String {
@@ -309,11 +400,17 @@ pub(crate) fn require_dead(record: &OutboxRecord) -> Result<()> {
 }
 
 /// Completes an operator's replay/skip audit entry.
+/// The caller's `detail` is the operator's written reason, kept after the decision.
 pub(crate) fn operator_exchange(exchange: &mut Exchange, record: &OutboxRecord, to: &str, note: &str) {
     exchange.outcome = Some(to.into());
     exchange.event = Some(record.event.clone());
-    exchange.detail =
-        Some(format!("{note}: {} (last error: {})", record.event, record.last_error.clone().unwrap_or_default()));
+    let reason = exchange.detail.take().filter(|r| !r.trim().is_empty());
+    exchange.detail = Some(format!(
+        "{note}: {} (last error: {}){}",
+        record.event,
+        record.last_error.clone().unwrap_or_default(),
+        reason.map(|r| format!("; reason: {r}")).unwrap_or_default()
+    ));
 }
 
 /// Constant-time comparison: a wrong code takes as long as a right one.
@@ -502,4 +599,183 @@ pub(crate) fn deadline_forwards(
 ) -> Result<Vec<OutboxRow>> {
     let event = serde_json::json!({ "source": "gateway", "kind": kind, "stage": stage, "dueAt": due_at });
     forwards(forwarding, order, &format!("order.deadline_{stage}"), || event, now)
+}
+
+/// Orders that need attention: a dead letter (until an operator resolves it), and for open
+/// orders only, a deadline warned or missed, an anomaly, a reconciliation finding. Each part
+/// is a small set behind its own index (migrations `*_console.sql`).
+pub(crate) const ATTENTION_IDS_SQL: &str = "SELECT order_id FROM outbox WHERE status = 'dead'
+    UNION SELECT o.id FROM orders o WHERE o.anomalies > 0 AND o.state NOT IN ('delivered', 'canceled')
+    UNION SELECT d.order_id FROM order_deadlines d JOIN orders o ON o.id = d.order_id WHERE o.state NOT IN ('delivered', 'canceled')
+    UNION SELECT e.order_id FROM events e JOIN orders o ON o.id = e.order_id WHERE e.kind = 'reconciliation' AND o.state NOT IN ('delivered', 'canceled')";
+
+/// The board's conditions, the same SQL on both backends (the builder numbers the
+/// placeholders). `with_state_and_cursor` is false for the per-state counts.
+pub(crate) fn push_order_filter<'a, DB>(
+    q: &mut sqlx::QueryBuilder<'a, DB>,
+    f: &crate::OrderFilter,
+    with_state_and_cursor: bool,
+) where
+    DB: sqlx::Database,
+    String: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    q.push(" WHERE 1 = 1");
+    if with_state_and_cursor {
+        if let Some(state) = &f.state {
+            q.push(" AND state = ").push_bind(state.clone());
+        }
+        if let Some(before) = f.before_id {
+            q.push(" AND id < ").push_bind(before);
+        }
+    }
+    if let Some(scheme) = &f.scheme {
+        q.push(" AND scheme = ").push_bind(scheme.clone());
+    }
+    if let Some(store) = &f.store {
+        q.push(" AND store_id = ").push_bind(store.clone());
+    }
+    if let Some(terms) = f.search.as_deref().and_then(search_terms) {
+        // A union of index lookups; the name part scans only the narrow name index.
+        q.push(" AND id IN (SELECT id FROM orders WHERE original_order_id = ").push_bind(terms.exact.clone());
+        q.push(" UNION SELECT id FROM orders WHERE order_uuid = ").push_bind(terms.exact.clone());
+        q.push(" UNION SELECT id FROM orders WHERE number = ").push_bind(terms.exact.clone());
+        q.push(" UNION SELECT id FROM orders WHERE pickup_code = ").push_bind(terms.exact);
+        if let Some(phone) = terms.phone {
+            q.push(" UNION SELECT id FROM orders WHERE phone_key = ").push_bind(phone);
+        }
+        q.push(" UNION SELECT id FROM orders WHERE customer_name LIKE ").push_bind(terms.name_like);
+        q.push(" ESCAPE '\\')");
+    }
+    if f.attention {
+        q.push(" AND id IN (").push(ATTENTION_IDS_SQL).push(")");
+    }
+}
+
+/// The attention flags of these orders: rows of (order id, flag), flag one of `dead`,
+/// `anomaly`, `warning`, `missed`, `reconciliation`.
+pub(crate) fn push_attention_of<'a, DB>(q: &mut sqlx::QueryBuilder<'a, DB>, ids: &[i64])
+where
+    DB: sqlx::Database,
+    i64: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let list = |q: &mut sqlx::QueryBuilder<'a, DB>| {
+        let mut s = q.separated(", ");
+        for id in ids {
+            s.push_bind(*id);
+        }
+    };
+    q.push("SELECT order_id, 'dead' AS flag FROM outbox WHERE status = 'dead' AND order_id IN (");
+    list(q);
+    q.push(") UNION SELECT id, 'anomaly' FROM orders WHERE anomalies > 0 AND state NOT IN ('delivered', 'canceled') AND id IN (");
+    list(q);
+    q.push(") UNION SELECT d.order_id, d.stage FROM order_deadlines d JOIN orders o ON o.id = d.order_id WHERE o.state NOT IN ('delivered', 'canceled') AND d.order_id IN (");
+    list(q);
+    q.push(") UNION SELECT e.order_id, 'reconciliation' FROM events e JOIN orders o ON o.id = e.order_id WHERE e.kind = 'reconciliation' AND o.state NOT IN ('delivered', 'canceled') AND e.order_id IN (");
+    list(q);
+    q.push(")");
+}
+
+pub(crate) fn attention_flag(flag: &str) -> Option<crate::Attention> {
+    match flag {
+        "dead" => Some(crate::Attention::DeadLetter),
+        "anomaly" => Some(crate::Attention::Anomaly),
+        "warning" => Some(crate::Attention::DeadlineWarning),
+        "missed" => Some(crate::Attention::DeadlineMissed),
+        "reconciliation" => Some(crate::Attention::Reconciliation),
+        _ => None,
+    }
+}
+
+/// The outbox page's conditions (same SQL on both backends).
+pub(crate) fn push_outbox_filter<'a, DB>(q: &mut sqlx::QueryBuilder<'a, DB>, f: &crate::OutboxFilter)
+where
+    DB: sqlx::Database,
+    String: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    q.push(" WHERE 1 = 1");
+    if let Some(status) = f.status {
+        q.push(" AND status = ").push_bind(status.as_str().to_string());
+    }
+    if let Some(destination) = &f.destination {
+        q.push(" AND destination = ").push_bind(destination.clone());
+    }
+    if let Some(before) = f.before_id {
+        q.push(" AND id < ").push_bind(before);
+    }
+    q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit.clamp(1, 10_000));
+}
+
+/// Every destination an operator may pick: Kuper, each configured subscriber, and any other
+/// with open work (a subscriber removed from the configuration while records waited).
+pub(crate) fn destinations(
+    forwarding: &crate::Forwarding,
+    open: Vec<crate::DestinationStats>,
+) -> Vec<crate::DestinationStats> {
+    let mut out = open;
+    let configured =
+        std::iter::once("kuper".to_string()).chain(forwarding.subscribers.iter().map(|s| s.destination.clone()));
+    for name in configured {
+        if !out.iter().any(|d| d.destination == name) {
+            out.push(crate::DestinationStats { destination: name, ..Default::default() });
+        }
+    }
+    // Kuper first, then subscribers by name.
+    out.sort_by(|a, b| (a.destination != "kuper", &a.destination).cmp(&(b.destination != "kuper", &b.destination)));
+    out
+}
+
+pub(crate) fn destination_from_row<R>(row: &R) -> Result<crate::DestinationStats>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+{
+    Ok(crate::DestinationStats {
+        destination: row.try_get("destination")?,
+        pending: row.try_get("pending")?,
+        dead: row.try_get("dead")?,
+        oldest_pending_at: row.try_get("oldest")?,
+    })
+}
+
+/// Per-destination queue depth (same SQL on both backends).
+pub(crate) const DESTINATIONS_SQL: &str = "SELECT destination,
+        COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS pending,
+        COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) AS dead,
+        MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest
+    FROM outbox WHERE status IN ('pending', 'dead') GROUP BY destination ORDER BY destination";
+
+/// Webhooks refused before they touched an order (the rest of the WHERE after `order_id IS NULL`).
+pub(crate) const REFUSED_WEBHOOK_SQL: &str = "kind = 'webhook' AND status >= 400";
+pub(crate) const LAST_KUPER_SUCCESS_SQL: &str =
+    "SELECT sent_at FROM outbox WHERE status = 'sent' AND destination = 'kuper' ORDER BY id DESC LIMIT 1";
+/// The predicate of the partial index `events_kuper_failures`, so the newest is one probe.
+pub(crate) const LAST_KUPER_ERROR_WHERE: &str =
+    "kind = 'notification' AND outcome IN ('retry', 'dead') ORDER BY id DESC LIMIT 1";
+/// One placeholder, `$1` (SQLite numbers `$1` as its first parameter too).
+pub(crate) const WEBHOOK_ERRORS_SINCE_SQL: &str =
+    "SELECT COUNT(*) FROM events WHERE at >= $1 AND kind = 'webhook' AND status >= 400";
+
+/// A session with its operator; continue with `WHERE s.token_hash = …`.
+pub(crate) const SESSION_SELECT: &str =
+    "SELECT o.id, o.name, o.role, o.password_hash, o.disabled, o.created_at, o.updated_at,
+        s.created_at AS session_created_at, s.last_seen_at
+    FROM sessions s JOIN operators o ON o.id = s.operator_id";
+
+pub(crate) fn session_from_row<R>(row: &R) -> Result<crate::SessionRecord>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    bool: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+{
+    Ok(crate::SessionRecord {
+        operator: operator_from_row(row)?,
+        created_at: row.try_get("session_created_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+    })
 }

@@ -92,6 +92,44 @@ pub struct Exchange {
     pub response: Option<String>,
     pub detail: Option<String>,
     pub request_id: Option<String>,
+    /// Who made the change, for changes a person or a store system asked for (issue #11):
+    /// the timeline names them, never only `Bearer [redacted]`.
+    pub actor: Option<Actor>,
+}
+
+/// Who made a change: a person in the console, a store system by its API key, or someone
+/// at the command line of the server. Stored as `operator:NAME`, `api-key:NAME` or `cli`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Actor {
+    Operator(String),
+    ApiKey(String),
+    Cli,
+}
+
+impl Actor {
+    /// The stored form, which the timeline and the REST API show.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Operator(name) => format!("operator:{name}"),
+            Self::ApiKey(name) => format!("api-key:{name}"),
+            Self::Cli => "cli".to_string(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.split_once(':') {
+            Some(("operator", name)) if !name.is_empty() => Some(Self::Operator(name.to_string())),
+            Some(("api-key", name)) if !name.is_empty() => Some(Self::ApiKey(name.to_string())),
+            None if s == "cli" => Some(Self::Cli),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.label())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -298,6 +336,73 @@ pub struct OrderFilter {
     pub limit: i64,
     /// Orders with an id below this (cursor paging, newest first).
     pub before_id: Option<i64>,
+    /// Free text: the exact Kuper id, orderUUID, our number or pickup code, a phone number
+    /// in any format (matched on its last 10 digits), or part of the customer's name.
+    pub search: Option<String>,
+    /// Only orders that need attention ([`Attention`]).
+    pub attention: bool,
+}
+
+/// Why an order needs a person's attention (the console's board flags and filters these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attention {
+    /// A notification or forwarded event gave up and waits for an operator.
+    DeadLetter,
+    /// A deadline of an open order is close.
+    DeadlineWarning,
+    /// A deadline of an open order has passed.
+    DeadlineMissed,
+    /// Kuper sent a webhook the order's scheme did not expect.
+    Anomaly,
+    /// Reconciliation found Kuper and us disagreeing about the order.
+    Reconciliation,
+}
+
+/// The outbox as an operator filters it (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct OutboxFilter {
+    pub status: Option<OutboxStatus>,
+    /// `kuper` or a subscriber's name.
+    pub destination: Option<String>,
+    pub limit: i64,
+    pub before_id: Option<i64>,
+}
+
+/// One destination's queue (Kuper or a subscriber).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationStats {
+    pub destination: String,
+    pub pending: i64,
+    pub dead: i64,
+    /// Unix ms of the oldest pending record.
+    pub oldest_pending_at: Option<i64>,
+}
+
+/// What the console's health page shows, read in one place.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthSnapshot {
+    /// Unix ms of the last notification Kuper accepted.
+    pub last_kuper_success_at: Option<i64>,
+    /// The last failed exchange with Kuper (a notification attempt that was not accepted).
+    pub last_kuper_error: Option<EventRecord>,
+    /// Webhooks answered with an error in the last 15 minutes.
+    pub webhook_errors_15min: i64,
+    pub orders_needing_attention: i64,
+    pub last_reconciliation: Option<EventRecord>,
+    pub destinations: Vec<DestinationStats>,
+}
+
+/// A console session, found by the SHA-256 of its cookie token (the token itself is never
+/// stored: a copy of the database opens no session).
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub operator: Operator,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub last_seen_at: i64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -512,7 +617,29 @@ pub trait Store: Send + Sync + 'static {
     /// Disables or re-enables an account. [`StoreError::OperatorNotFound`] when there is none.
     async fn set_operator_disabled(&self, name: &str, disabled: bool) -> Result<Operator>;
     /// Replaces an account's password hash. [`StoreError::OperatorNotFound`] when there is none.
+    /// Disabling an account or changing its password ends its sessions.
     async fn set_operator_password_hash(&self, name: &str, password_hash: &str) -> Result<Operator>;
+
+    // The console (issue #11).
+
+    /// Orders per state for the board's counts: honours `scheme`, `store`, `search` and
+    /// `attention`; ignores `state`, `limit` and `before_id`.
+    async fn count_orders_by_state(&self, filter: &OrderFilter) -> Result<Vec<(String, i64)>>;
+    /// Why each of these orders needs attention (orders that need none are absent).
+    async fn attention_of(&self, order_ids: &[i64]) -> Result<std::collections::HashMap<i64, Vec<Attention>>>;
+    async fn list_outbox_by(&self, filter: &OutboxFilter) -> Result<Vec<OutboxRecord>>;
+    /// Every destination with open work or history, with its queue's depth.
+    async fn outbox_destinations(&self) -> Result<Vec<DestinationStats>>;
+    /// Webhooks refused before they touched an order (credentials, body), newest first.
+    async fn refused_webhooks(&self, limit: i64) -> Result<Vec<EventRecord>>;
+    async fn health_snapshot(&self, now_ms: i64) -> Result<HealthSnapshot>;
+    async fn create_session(&self, token_hash: &str, operator_id: i64, now_ms: i64) -> Result<()>;
+    /// The session with its operator as stored now (the caller checks `disabled` and expiry).
+    async fn find_session(&self, token_hash: &str) -> Result<Option<SessionRecord>>;
+    async fn touch_session(&self, token_hash: &str, now_ms: i64) -> Result<()>;
+    async fn delete_session(&self, token_hash: &str) -> Result<()>;
+    /// Deletes sessions created before `created_before_ms` or idle since before `seen_before_ms`.
+    async fn purge_sessions(&self, created_before_ms: i64, seen_before_ms: i64) -> Result<u64>;
 }
 
 /// An open order as the deadline sweep sees it.

@@ -51,9 +51,57 @@ const OUTBOX_COLUMNS: &str =
 pub(crate) const CLAIM_FROM: &str = "outbox o";
 pub(crate) const HEAD_DUE: &str = "o.status = 'pending' AND o.next_attempt_at <= $1 AND (o.lease_until IS NULL OR o.lease_until <= $1)
     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.destination = o.destination AND p.id < o.id AND p.status IN ('pending', 'dead'))";
-const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id";
+const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id, actor";
 
 impl PgStore {
+    async fn run_migrations(&self) -> Result<()> {
+        // Without the pool's timeouts: a migration may rewrite a large table or wait for
+        // another replica's migration (sqlx serialises them with an advisory lock).
+        let mut conn = self.pool.acquire().await?.detach();
+        sqlx::query("SET statement_timeout = 0").execute(&mut conn).await?;
+        sqlx::query("SET lock_timeout = 0").execute(&mut conn).await?;
+        // run_direct: sqlx's own way around `run`'s "Acquire is not general enough" in a Send future.
+        // A replica of the previous release must still start after a newer one migrated:
+        // migrations only add, and unknown applied migrations are not an error.
+        let mut migrator = sqlx::migrate!("./migrations/postgres");
+        migrator.set_ignore_missing(true);
+        migrator.run_direct(&mut conn).await?;
+        conn.close().await?;
+        Ok(())
+    }
+
+    /// Fills in the search columns of orders stored before they existed (migration 0008), a
+    /// page at a time; new and changed orders get them in `save_order`.
+    async fn backfill_search_keys(&self) -> Result<u64> {
+        let mut done = 0;
+        loop {
+            let rows =
+                sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE customer_name IS NULL LIMIT 500"))
+                    .fetch_all(&self.pool)
+                    .await?;
+            if rows.is_empty() {
+                return Ok(done);
+            }
+            let mut tx = self.begin().await?;
+            for row in &rows {
+                let stored = order_from_row(row)?;
+                let keys = pg_search_keys(&stored.order);
+                sqlx::query(
+                    "UPDATE orders SET phone_key = $1, customer_name = $2, pickup_code = $3, anomalies = $4 WHERE id = $5",
+                )
+                .bind(&keys.phone_key)
+                .bind(&keys.customer_name)
+                .bind(&keys.pickup_code)
+                .bind(keys.anomalies)
+                .bind(stored.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            done += rows.len() as u64;
+        }
+    }
+
     async fn change_operator(&self, name: &str, change: common::OperatorChange<'_>) -> Result<crate::Operator> {
         let query = format!(
             "UPDATE operators SET {} = $2, updated_at = $3 WHERE name = $1 RETURNING {}",
@@ -65,11 +113,16 @@ impl PgStore {
             common::OperatorChange::Disabled(disabled) => query.bind(disabled),
             common::OperatorChange::PasswordHash(hash) => query.bind(hash),
         };
-        let row = query.bind(now_ms()).fetch_optional(&self.pool).await?;
-        row.as_ref()
-            .map(common::operator_from_row)
-            .transpose()?
-            .ok_or_else(|| StoreError::OperatorNotFound(name.to_string()))
+        let mut tx = self.begin().await?;
+        // A disabled account or a changed password ends every session of the account.
+        sqlx::query("DELETE FROM sessions WHERE operator_id IN (SELECT id FROM operators WHERE name = $1)")
+            .bind(no_nul(name))
+            .execute(&mut *tx)
+            .await?;
+        let row = query.bind(now_ms()).fetch_optional(&mut *tx).await?;
+        let updated = row.as_ref().map(common::operator_from_row).transpose()?;
+        tx.commit().await?;
+        updated.ok_or_else(|| StoreError::OperatorNotFound(name.to_string()))
     }
 
     /// Connects (failing when the server is unreachable) and subscribes to the wake-up
@@ -208,10 +261,15 @@ async fn insert_event(
         response: e.response.as_deref().map(no_nul),
         detail: e.detail.as_deref().map(no_nul),
         request_id: e.request_id.as_deref().map(no_nul),
+        actor: e.actor.as_ref().map(|a| match a {
+            crate::Actor::Operator(n) => crate::Actor::Operator(no_nul(n)),
+            crate::Actor::ApiKey(n) => crate::Actor::ApiKey(no_nul(n)),
+            crate::Actor::Cli => crate::Actor::Cli,
+        }),
     };
     sqlx::query(
-        "INSERT INTO events (order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        "INSERT INTO events (order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id, actor)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(order_id)
     .bind(outbox_id)
@@ -229,6 +287,7 @@ async fn insert_event(
     .bind(&e.response)
     .bind(&e.detail)
     .bind(&e.request_id)
+    .bind(e.actor.as_ref().map(crate::Actor::label))
     .execute(conn)
     .await?;
     Ok(())
@@ -277,9 +336,33 @@ async fn lock_order_of(conn: &mut PgConnection, outbox_id: i64) -> Result<Stored
     order_from_row(&row)
 }
 
+/// A board filter as PostgreSQL can bind it: TEXT cannot hold NUL (and no stored value has one).
+fn pg_filter(f: &OrderFilter) -> OrderFilter {
+    OrderFilter {
+        state: f.state.as_deref().map(no_nul),
+        scheme: f.scheme.as_deref().map(no_nul),
+        store: f.store.as_deref().map(no_nul),
+        search: f.search.as_deref().map(no_nul),
+        ..f.clone()
+    }
+}
+
+/// The search columns as PostgreSQL TEXT can hold them (no NUL).
+fn pg_search_keys(order: &Order) -> common::SearchKeys {
+    let keys = common::search_keys(order);
+    common::SearchKeys {
+        phone_key: keys.phone_key,
+        customer_name: no_nul(&keys.customer_name),
+        pickup_code: keys.pickup_code.as_deref().map(no_nul),
+        anomalies: keys.anomalies,
+    }
+}
+
 async fn save_order(conn: &mut PgConnection, id: i64, order: &Order, now: i64) -> Result<()> {
+    let keys = pg_search_keys(order);
     sqlx::query(
-        "UPDATE orders SET state = $1, data = $2, updated_at = $3, original_order_id = COALESCE(original_order_id, $4), order_uuid = COALESCE(order_uuid, $5) WHERE id = $6",
+        "UPDATE orders SET state = $1, data = $2, updated_at = $3, original_order_id = COALESCE(original_order_id, $4), order_uuid = COALESCE(order_uuid, $5),
+             phone_key = $7, customer_name = $8, pickup_code = $9, anomalies = $10 WHERE id = $6",
     )
     .bind(order.state.as_str())
     .bind(serde_json::to_string(order)?)
@@ -287,6 +370,10 @@ async fn save_order(conn: &mut PgConnection, id: i64, order: &Order, now: i64) -
     .bind(&order.original_order_id)
     .bind(&order.order_uuid)
     .bind(id)
+    .bind(&keys.phone_key)
+    .bind(&keys.customer_name)
+    .bind(&keys.pickup_code)
+    .bind(keys.anomalies)
     .execute(conn)
     .await?;
     Ok(())
@@ -400,18 +487,11 @@ async fn pickup_code_in_use(conn: &mut PgConnection, store_id: &str, code: &str,
 #[async_trait]
 impl Store for PgStore {
     async fn migrate(&self) -> Result<()> {
-        // Without the pool's timeouts: a migration may rewrite a large table or wait for
-        // another replica's migration (sqlx serialises them with an advisory lock).
-        let mut conn = self.pool.acquire().await?.detach();
-        sqlx::query("SET statement_timeout = 0").execute(&mut conn).await?;
-        sqlx::query("SET lock_timeout = 0").execute(&mut conn).await?;
-        // run_direct: sqlx's own way around `run`'s "Acquire is not general enough" in a Send future.
-        // A replica of the previous release must still start after a newer one migrated:
-        // migrations only add, and unknown applied migrations are not an error.
-        let mut migrator = sqlx::migrate!("./migrations/postgres");
-        migrator.set_ignore_missing(true);
-        migrator.run_direct(&mut conn).await?;
-        conn.close().await?;
+        self.run_migrations().await?;
+        let filled = self.backfill_search_keys().await?;
+        if filled > 0 {
+            tracing::info!(orders = filled, "filled in the search columns of orders stored by an older version");
+        }
         Ok(())
     }
 
@@ -457,9 +537,11 @@ impl Store for PgStore {
                     .fetch_one(&mut *tx)
                     .await?;
                 let order = common::new_order(env, policy, format!("{}{id}", policy.number_prefix))?;
+                let keys = pg_search_keys(&order);
                 let inserted: Option<i64> = sqlx::query_scalar(
-                    "INSERT INTO orders (id, original_order_id, order_uuid, number, store_id, scheme, state, data, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING id",
+                    "INSERT INTO orders (id, original_order_id, order_uuid, number, store_id, scheme, state, data, created_at, updated_at,
+                         phone_key, customer_name, pickup_code, anomalies)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING RETURNING id",
                 )
                 .bind(id)
                 .bind(&order.original_order_id)
@@ -471,6 +553,10 @@ impl Store for PgStore {
                 .bind(serde_json::to_string(&order)?)
                 .bind(now)
                 .bind(now)
+                .bind(&keys.phone_key)
+                .bind(&keys.customer_name)
+                .bind(&keys.pickup_code)
+                .bind(keys.anomalies)
                 .fetch_optional(&mut *tx)
                 .await?;
                 if inserted.is_some() {
@@ -499,11 +585,18 @@ impl Store for PgStore {
                         insert_event(&mut tx, Some(id), None, now, &decision.exchange).await?;
                     }
                     if order != generated {
-                        sqlx::query("UPDATE orders SET number = $1, state = $2, data = $3 WHERE id = $4")
-                            .bind(&order.number)
-                            .bind(order.state.as_str())
-                            .bind(serde_json::to_string(&order)?)
-                            .bind(id)
+                        let keys = pg_search_keys(&order);
+                        sqlx::query(
+                            "UPDATE orders SET number = $1, state = $2, data = $3, phone_key = $5, customer_name = $6, pickup_code = $7, anomalies = $8 WHERE id = $4",
+                        )
+                        .bind(&order.number)
+                        .bind(order.state.as_str())
+                        .bind(serde_json::to_string(&order)?)
+                        .bind(id)
+                        .bind(&keys.phone_key)
+                        .bind(&keys.customer_name)
+                        .bind(&keys.pickup_code)
+                        .bind(keys.anomalies)
                             .execute(&mut *tx)
                             .await?;
                     }
@@ -737,22 +830,10 @@ impl Store for PgStore {
     }
 
     async fn list_orders(&self, f: &OrderFilter) -> Result<Vec<StoredOrder>> {
-        // Only the filters given become conditions, so the (state, id) and (store_id, id)
-        // indexes serve them; the SQL text is built from constants, values are bound.
-        let mut q =
-            sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1"));
-        if let Some(state) = &f.state {
-            q.push(" AND state = ").push_bind(state);
-        }
-        if let Some(scheme) = &f.scheme {
-            q.push(" AND scheme = ").push_bind(scheme);
-        }
-        if let Some(store) = &f.store {
-            q.push(" AND store_id = ").push_bind(store);
-        }
-        if let Some(before) = f.before_id {
-            q.push(" AND id < ").push_bind(before);
-        }
+        // Only the filters given become conditions, so the (state, id), (scheme, id) and
+        // (store_id, id) indexes serve them; the SQL text is built from constants, values are bound.
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("SELECT {ORDER_COLUMNS} FROM orders"));
+        common::push_order_filter(&mut q, &pg_filter(f), true);
         q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit.clamp(1, 10_000));
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(order_from_row).collect()
@@ -1161,6 +1242,127 @@ impl Store for PgStore {
 
     async fn set_operator_password_hash(&self, name: &str, password_hash: &str) -> Result<crate::Operator> {
         self.change_operator(name, common::OperatorChange::PasswordHash(password_hash)).await
+    }
+
+    async fn count_orders_by_state(&self, f: &OrderFilter) -> Result<Vec<(String, i64)>> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT state, COUNT(*) AS n FROM orders");
+        common::push_order_filter(&mut q, &pg_filter(f), false);
+        q.push(" GROUP BY state ORDER BY state");
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get("state")?, r.try_get("n")?))).collect()
+    }
+
+    async fn attention_of(&self, ids: &[i64]) -> Result<std::collections::HashMap<i64, Vec<crate::Attention>>> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
+        common::push_attention_of(&mut q, ids);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let mut flags = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let flag: String = r.try_get(1)?;
+            if let Some(a) = common::attention_flag(&flag) {
+                flags.push((r.try_get(0)?, a));
+            }
+        }
+        Ok(common::attention_map(flags))
+    }
+
+    async fn list_outbox_by(&self, f: &crate::OutboxFilter) -> Result<Vec<OutboxRecord>> {
+        let f = crate::OutboxFilter { destination: f.destination.as_deref().map(no_nul), ..f.clone() };
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("SELECT {OUTBOX_COLUMNS} FROM outbox"));
+        common::push_outbox_filter(&mut q, &f);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn outbox_destinations(&self) -> Result<Vec<crate::DestinationStats>> {
+        let rows = sqlx::query(common::DESTINATIONS_SQL).fetch_all(&self.pool).await?;
+        let open = rows.iter().map(common::destination_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(common::destinations(&self.forwarding, open))
+    }
+
+    async fn refused_webhooks(&self, limit: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE order_id IS NULL AND {} ORDER BY id DESC LIMIT $1",
+            common::REFUSED_WEBHOOK_SQL
+        ))
+        .bind(limit.clamp(1, 1000))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn health_snapshot(&self, now: i64) -> Result<crate::HealthSnapshot> {
+        let last_kuper_success_at: Option<i64> =
+            sqlx::query_scalar(common::LAST_KUPER_SUCCESS_SQL).fetch_optional(&self.pool).await?.flatten();
+        let last_kuper_error =
+            sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE {}", common::LAST_KUPER_ERROR_WHERE))
+                .fetch_optional(&self.pool)
+                .await?;
+        let webhook_errors_15min: i64 = sqlx::query_scalar(common::WEBHOOK_ERRORS_SINCE_SQL)
+            .bind(now - 15 * 60 * 1000)
+            .fetch_one(&self.pool)
+            .await?;
+        let orders_needing_attention: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({}) AS attention", common::ATTENTION_IDS_SQL))
+                .fetch_one(&self.pool)
+                .await?;
+        let last_reconciliation = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE kind = 'reconciliation' ORDER BY id DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(crate::HealthSnapshot {
+            last_kuper_success_at,
+            last_kuper_error: last_kuper_error.as_ref().map(event_from_row).transpose()?,
+            webhook_errors_15min,
+            orders_needing_attention,
+            last_reconciliation: last_reconciliation.as_ref().map(event_from_row).transpose()?,
+            destinations: self.outbox_destinations().await?,
+        })
+    }
+
+    async fn create_session(&self, token_hash: &str, operator_id: i64, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO sessions (token_hash, operator_id, created_at, last_seen_at) VALUES ($1, $2, $3, $3)")
+            .bind(no_nul(token_hash))
+            .bind(operator_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn find_session(&self, token_hash: &str) -> Result<Option<crate::SessionRecord>> {
+        let row = sqlx::query(&format!("{} WHERE s.token_hash = $1", common::SESSION_SELECT))
+            .bind(no_nul(token_hash))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(common::session_from_row).transpose()
+    }
+
+    async fn touch_session(&self, token_hash: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE token_hash = $1")
+            .bind(no_nul(token_hash))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(no_nul(token_hash)).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn purge_sessions(&self, created_before: i64, seen_before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM sessions WHERE created_at < $1 OR last_seen_at < $2")
+            .bind(created_before)
+            .bind(seen_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -44,11 +44,16 @@ const OUTBOX_COLUMNS: &str =
 pub(crate) const CLAIM_FROM: &str = "outbox o INDEXED BY outbox_pending_due";
 pub(crate) const HEAD_DUE: &str = "o.status = 'pending' AND o.next_attempt_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until <= ?1)
     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.destination = o.destination AND p.id < o.id AND p.status IN ('pending', 'dead'))";
-const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id";
+const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id, actor";
 
 impl SqliteStore {
     async fn change_operator(&self, name: &str, change: common::OperatorChange<'_>) -> Result<crate::Operator> {
         let mut tx = self.begin().await?;
+        // A disabled account or a changed password ends every session of the account.
+        sqlx::query("DELETE FROM sessions WHERE operator_id IN (SELECT id FROM operators WHERE name = ?1)")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         let query = format!(
             "UPDATE operators SET {} = ?2, updated_at = ?3 WHERE name = ?1 RETURNING {}",
             change.column(),
@@ -112,8 +117,8 @@ async fn insert_event(
     e: &Exchange,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO events (order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO events (order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id, actor)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(order_id)
     .bind(outbox_id)
@@ -131,6 +136,7 @@ async fn insert_event(
     .bind(&e.response)
     .bind(&e.detail)
     .bind(&e.request_id)
+    .bind(e.actor.as_ref().map(crate::Actor::label))
     .execute(conn)
     .await?;
     Ok(())
@@ -158,18 +164,55 @@ async fn find_by_identity(conn: &mut SqliteConnection, env: &WebhookEnvelope) ->
 }
 
 async fn save_order(conn: &mut SqliteConnection, id: i64, order: &Order, now: i64) -> Result<()> {
+    let keys = common::search_keys(order);
     sqlx::query(
-        "UPDATE orders SET state = ?, data = ?, updated_at = ?, original_order_id = COALESCE(original_order_id, ?), order_uuid = COALESCE(order_uuid, ?) WHERE id = ?",
+        "UPDATE orders SET state = ?, data = ?, updated_at = ?, original_order_id = COALESCE(original_order_id, ?), order_uuid = COALESCE(order_uuid, ?),
+             phone_key = ?, customer_name = ?, pickup_code = ?, anomalies = ? WHERE id = ?",
     )
     .bind(order.state.as_str())
     .bind(serde_json::to_string(order)?)
     .bind(now)
     .bind(&order.original_order_id)
     .bind(&order.order_uuid)
+    .bind(&keys.phone_key)
+    .bind(&keys.customer_name)
+    .bind(&keys.pickup_code)
+    .bind(keys.anomalies)
     .bind(id)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Fills in the search columns of orders stored before they existed (migration 0009), a
+/// page at a time; new and changed orders get them in `save_order`.
+async fn backfill_search_keys(store: &SqliteStore) -> Result<u64> {
+    let mut done = 0;
+    loop {
+        let rows = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE customer_name IS NULL LIMIT 500"))
+            .fetch_all(&store.reader)
+            .await?;
+        if rows.is_empty() {
+            return Ok(done);
+        }
+        let mut tx = store.begin().await?;
+        for row in &rows {
+            let stored = order_from_row(row)?;
+            let keys = common::search_keys(&stored.order);
+            sqlx::query(
+                "UPDATE orders SET phone_key = ?, customer_name = ?, pickup_code = ?, anomalies = ? WHERE id = ?",
+            )
+            .bind(&keys.phone_key)
+            .bind(&keys.customer_name)
+            .bind(&keys.pickup_code)
+            .bind(keys.anomalies)
+            .bind(stored.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        done += rows.len() as u64;
+    }
 }
 
 async fn fetch_outbox(conn: &mut SqliteConnection, id: i64) -> Result<OutboxRecord> {
@@ -270,6 +313,10 @@ impl Store for SqliteStore {
         let mut migrator = sqlx::migrate!("./migrations/sqlite");
         migrator.set_ignore_missing(true);
         migrator.run(&self.writer).await?;
+        let filled = backfill_search_keys(self).await?;
+        if filled > 0 {
+            tracing::info!(orders = filled, "filled in the search columns of orders stored by an older version");
+        }
         Ok(())
     }
 
@@ -350,11 +397,18 @@ impl Store for SqliteStore {
                     rows.extend(more);
                     insert_event(&mut tx, Some(id), None, now, &decision.exchange).await?;
                 }
-                sqlx::query("UPDATE orders SET number = ?, state = ?, data = ? WHERE id = ?")
-                    .bind(&order.number)
-                    .bind(order.state.as_str())
-                    .bind(serde_json::to_string(&order)?)
-                    .bind(id)
+                let keys = common::search_keys(&order);
+                sqlx::query(
+                    "UPDATE orders SET number = ?, state = ?, data = ?, phone_key = ?, customer_name = ?, pickup_code = ?, anomalies = ? WHERE id = ?",
+                )
+                .bind(&order.number)
+                .bind(order.state.as_str())
+                .bind(serde_json::to_string(&order)?)
+                .bind(&keys.phone_key)
+                .bind(&keys.customer_name)
+                .bind(&keys.pickup_code)
+                .bind(keys.anomalies)
+                .bind(id)
                     .execute(&mut *tx)
                     .await?;
                 queued = !insert_outbox(&mut tx, id, &rows, now).await?.is_empty();
@@ -557,21 +611,10 @@ impl Store for SqliteStore {
     }
 
     async fn list_orders(&self, f: &OrderFilter) -> Result<Vec<StoredOrder>> {
-        // Only the filters given become conditions, so the (state, id) and (store_id, id)
-        // indexes serve them; the SQL text is built from constants, values are bound.
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1"));
-        if let Some(state) = &f.state {
-            q.push(" AND state = ").push_bind(state);
-        }
-        if let Some(scheme) = &f.scheme {
-            q.push(" AND scheme = ").push_bind(scheme);
-        }
-        if let Some(store) = &f.store {
-            q.push(" AND store_id = ").push_bind(store);
-        }
-        if let Some(before) = f.before_id {
-            q.push(" AND id < ").push_bind(before);
-        }
+        // Only the filters given become conditions, so the (state, id), (scheme, id) and
+        // (store_id, id) indexes serve them; the SQL text is built from constants, values are bound.
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {ORDER_COLUMNS} FROM orders"));
+        common::push_order_filter(&mut q, f, true);
         q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit.clamp(1, 10_000));
         let rows = q.build().fetch_all(&self.reader).await?;
         rows.iter().map(order_from_row).collect()
@@ -970,6 +1013,134 @@ impl Store for SqliteStore {
 
     async fn set_operator_password_hash(&self, name: &str, password_hash: &str) -> Result<crate::Operator> {
         self.change_operator(name, common::OperatorChange::PasswordHash(password_hash)).await
+    }
+
+    async fn count_orders_by_state(&self, f: &OrderFilter) -> Result<Vec<(String, i64)>> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT state, COUNT(*) AS n FROM orders");
+        common::push_order_filter(&mut q, f, false);
+        q.push(" GROUP BY state ORDER BY state");
+        let rows = q.build().fetch_all(&self.reader).await?;
+        rows.iter().map(|r| Ok((r.try_get("state")?, r.try_get("n")?))).collect()
+    }
+
+    async fn attention_of(&self, ids: &[i64]) -> Result<std::collections::HashMap<i64, Vec<crate::Attention>>> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        common::push_attention_of(&mut q, ids);
+        let rows = q.build().fetch_all(&self.reader).await?;
+        let mut flags = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let flag: String = r.try_get(1)?;
+            if let Some(a) = common::attention_flag(&flag) {
+                flags.push((r.try_get(0)?, a));
+            }
+        }
+        Ok(common::attention_map(flags))
+    }
+
+    async fn list_outbox_by(&self, f: &crate::OutboxFilter) -> Result<Vec<OutboxRecord>> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {OUTBOX_COLUMNS} FROM outbox"));
+        common::push_outbox_filter(&mut q, f);
+        let rows = q.build().fetch_all(&self.reader).await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn outbox_destinations(&self) -> Result<Vec<crate::DestinationStats>> {
+        let rows = sqlx::query(common::DESTINATIONS_SQL).fetch_all(&self.reader).await?;
+        let open = rows.iter().map(common::destination_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(common::destinations(&self.forwarding, open))
+    }
+
+    async fn refused_webhooks(&self, limit: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE order_id IS NULL AND {} ORDER BY id DESC LIMIT ?1",
+            common::REFUSED_WEBHOOK_SQL
+        ))
+        .bind(limit.clamp(1, 1000))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn health_snapshot(&self, now: i64) -> Result<crate::HealthSnapshot> {
+        let last_kuper_success_at: Option<i64> =
+            sqlx::query_scalar(common::LAST_KUPER_SUCCESS_SQL).fetch_optional(&self.reader).await?.flatten();
+        let last_kuper_error =
+            sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE {}", common::LAST_KUPER_ERROR_WHERE))
+                .fetch_optional(&self.reader)
+                .await?;
+        let webhook_errors_15min: i64 = sqlx::query_scalar(common::WEBHOOK_ERRORS_SINCE_SQL)
+            .bind(now - 15 * 60 * 1000)
+            .fetch_one(&self.reader)
+            .await?;
+        let orders_needing_attention: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({})", common::ATTENTION_IDS_SQL))
+                .fetch_one(&self.reader)
+                .await?;
+        let last_reconciliation = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE kind = 'reconciliation' ORDER BY id DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(crate::HealthSnapshot {
+            last_kuper_success_at,
+            last_kuper_error: last_kuper_error.as_ref().map(event_from_row).transpose()?,
+            webhook_errors_15min,
+            orders_needing_attention,
+            last_reconciliation: last_reconciliation.as_ref().map(event_from_row).transpose()?,
+            destinations: self.outbox_destinations().await?,
+        })
+    }
+
+    async fn create_session(&self, token_hash: &str, operator_id: i64, now: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO sessions (token_hash, operator_id, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)")
+            .bind(token_hash)
+            .bind(operator_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_session(&self, token_hash: &str) -> Result<Option<crate::SessionRecord>> {
+        let row = sqlx::query(&format!("{} WHERE s.token_hash = ?1", common::SESSION_SELECT))
+            .bind(token_hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(common::session_from_row).transpose()
+    }
+
+    async fn touch_session(&self, token_hash: &str, now: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE sessions SET last_seen_at = ?2 WHERE token_hash = ?1")
+            .bind(token_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?1").bind(token_hash).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn purge_sessions(&self, created_before: i64, seen_before: i64) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM sessions WHERE created_at < ?1 OR last_seen_at < ?2")
+            .bind(created_before)
+            .bind(seen_before)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -5,6 +5,7 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+use kuper_bridge_domain::order::PickupCode;
 use kuper_bridge_domain::{Action, ActionKind, Order, OrderState, Policy, Scheme};
 use kuper_bridge_wire::{NotificationEvent, WebhookEnvelope, WebhookEvent};
 use serde_json::{json, Value};
@@ -21,6 +22,8 @@ pub const BOOLS: [bool; 2] = [false, true];
 pub struct Facts {
     /// `order.pickup_code_created` was already enqueued (scheme B).
     pub code_sent: bool,
+    /// The customer's code was checked at the counter and found valid (only after it was sent).
+    pub code_verified: bool,
     /// `order.estimated_delivery_time` was already enqueued (scheme C).
     pub eta_sent: bool,
     /// `policy.synthesize_assembled`.
@@ -28,17 +31,27 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// All eight combinations.
+    /// All twelve combinations that can happen (a code is verified only after it was sent).
     pub fn all() -> Vec<Facts> {
         let mut out = Vec::new();
         for code_sent in BOOLS {
-            for eta_sent in BOOLS {
-                for synthesize in BOOLS {
-                    out.push(Facts { code_sent, eta_sent, synthesize });
+            for code_verified in BOOLS {
+                if code_verified && !code_sent {
+                    continue;
+                }
+                for eta_sent in BOOLS {
+                    for synthesize in BOOLS {
+                        out.push(Facts { code_sent, code_verified, eta_sent, synthesize });
+                    }
                 }
             }
         }
         out
+    }
+
+    /// None of the order's own facts, with the given policy.
+    pub const fn none(synthesize: bool) -> Facts {
+        Facts { code_sent: false, code_verified: false, eta_sent: false, synthesize }
     }
 }
 
@@ -62,6 +75,12 @@ pub fn order_in(scheme: Scheme, restaurant: bool, state: OrderState, facts: Fact
     order.notified.clear();
     if facts.code_sent {
         order.notified.push(NotificationEvent::PickupCodeCreated);
+        order.pickup = Some(PickupCode {
+            code: PICKUP_CODE.into(),
+            failed_attempts: 0,
+            locked_until: None,
+            verified: facts.code_verified,
+        });
     }
     if facts.eta_sent {
         order.notified.push(NotificationEvent::EstimatedDeliveryTime);
@@ -79,7 +98,7 @@ pub fn valid_action(kind: ActionKind) -> Action {
         ActionKind::PickupCode => Action::PickupCode { code: PICKUP_CODE.into() },
         ActionKind::EstimatedDeliveryTime => Action::EstimatedDeliveryTime { at: ETA.into() },
         ActionKind::Delivering => Action::Delivering,
-        ActionKind::Delivered => Action::Delivered { positions: None },
+        ActionKind::Delivered => Action::Delivered { positions: None, handover_override: None },
         ActionKind::Cancel => {
             Action::Cancel { reason: CANCEL_REASON.into(), description: "Нет товара".into() }
         }

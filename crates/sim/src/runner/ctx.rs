@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::merchant_api::MerchantApi;
 use super::report::{ExchangeLine, Party, ScenarioResult};
@@ -447,6 +447,33 @@ impl<'a> Ctx<'a> {
     /// The store does `action` (driven runs only) without waiting for its notification.
     pub async fn post_action(&mut self, order: OrderRef, action: &str, body: Value) -> Step {
         self.call(order, action, body).await.map(drop)
+    }
+
+    /// The customer shows the pickup code Kuper gave them and the store checks it
+    /// (`POST …/pickup-code/verify`, driven runs only): it must be found valid.
+    pub async fn verify_pickup_code(&mut self, order: OrderRef) -> Step {
+        let Some(api) = self.api else {
+            return Ok(());
+        };
+        self.sync();
+        let id = self.id(order);
+        let Some(code) = self.snapshot(order).and_then(|s| s.pickup_code) else {
+            self.fail("pickup_code", format!("Kuper holds no pickup code for order {id} to show at the counter"));
+            return Err(Abort);
+        };
+        let action = "pickup-code/verify";
+        let answer = api.act(&id, action, &json!({ "code": code })).await;
+        let path = MerchantApi::action_path(&id, action);
+        let valid = answer.status == Some(200) && answer.body["valid"].as_bool() == Some(true);
+        self.line(Party::Store, Party::Merchant, format!("POST {path}"), Some(answer.summary()), valid);
+        if !valid {
+            self.fail(
+                "merchant_api",
+                format!("POST {path} with the code Kuper holds answered {}: {}", answer.summary(), answer.body),
+            );
+            return Err(Abort);
+        }
+        Ok(())
     }
 
     /// POSTs the action to the merchant's REST API, which must answer 202; `Null` when the run

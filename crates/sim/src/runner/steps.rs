@@ -17,6 +17,9 @@ pub(super) enum Op {
     Assembled,
     Ready,
     PickupCode,
+    /// The customer shows the code Kuper gave them and the store checks it: the bag goes over
+    /// the counter only after that (issue #11).
+    VerifyCode,
     EstimatedDeliveryTime,
     Delivering,
     Delivered,
@@ -50,8 +53,8 @@ pub(super) fn path(kind: OrderKind, profile: Profile) -> Vec<Op> {
         ]),
         // The brief wants the code after ready_for_delivery, v3 before it.
         Scheme::B => match profile {
-            Profile::Brief => ops.extend([Assembled, Ready, PickupCode, Paid, Delivered]),
-            Profile::V3 => ops.extend([Assembled, PickupCode, Ready, Paid, Delivered]),
+            Profile::Brief => ops.extend([Assembled, Ready, PickupCode, Paid, VerifyCode, Delivered]),
+            Profile::V3 => ops.extend([Assembled, PickupCode, Ready, Paid, VerifyCode, Delivered]),
         },
         Scheme::C => ops.extend([Assembled, Ready, Paid, EstimatedDeliveryTime, Delivering, Delivered]),
     }
@@ -77,6 +80,7 @@ pub(super) async fn perform(ctx: &mut Ctx<'_>, order: OrderRef, op: Op) -> Step 
             check_pickup_code(ctx, order, &reply);
             Ok(())
         }
+        Op::VerifyCode => ctx.verify_pickup_code(order).await,
         Op::EstimatedDeliveryTime => {
             let body = json!({"at": moscow_in(90)});
             ctx.act(order, "estimated-delivery-time", body, &[E::EstimatedDeliveryTime]).await.map(drop)
@@ -165,6 +169,9 @@ mod tests {
         assert_eq!(path(OrderKind::B, Profile::Brief)[2..4], [Ready, PickupCode]);
         assert_eq!(path(OrderKind::RESTAURANT, Profile::Brief)[..2], [Accept, StartAssembly]);
         assert_eq!(path(OrderKind::C, Profile::Brief).last(), Some(&Delivered));
+        for profile in [Profile::Brief, Profile::V3] {
+            assert!(path(OrderKind::B, profile).ends_with(&[VerifyCode, Delivered]), "{profile:?}");
+        }
         assert!(path(OrderKind::A, Profile::Brief).iter().all(|op| !matches!(op, Delivered | Delivering)));
     }
 }

@@ -44,7 +44,7 @@ const fn entry(id: Id, name: &'static str, description: &'static str) -> Entry {
 /// In play order. Indexes seed each scenario's generator, so new scenarios go at the end.
 pub(super) const CATALOGUE: &[Entry] = &[
     entry(Id::AHappy, "a-happy-path", "Scheme A (Kuper delivers): in_work, assembled, ready_for_delivery; courier and delivery webhooks; shipped and paid"),
-    entry(Id::BHappy, "b-happy-path", "Scheme B (pickup): assembly, ready_for_delivery, pickup code in the profile's order, delivered with composition"),
+    entry(Id::BHappy, "b-happy-path", "Scheme B (pickup): assembly, ready_for_delivery, pickup code in the profile's order, hand-over refused until the customer's code is verified, delivered with composition"),
     entry(Id::CHappy, "c-happy-path", "Scheme C (merchant delivers): assembly, ready_for_delivery, estimated time, delivering, delivered"),
     entry(Id::CancelByMerchant, "cancel-by-merchant", "The store cancels right after order.created: order.canceled with its reason, nothing after it"),
     entry(Id::CancelByKuper, "cancel-by-kuper", "Kuper cancels mid-assembly: acknowledged, repeated cancel acknowledged, no notification afterwards"),
