@@ -9,6 +9,7 @@ pub mod error;
 pub mod metrics;
 pub mod operators;
 pub mod server;
+pub mod ui;
 pub mod webhook;
 
 pub use acceptance::{AcceptanceClient, AcceptanceHook};
@@ -50,6 +51,8 @@ pub struct AppState {
     pub unauthenticated_audit: Arc<AuditBudget>,
     /// Asked before a new order is accepted, when configured.
     pub acceptance: Option<Arc<AcceptanceClient>>,
+    /// The operator console's settings and login throttling (issue #11).
+    pub console: Arc<ui::Console>,
 }
 
 /// How many refused, unauthenticated requests per minute are written to the audit log.
@@ -158,6 +161,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(api::ready))
         .route("/metrics", get(api::metrics))
         .merge(api)
+        .merge(ui::router(state.clone()))
+        .route("/", get(|| async { axum::response::Redirect::to("/ui/orders") }))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
@@ -212,7 +217,13 @@ async fn json_errors(request: Request, next: Next) -> Response {
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if is_json || !(status.is_client_error() || status.is_server_error()) {
+    // The console's pages answer errors in HTML (its own layer makes every /ui error a page).
+    let is_html = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_json || is_html || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let (parts, body) = response.into_parts();

@@ -84,9 +84,9 @@ pub async fn serve(
         };
         // The semaphore is never closed, so this is unreachable; stopping is the safe answer.
         let Ok(slot) = slot else { break };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -100,7 +100,11 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             head.head_received();
             let head = head.clone();
-            let response = app.clone().oneshot(request.map(Body::new));
+            let mut request = request.map(Body::new);
+            // As axum::serve's `into_make_service_with_connect_info` would: the console's login
+            // throttle counts failures per client address.
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            let response = app.clone().oneshot(request);
             async move {
                 let response = response.await;
                 head.response_ready();

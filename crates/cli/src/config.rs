@@ -33,6 +33,8 @@ pub struct Config {
     pub acceptance_hook: Option<AcceptanceHookConfig>,
     /// The pull-API safety net (protocol.md §11); off by default.
     pub reconciliation: Reconciliation,
+    /// The operator console under /ui/ (issue #11).
+    pub console: Console,
 }
 
 /// Environment values are typed by their look (`12345678` is a number, `true` a boolean);
@@ -538,6 +540,61 @@ impl Deadlines {
             restaurant_accept_warn_ms: ms(accept_warn),
             assembly_warn_ms: ms(assembly_warn),
             delivery_window_warn_ms: ms(window_warn),
+        }
+    }
+}
+
+/// The operator console (`[console]`): its display zone and its sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Console {
+    /// Times on the pages are shown in this zone, minutes east of UTC (Moscow: 180). Russia
+    /// keeps no daylight saving time, so a fixed offset is exact.
+    pub time_zone_offset_minutes: i32,
+    /// A session unused this long ends (the operator logs in again).
+    pub session_idle_minutes: u32,
+    /// A session ends this long after login, however busy.
+    pub session_max_hours: u32,
+    /// Mark the session cookie `Secure` (browsers then send it over HTTPS only): set it when a
+    /// TLS proxy serves the console.
+    pub secure_cookie: bool,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Self { time_zone_offset_minutes: 180, session_idle_minutes: 60, session_max_hours: 12, secure_cookie: false }
+    }
+}
+
+impl Console {
+    fn check(&self, problems: &mut Vec<String>) {
+        if !(-720..=840).contains(&self.time_zone_offset_minutes) {
+            problems.push(format!(
+                "console.time_zone_offset_minutes: {} — expected -720 to 840 (UTC-12 to UTC+14; Moscow is 180)",
+                self.time_zone_offset_minutes
+            ));
+        }
+        if !(1..=7 * 24 * 60).contains(&self.session_idle_minutes) {
+            problems.push("console.session_idle_minutes: between 1 and 10080 (a week)".into());
+        }
+        if !(1..=30 * 24).contains(&self.session_max_hours) {
+            problems.push("console.session_max_hours: between 1 and 720 (30 days)".into());
+        }
+    }
+
+    /// The app's settings for the console of a process serving `database_url`.
+    pub fn settings(&self, database_url: &str, kuper_auth: &str) -> kuper_bridge_app::ui::ConsoleSettings {
+        kuper_bridge_app::ui::ConsoleSettings {
+            time_zone_offset_minutes: self.time_zone_offset_minutes,
+            session_idle_ms: i64::from(self.session_idle_minutes) * 60_000,
+            session_max_ms: i64::from(self.session_max_hours) * 3_600_000,
+            secure_cookie: self.secure_cookie,
+            backend: kuper_bridge_app::ui::Backend::from_url(database_url),
+            kuper_auth: if kuper_auth == "client-token" {
+                kuper_bridge_app::ui::KuperAuthMode::ClientToken
+            } else {
+                kuper_bridge_app::ui::KuperAuthMode::OAuth
+            },
         }
     }
 }
@@ -1158,6 +1215,7 @@ impl Config {
             }
         };
         let deadlines = self.deadlines.resolve(&mut problems);
+        self.console.check(&mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -1462,6 +1520,37 @@ mod tests {
         let c: Config =
             Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(example)).extract().unwrap();
         assert!(!c.reconciliation.enabled);
+    }
+
+    #[test]
+    fn console_settings_are_checked_and_converted() {
+        let mut c = Config::default();
+        c.webhook_auth.basic = vec!["kuper:secret".into()];
+        c.kuper.client_id = "id".into();
+        c.kuper.client_secret = "secret".into();
+        assert!(c.resolve().is_ok(), "the defaults are valid");
+        c.console = Console {
+            time_zone_offset_minutes: 900,
+            session_idle_minutes: 0,
+            session_max_hours: 721,
+            secure_cookie: true,
+        };
+        let problems = c.resolve().err().unwrap_or_default().join("\n");
+        for key in ["console.time_zone_offset_minutes", "console.session_idle_minutes", "console.session_max_hours"] {
+            assert!(problems.contains(key), "{key} not reported:\n{problems}");
+        }
+        let settings = Console {
+            time_zone_offset_minutes: 300,
+            session_idle_minutes: 5,
+            session_max_hours: 2,
+            secure_cookie: true,
+        }
+        .settings("postgres://u@h/db", "client-token");
+        assert_eq!(settings.session_idle_ms, 300_000);
+        assert_eq!(settings.session_max_ms, 7_200_000);
+        assert_eq!(settings.backend, kuper_bridge_app::ui::Backend::Postgres);
+        assert_eq!(settings.kuper_auth, kuper_bridge_app::ui::KuperAuthMode::ClientToken);
+        assert!(settings.secure_cookie);
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
         verify_limiter: Arc::new(VerifyLimiter::new(config.pickup.client_failures_per_minute)),
         unauthenticated_audit: Arc::new(kuper_bridge_app::AuditBudget::new(60)),
         acceptance: resolved.acceptance.map(|hook| Arc::new(kuper_bridge_app::AcceptanceClient::new(hook))),
+        console: Arc::new(kuper_bridge_app::ui::Console::new(
+            config.console.settings(&config.database.url, &config.kuper.auth),
+        )),
     };
     let mut tasks = Vec::new();
     let app = if config.server.serves_api() {

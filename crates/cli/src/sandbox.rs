@@ -108,8 +108,35 @@ pub async fn start(config: &mut Config, listen: &str, found: Found) -> anyhow::R
     Ok(sim)
 }
 
+/// The sandbox's console login: public on purpose (printed at start and in the README), and
+/// made only by `serve --sandbox`, never by a plain `serve`.
+pub const DEMO_OPERATOR: &str = "demo";
+pub const DEMO_PASSWORD: &str = "demo-sandbox-1";
+
+/// Creates the demo operator (role `operator`) when the database has no account of that name.
+/// An existing one is left as it is: whoever changed its password or disabled it meant it.
+pub async fn ensure_demo_operator(store: &dyn kuper_bridge_storage::Store) -> anyhow::Result<()> {
+    if store.find_operator(DEMO_OPERATOR).await?.is_some() {
+        return Ok(());
+    }
+    let password_hash = kuper_bridge_app::operators::hash_password(DEMO_PASSWORD)?;
+    let new = kuper_bridge_storage::NewOperator {
+        name: DEMO_OPERATOR.into(),
+        role: kuper_bridge_storage::OperatorRole::Operator,
+        password_hash,
+    };
+    match store.create_operator(&new).await {
+        // Another process made it meanwhile: the same outcome.
+        Ok(_) | Err(kuper_bridge_storage::StoreError::OperatorExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Sends demo orders of every scheme through the fake Kuper to the gateway's webhook.
 pub async fn feed(config: &Config, running: &Running, sim: &SimHandle, per_scheme: u32) {
+    if let Err(e) = ensure_demo_operator(running.store.as_ref()).await {
+        tracing::warn!(error = %e, "sandbox: the demo console operator could not be created");
+    }
     let auth = if let Some(b) = config.webhook_auth.basic.first() {
         json!({"basic": b})
     } else if let Some(b) = config.webhook_auth.bearer.first() {
@@ -155,6 +182,14 @@ pub async fn feed(config: &Config, running: &Running, sim: &SimHandle, per_schem
         next = %format!("curl -H \"Authorization: Bearer $API_KEY\" {}/api/v1/orders", running.url()),
         api_key_name = key,
         fake_kuper = %format!("{}/sim/v1/orders", sim.base_url()),
+        console = %format!("{}/ui/", running.url()),
+        console_login = %format!("{DEMO_OPERATOR} / {DEMO_PASSWORD}"),
         "sandbox ready: list the orders with the next command (API_KEY = the key of that name in your config)"
+    );
+    tracing::info!(
+        console = %format!("{}/ui/", running.url()),
+        login = DEMO_OPERATOR,
+        password = DEMO_PASSWORD,
+        "sandbox console: open the console in a browser and sign in with the demo operator (sandbox only)"
     );
 }
