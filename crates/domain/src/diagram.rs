@@ -10,13 +10,35 @@ use kuper_bridge_wire::{WebhookEnvelope, WebhookEvent};
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-/// Kuper webhooks that move the merchant-side state, per scheme (see engine::apply_webhook).
-fn webhook_edges(scheme: Scheme) -> Vec<(OrderState, OrderState, &'static str)> {
+/// A state change Kuper makes with a webhook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WebhookEdge {
+    pub from: OrderState,
+    pub to: OrderState,
+    pub event: WebhookEvent,
+}
+
+/// Kuper webhooks that move the order forward, per scheme (see engine::apply_webhook).
+fn webhook_steps(scheme: Scheme) -> Vec<WebhookEdge> {
+    let edge = |from, to, event| WebhookEdge { from, to, event };
     let mut edges = Vec::new();
     if scheme == Scheme::KuperDelivery {
-        edges.push((OrderState::Ready, OrderState::Shipping, "order.received ⇐ Kuper"));
-        edges.push((OrderState::Shipping, OrderState::Delivering, "order.delivering ⇐ Kuper"));
-        edges.push((OrderState::Delivering, OrderState::Delivered, "order.delivered ⇐ Kuper"));
+        edges.push(edge(OrderState::Ready, OrderState::Shipping, WebhookEvent::OrderReceived));
+        edges.push(edge(OrderState::Shipping, OrderState::Delivering, WebhookEvent::OrderDelivering));
+        edges.push(edge(OrderState::Delivering, OrderState::Delivered, WebhookEvent::OrderDelivered));
+    }
+    edges
+}
+
+/// Every webhook edge of a scheme, as [`state_diagram`] lists them: Kuper's own steps
+/// (scheme A's courier) and its cancellation from every state the scheme reaches that is not
+/// final. For pictures other than Mermaid (the console's SVG), so none has to parse Mermaid.
+pub fn kuper_webhook_edges(scheme: Scheme, restaurant: bool) -> Vec<WebhookEdge> {
+    let mut edges = webhook_steps(scheme);
+    for from in OrderState::ALL {
+        if from != OrderState::Canceled && from != OrderState::Delivered && reachable(scheme, restaurant, from) {
+            edges.push(WebhookEdge { from, to: OrderState::Canceled, event: WebhookEvent::OrderCanceled });
+        }
     }
     edges
 }
@@ -45,17 +67,8 @@ pub fn state_diagram(scheme: Scheme, restaurant: bool) -> String {
             ));
         }
     }
-    for (from, to, label) in webhook_edges(scheme) {
-        lines.insert((order_index(from), order_index(to), format!("    {from} --> {to}: {label}")));
-    }
-    for state in OrderState::ALL {
-        if state != OrderState::Canceled && state != OrderState::Delivered && reachable(scheme, restaurant, state) {
-            lines.insert((
-                order_index(state),
-                order_index(OrderState::Canceled),
-                format!("    {state} --> canceled: order.canceled ⇐ Kuper"),
-            ));
-        }
+    for WebhookEdge { from, to, event } in kuper_webhook_edges(scheme, restaurant) {
+        lines.insert((order_index(from), order_index(to), format!("    {from} --> {to}: {} ⇐ Kuper", event.as_str())));
     }
     for (_, _, l) in lines {
         let _ = writeln!(out, "{l}");
@@ -84,7 +97,7 @@ fn reachable(scheme: Scheme, restaurant: bool, state: OrderState) -> bool {
                 && r.to == Some(state)
                 && facts.iter().any(|f| r.from.iter().any(|from| r.matches(scheme, restaurant, *from, *f)))
         })
-        || webhook_edges(scheme).iter().any(|(_, to, _)| *to == state)
+        || webhook_steps(scheme).iter().any(|e| e.to == state)
 }
 
 enum Step {
@@ -242,6 +255,22 @@ pub fn document() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_edges_are_the_diagrams_kuper_lines() {
+        for scheme in Scheme::ALL {
+            for restaurant in [false, true] {
+                let d = state_diagram(scheme, restaurant);
+                let listed = d.lines().filter(|l| l.contains("⇐ Kuper") && !l.contains("[*]")).count();
+                let edges = kuper_webhook_edges(scheme, restaurant);
+                assert_eq!(edges.len(), listed, "{scheme} {restaurant}:\n{d}");
+                for e in edges {
+                    let line = format!("    {} --> {}: {} ⇐ Kuper\n", e.from, e.to, e.event.as_str());
+                    assert!(d.contains(&line), "{line}{d}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn happy_paths_reach_delivered_without_refusals() {

@@ -175,7 +175,8 @@ fn filter_form(lang: Lang, filters: &Filters, stores: &[&String]) -> Markup {
     html! {
         form.filters method="get" action="/ui/orders" role="search" {
             input.search type="search" name="q" value=[filters.q.as_deref()]
-                placeholder=(tr(lang, "Номер, телефон, имя или код выдачи", "Number, phone, name or pickup code"))
+                placeholder=(tr(lang, "Номер, телефон, имя или код", "Number, phone, name or code"))
+                title=(tr(lang, "Номер заказа, телефон, имя покупателя или код выдачи", "Order number, phone, customer's name or pickup code"))
                 aria-label=(tr(lang, "Поиск", "Search"));
             select name="state" aria-label=(tr(lang, "Статус", "State")) {
                 option value="" { (tr(lang, "Все статусы", "All states")) }

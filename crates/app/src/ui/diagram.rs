@@ -10,6 +10,7 @@
 //! actions are solid, Kuper's webhooks dashed. Colours are SVG presentation attributes (not
 //! CSS), so the same picture is right inline and as a standalone `.svg`.
 
+use super::i18n::{state_name, Lang};
 use super::{UiError, Viewer};
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -32,7 +33,7 @@ pub fn routes() -> Router<AppState> {
 
 async fn diagram_svg(
     State(state): State<AppState>,
-    _viewer: Viewer,
+    viewer: Viewer,
     Path(reference): Path<String>,
 ) -> Result<Response, UiError> {
     let order = state
@@ -42,7 +43,7 @@ async fn diagram_svg(
         .ok_or_else(|| UiError::from(kuper_bridge_storage::StoreError::OrderNotFound(reference.clone())))?;
     let events = state.store.order_events(order.id).await?;
     let visited = visited_states(&order.order, &events);
-    let svg = state_diagram_svg(order.order.scheme, order.order.restaurant, &visited, order.order.state);
+    let svg = state_diagram_svg(viewer.lang, order.order.scheme, order.order.restaurant, &visited, order.order.state);
     Ok((
         [(header::CONTENT_TYPE, "image/svg+xml; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
         format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{svg}"),
@@ -116,8 +117,8 @@ struct Edge {
     merchant: bool,
 }
 
-/// Every edge of the scheme: the rules table's actions, then Kuper's webhooks as the domain's
-/// Mermaid diagram lists them (`X --> Y: event ⇐ Kuper`).
+/// Every edge of the scheme: the rules table's actions, then Kuper's webhooks (the same list
+/// the domain's Mermaid diagram draws).
 fn edges(scheme: Scheme, restaurant: bool) -> BTreeMap<(OrderState, OrderState), Edge> {
     let mut out: BTreeMap<(OrderState, OrderState), Edge> = BTreeMap::new();
     for rule in RULES.iter().filter(|r| r.schemes.contains(&scheme) && r.restaurant.is_none_or(|x| x == restaurant)) {
@@ -130,17 +131,9 @@ fn edges(scheme: Scheme, restaurant: bool) -> BTreeMap<(OrderState, OrderState),
             edge.merchant = true;
         }
     }
-    for line in kuper_bridge_domain::diagram::state_diagram(scheme, restaurant).lines() {
-        let Some((arrow, label)) = line.trim().split_once(": ") else { continue };
-        if !label.contains("⇐ Kuper") {
-            continue;
-        }
-        let Some((from, to)) = arrow.split_once(" --> ") else { continue };
-        let (Some(from), Some(to)) = (OrderState::parse(from.trim()), OrderState::parse(to.trim())) else {
-            continue;
-        };
-        let edge = out.entry((from, to)).or_default();
-        edge.labels.push(label.to_string());
+    for e in kuper_bridge_domain::diagram::kuper_webhook_edges(scheme, restaurant) {
+        let edge = out.entry((e.from, e.to)).or_default();
+        edge.labels.push(format!("{} ⇐ Kuper", e.event.as_str()));
     }
     out
 }
@@ -177,13 +170,19 @@ const CURRENT_FILL: &str = "#0b6e4f";
 const PLAIN_FILL: &str = "#ffffff";
 
 /// The order's state diagram, with the states in `visited` marked and `current` highlighted.
-/// Node and edge labels are the REST API's names (state and action slugs, Kuper's event
-/// names), which the timeline shows too.
-pub fn state_diagram_svg(scheme: Scheme, restaurant: bool, visited: &[OrderState], current: OrderState) -> String {
-    render(scheme, restaurant, visited, current).into_string()
+/// States are named in the operator's language (the slug is the node's tooltip); edge labels
+/// stay the REST API's names (action slugs, Kuper's event names), short enough for an arrow.
+pub fn state_diagram_svg(
+    lang: Lang,
+    scheme: Scheme,
+    restaurant: bool,
+    visited: &[OrderState],
+    current: OrderState,
+) -> String {
+    render(lang, scheme, restaurant, visited, current).into_string()
 }
 
-fn render(scheme: Scheme, restaurant: bool, visited: &[OrderState], current: OrderState) -> Markup {
+fn render(lang: Lang, scheme: Scheme, restaurant: bool, visited: &[OrderState], current: OrderState) -> Markup {
     let all_edges = edges(scheme, restaurant);
     let mut shown = reachable(&all_edges);
     // An order stored in a state its scheme cannot reach (an older version's data) still
@@ -244,10 +243,10 @@ fn render(scheme: Scheme, restaurant: bool, visited: &[OrderState], current: Ord
                 }
             }
             @for (i, state) in column.iter().enumerate() {
-                (node(*state, MAIN_X, y_of(i as i64), is_visited(*state), *state == current))
+                (node(lang, *state, MAIN_X, y_of(i as i64), is_visited(*state), *state == current))
             }
             @if canceled_shown {
-                (node(OrderState::Canceled, BUS_X - NODE_W / 2, canceled_y, is_visited(OrderState::Canceled), current == OrderState::Canceled))
+                (node(lang, OrderState::Canceled, BUS_X - NODE_W / 2, canceled_y, is_visited(OrderState::Canceled), current == OrderState::Canceled))
                 text x=(BUS_X - NODE_W / 2 - 8) y=(canceled_y + NODE_H / 2 + 4) text-anchor="end" fill=(INK) font-size="11" {
                     "cancel / order.canceled ⇐ Kuper"
                 }
@@ -300,7 +299,7 @@ fn edge_path(
     ))
 }
 
-fn node(state: OrderState, x: i64, y: i64, visited: bool, current: bool) -> Markup {
+fn node(lang: Lang, state: OrderState, x: i64, y: i64, visited: bool, current: bool) -> Markup {
     let (fill, text, stroke_width) = match (current, visited) {
         (true, _) => (CURRENT_FILL, "#ffffff", "3"),
         (false, true) => (VISITED_FILL, INK, "1.5"),
@@ -310,10 +309,11 @@ fn node(state: OrderState, x: i64, y: i64, visited: bool, current: bool) -> Mark
     html! {
         g class=(class) data-node=(state.as_str())
             aria-current=[current.then_some("step")] {
+            title { (state.as_str()) }
             rect x=(x) y=(y) width=(NODE_W) height=(NODE_H) rx="8" fill=(fill) stroke=(if visited || current { INK } else { MUTED })
                 stroke-width=(stroke_width) {}
             text x=(x + NODE_W / 2) y=(y + NODE_H / 2 + 4) text-anchor="middle" fill=(text)
-                font-weight=(if current { "bold" } else { "normal" }) { (state.as_str()) }
+                font-weight=(if current { "bold" } else { "normal" }) { (state_name(lang, state)) }
         }
     }
 }
@@ -382,7 +382,7 @@ mod tests {
     fn every_rule_edge_of_the_scheme_appears() {
         for scheme in Scheme::ALL {
             for restaurant in [false, true] {
-                let svg = state_diagram_svg(scheme, restaurant, &[OrderState::Created], OrderState::Created);
+                let svg = state_diagram_svg(Lang::Ru, scheme, restaurant, &[OrderState::Created], OrderState::Created);
                 let drawn = reachable(&edges(scheme, restaurant));
                 let mut checked = 0;
                 for rule in
@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn current_is_highlighted_and_visited_marked() {
         let visited = [OrderState::Created, OrderState::InWork, OrderState::Ready];
-        let svg = state_diagram_svg(Scheme::Pickup, false, &visited, OrderState::Ready);
+        let svg = state_diagram_svg(Lang::Ru, Scheme::Pickup, false, &visited, OrderState::Ready);
         assert_well_formed(&svg);
         assert!(node_classes(&svg, OrderState::Ready).contains("current"), "{svg}");
         assert!(node_classes(&svg, OrderState::Ready).contains("aria-current=\"step\""));
@@ -444,6 +444,7 @@ mod tests {
     fn an_unreachable_stored_state_is_still_drawn() {
         // Scheme B never reaches shipping, but an older version may have stored it.
         let svg = state_diagram_svg(
+            Lang::Ru,
             Scheme::Pickup,
             false,
             &[OrderState::Created, OrderState::Shipping],

@@ -157,7 +157,7 @@ pub fn render(lang: Lang, s: &HealthSnapshot, settings: &super::ConsoleSettings,
                         strong { (time_with_left(lang, e.at, now)) }
                         @if let Some(status) = e.exchange.status { " · " (tr(lang, "ответ ", "answer ")) (status) }
                     }
-                    @if let Some(detail) = &e.exchange.detail { p.sub { (detail) } }
+                    @if let Some(detail) = &e.exchange.detail { p.sub title=(detail) { (super::words::note_words(lang, detail)) } }
                 } @else {
                     p { (tr(lang, "Ошибок связи не было.", "No connection errors.")) }
                 }

@@ -3,7 +3,7 @@
 use super::clock::zone_label;
 use super::i18n::{role_name, tr, Lang};
 use super::session::Viewer;
-use super::{UiError, CSS, JS};
+use super::{UiError, CSS, JS, SCREENS_CSS};
 use maud::{html, Markup, DOCTYPE};
 
 /// Which navigation item a page belongs to.
@@ -45,6 +45,7 @@ fn head(title: &str) -> Markup {
             meta name="referrer" content="same-origin";
             title { (title) " · kuper-bridge" }
             link rel="stylesheet" href={ "/ui/static/app.css?v=" (CSS.version) };
+            link rel="stylesheet" href={ "/ui/static/screens.css?v=" (SCREENS_CSS.version) };
             script src={ "/ui/static/app.js?v=" (JS.version) } defer {}
         }
     }

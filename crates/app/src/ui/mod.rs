@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod pickup;
 pub mod session;
 pub mod throttle;
+pub mod words;
 
 pub use clock::{time, time_left, time_with_left};
 pub use i18n::{tr, Lang};
@@ -158,6 +159,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/orders/rows", get(board::rows))
         .route("/ui/health", get(health::health))
         .route("/ui/static/app.css", get(|| async { asset(&CSS, "text/css; charset=utf-8") }))
+        .route("/ui/static/screens.css", get(|| async { asset(&SCREENS_CSS, "text/css; charset=utf-8") }))
         .route("/ui/static/app.js", get(|| async { asset(&JS, "text/javascript; charset=utf-8") }))
         .route("/ui/{*rest}", any(|| async { UiError::not_found() }))
         .merge(order::routes())
@@ -184,6 +186,7 @@ impl Asset {
 }
 
 pub static CSS: LazyLock<Asset> = LazyLock::new(|| Asset::new(include_str!("static/app.css")));
+pub static SCREENS_CSS: LazyLock<Asset> = LazyLock::new(|| Asset::new(include_str!("static/screens.css")));
 pub static JS: LazyLock<Asset> = LazyLock::new(|| Asset::new(include_str!("static/app.js")));
 
 fn asset(asset: &Asset, content_type: &'static str) -> Response {

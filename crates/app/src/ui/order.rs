@@ -9,6 +9,7 @@
 
 use super::diagram::{state_diagram_svg, visited_states};
 use super::i18n::{scheme_name, state_name, tr, Lang};
+use super::words::{detail_line, event_label, outcome_badge};
 use super::{
     csrf_field, flash, now_ms, page, path_segment, query_string, time, time_left, Capability, CsrfForm, FlashKind, Nav,
     UiError, Viewer,
@@ -384,7 +385,7 @@ pub fn cancel_reason_name(lang: Lang, slug: &str) -> String {
 
 fn kuper_state_name(lang: Lang, s: KuperState) -> &'static str {
     match s {
-        KuperState::Ready => tr(lang, "новый", "new"),
+        KuperState::Ready => tr(lang, "новый, ждёт магазин", "new, waiting for the store"),
         KuperState::Collecting => tr(lang, "собирается", "collecting"),
         KuperState::Assembled => tr(lang, "собран", "assembled"),
         KuperState::ReadyToShip => tr(lang, "готов к передаче", "ready to ship"),
@@ -608,7 +609,7 @@ pub fn render(
     let visited = visited_states(o, events);
     // Built only from enums and the rules table's static names, never from order data, so it
     // is spliced as markup (an SVG cannot be built through maud's escaping of text).
-    let svg = state_diagram_svg(o.scheme, o.restaurant, &visited, o.state);
+    let svg = state_diagram_svg(lang, o.scheme, o.restaurant, &visited, o.state);
     let base = format!("/ui/orders/{}", path_segment(reference));
     let body = html! {
         div.order-page data-order=(o.display_ref()) {
@@ -638,7 +639,7 @@ pub fn render(
                 p.hint { (scheme_name(lang, o.scheme)) ". " (tr(lang, "Пройденные статусы отмечены, текущий выделен; пунктир — шаги Kuper.", "Visited states are marked, the current one stands out; dashed edges are Kuper's steps.")) }
                 div.diagram { (PreEscaped(svg)) }
             }
-            (timeline(lang, viewer, events))
+            (timeline(lang, viewer, o.scheme, events))
         }
     };
     page(viewer, &title, Nav::Orders, body)
@@ -653,13 +654,7 @@ fn summary(lang: Lang, stored: &StoredOrder, now: i64) -> Markup {
         (Some(f), Some(t)) => Some(format!("{} — {}", rfc3339_time(lang, &f), rfc3339_time(lang, &t))),
         _ => None,
     };
-    let address: Vec<(String, String)> = o
-        .ordered
-        .address
-        .as_ref()
-        .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| value_text(v).map(|t| (k.clone(), t))).collect())
-        .unwrap_or_default();
+    let address = o.ordered.address.as_ref().map(|a| address_words(lang, a)).unwrap_or_default();
     html! {
         section.order-summary {
             h2 { (tr(lang, "Заказ", "Order")) }
@@ -672,8 +667,8 @@ fn summary(lang: Lang, stored: &StoredOrder, now: i64) -> Markup {
                     @if o.restaurant { ", " (tr(lang, "ресторан", "restaurant")) }
                 }
                 dt { (tr(lang, "Магазин", "Store")) } dd data-field="store" { (o.store_id) }
-                dt { (tr(lang, "Статус", "State")) } dd { (state_name(lang, o.state)) " " small.slug { "(" (o.state.as_str()) ")" } }
-                dt { (tr(lang, "Статус у Kuper", "Kuper's state")) } dd { (kuper_state_name(lang, o.kuper_state)) " " small.slug { "(" (o.kuper_state.as_str()) ")" } }
+                dt { (tr(lang, "Статус", "State")) } dd title=(o.state.as_str()) { (state_name(lang, o.state)) }
+                dt { (tr(lang, "Статус у Kuper", "Kuper's state")) } dd title=(o.kuper_state.as_str()) { (kuper_state_name(lang, o.kuper_state)) }
                 dt { (tr(lang, "Оплата", "Payment")) } dd data-field="payment" data-payment=(o.payment_state.as_str()) {
                     (payment_name(lang, o.payment_state))
                     @if !o.ordered.payment_methods.is_empty() { " · " (o.ordered.payment_methods.join(", ")) }
@@ -689,7 +684,7 @@ fn summary(lang: Lang, stored: &StoredOrder, now: i64) -> Markup {
                 }
                 @if !address.is_empty() {
                     dt { (tr(lang, "Адрес", "Address")) } dd data-field="address" {
-                        @for (k, v) in &address { span.addr-part { small.slug { (k) ": " } (v) } " " }
+                        (address.join(", "))
                     }
                 }
                 @if let Some(comment) = &o.ordered.comment {
@@ -733,6 +728,40 @@ fn summary(lang: Lang, stored: &StoredOrder, now: i64) -> Markup {
             }
         }
     }
+}
+
+/// Kuper's delivery address (protocol.md §3) as a courier would read it: the full address,
+/// then the flat, entrance, floor and intercom in words. Coordinates and the keys this list
+/// does not know are left out (the raw webhook in the timeline still has them).
+fn address_words(lang: Lang, address: &Value) -> Vec<String> {
+    let text = |k: &str| address.get(k).and_then(value_text).filter(|t| !t.trim().is_empty());
+    let mut out = Vec::new();
+    match text("full_address") {
+        Some(full) => out.push(full),
+        None => {
+            let parts: Vec<String> = ["city", "street", "building"].into_iter().filter_map(text).collect();
+            if !parts.is_empty() {
+                out.push(parts.join(", "));
+            }
+        }
+    }
+    for (key, ru, en) in [
+        ("apartment", "кв.", "flat"),
+        ("entrance", "подъезд", "entrance"),
+        ("floor", "этаж", "floor"),
+        ("door_phone", "домофон", "intercom"),
+    ] {
+        if let Some(v) = text(key) {
+            out.push(format!("{} {v}", tr(lang, ru, en)));
+        }
+    }
+    if address.get("delivery_to_door").and_then(Value::as_bool) == Some(true) {
+        out.push(tr(lang, "до двери", "to the door").to_string());
+    }
+    if let Some(comment) = text("comment") {
+        out.push(comment);
+    }
+    out
 }
 
 /// A submit button for an action (the contract's `data-action="<slug>"`).
@@ -1002,7 +1031,7 @@ pub fn event_details(lang: Lang, e: &EventRecord, show_codes: bool) -> Markup {
     }
 }
 
-fn timeline(lang: Lang, viewer: &Viewer, events: &[EventRecord]) -> Markup {
+fn timeline(lang: Lang, viewer: &Viewer, scheme: Scheme, events: &[EventRecord]) -> Markup {
     let show_codes = viewer.can(Capability::OrderActions);
     html! {
         section.order-timeline {
@@ -1019,15 +1048,19 @@ fn timeline(lang: Lang, viewer: &Viewer, events: &[EventRecord]) -> Markup {
                             " "
                             span.event-kind { (event_kind_name(lang, &x.kind)) }
                             @if let Some(mark) = direction_mark(lang, &x.direction) { " " span.direction { (mark) } }
-                            @if let Some(ev) = &x.event { " " code.event-name { (ev) } }
-                            @if let Some(outcome) = &x.outcome { " " span.outcome data-outcome=(outcome) { (outcome) } }
+                            @if let Some(ev) = &x.event {
+                                @let label = event_label(lang, &x.kind, ev, scheme);
+                                @if &label == ev { " " code.event-name { (ev) } }
+                                @else { " " span.event-name.action-name title=(ev) { (label) } }
+                            }
+                            @if let Some(outcome) = &x.outcome { " " (outcome_badge(lang, outcome)) }
                             @if let Some(status) = x.status { " " span.http-status { "HTTP " (status) } }
                             @if let Some(ms) = x.latency_ms { " " small { (ms) " ms" } }
                             @if let Some(actor) = &x.actor {
                                 " " span.actor data-actor=(actor.label()) { (actor_name(lang, actor)) }
                             }
                         }
-                        @if let Some(detail) = &x.detail { div.event-detail { (detail) } }
+                        (detail_line(lang, x))
                         (event_details(lang, e, show_codes))
                     }
                 }
@@ -1086,6 +1119,15 @@ mod tests {
             json!({"overrideReason": "телефон сел"})
         );
         assert_eq!(action_body(ActionKind::PickupCode, &order, &form(&[("code", "")])), json!({}));
+    }
+
+    #[test]
+    fn an_address_reads_as_words_without_its_keys() {
+        let address = json!({"full_address": "Москва, ул. Ленина, 1", "apartment": "12", "entrance": 2,
+            "lat": 55.7, "lon": 37.6, "delivery_to_door": true, "unknown_key": "x"});
+        assert_eq!(address_words(Lang::Ru, &address), ["Москва, ул. Ленина, 1", "кв. 12", "подъезд 2", "до двери"]);
+        let parts = json!({"city": "Москва", "street": "ул. Ленина", "building": "1", "floor": "5"});
+        assert_eq!(address_words(Lang::En, &parts), ["Москва, ул. Ленина, 1", "floor 5"]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use super::i18n::{tr, Lang};
 use super::order::{actor_name, event_details, pending_flash, readable_body, redirect_with_flash, shown_flash};
+use super::words::{detail_line, note_words, outcome_badge};
 use super::{
     csrf_field, flash, now_ms, page, path_segment, query_string, time, time_left, Capability, CsrfForm, FlashKind, Nav,
     UiError, Viewer,
@@ -21,6 +22,7 @@ use kuper_bridge_storage::{Actor, DestinationStats, EventRecord, Exchange, Outbo
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::HashMap;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -118,17 +120,52 @@ pub fn destination_name(lang: Lang, destination: &str) -> String {
 /// first, as the board shows it; else our number, which every notification carries (the brief
 /// format names an order by its orderUUID alone when it has one).
 pub fn order_reference(body: &str) -> Option<String> {
+    order_reference_keyed(body).map(|(_, r)| r)
+}
+
+/// [`order_reference`] with the body's key it came from.
+fn order_reference_keyed(body: &str) -> Option<(&'static str, String)> {
     let v: Value = serde_json::from_str(body).ok()?;
     let event_payload = v.get("event").and_then(|e| e.get("payload"));
     let scopes = [v.get("payload"), event_payload, v.get("order"), v.get("data"), Some(&v)];
     for key in ["originalOrderId", "order_id", "number", "orderUUID"] {
         for scope in scopes.iter().flatten() {
             if let Some(s) = scope.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()) {
-                return Some(s.to_string());
+                return Some((key, s.to_string()));
             }
         }
     }
     None
+}
+
+/// How the page names each record's order: Kuper's id or our number, read from the body.
+/// A brief-format notification names its order by the orderUUID alone, which no cashier
+/// knows; for those the order is looked up, once per order on the page. `list_orders` cannot
+/// fetch a set of ids and storage gets no new query for this, so it is one `find_order` per
+/// such order (at most a page's worth, usually one or two).
+async fn order_labels(state: &AppState, records: &[OutboxRecord]) -> Result<HashMap<i64, String>, UiError> {
+    let mut labels = HashMap::new();
+    for r in records {
+        if labels.contains_key(&r.order_id) {
+            continue;
+        }
+        let Some((key, reference)) = order_reference_keyed(&r.body) else { continue };
+        let label = if key == "orderUUID" {
+            match state.store.find_order(&reference).await? {
+                Some(found) => found.order.original_order_id.clone().unwrap_or_else(|| found.order.number.clone()),
+                None => reference,
+            }
+        } else {
+            reference
+        };
+        labels.insert(r.order_id, label);
+    }
+    Ok(labels)
+}
+
+/// [`order_labels`] for one record (its own page).
+async fn order_label(state: &AppState, r: &OutboxRecord) -> Result<Option<String>, UiError> {
+    Ok(order_labels(state, std::slice::from_ref(r)).await?.remove(&r.order_id))
 }
 
 fn operator_exchange(viewer: &Viewer, headers: &HeaderMap, path: String, reason: &str) -> Exchange {
@@ -200,6 +237,7 @@ async fn list(
     let destination = q.destination.clone().filter(|d| !d.is_empty());
     let filter = OutboxFilter { status, destination: destination.clone(), limit: PAGE, before_id: q.before };
     let records = state.store.list_outbox_by(&filter).await?;
+    let labels = order_labels(&state, &records).await?;
     let destinations = state.store.outbox_destinations().await?;
     let refused = state.store.refused_webhooks(50).await?;
     let notice = pending_flash(&headers, "outbox:").and_then(|t| decision_flash(lang, t));
@@ -235,7 +273,7 @@ async fn list(
                         th { (tr(lang, "Последний ответ", "Last answer")) }
                     } }
                     tbody {
-                        @for r in &records { (row(&viewer, r)) }
+                        @for r in &records { (row(&viewer, r, labels.get(&r.order_id).map(String::as_str))) }
                     }
                 }
                 @if let Some(before) = next {
@@ -310,9 +348,8 @@ fn destinations_block(viewer: &Viewer, destinations: &[DestinationStats], curren
     }
 }
 
-fn row(viewer: &Viewer, r: &OutboxRecord) -> Markup {
+fn row(viewer: &Viewer, r: &OutboxRecord, order: Option<&str>) -> Markup {
     let lang = viewer.lang;
-    let order = order_reference(&r.body);
     html! {
         tr data-outbox-id=(r.id) data-status=(r.status.as_str()) {
             td { a href=(format!("/ui/outbox/{}", r.id)) { (r.id) } }
@@ -327,8 +364,9 @@ fn row(viewer: &Viewer, r: &OutboxRecord) -> Markup {
                 @if r.waiting { " " small { (tr(lang, "ждёт предыдущее", "waits for an earlier one")) } } }
             td.num { (r.attempts) }
             td.last-answer {
-                @if let Some(s) = r.last_status { "HTTP " (s) " " }
-                @if let Some(e) = &r.last_error { small { (truncate(e, 160)) } }
+                // The dispatcher's error usually starts with the status already.
+                @if let Some(s) = r.last_status.filter(|_| !r.last_error.as_deref().is_some_and(|e| e.starts_with("HTTP "))) { "HTTP " (s) " " }
+                @if let Some(e) = &r.last_error { small title=(e) { (truncate(&note_words(lang, e), 160)) } }
                 @if r.status == OutboxStatus::Dead && viewer.can(Capability::DeadLetters) {
                     (decision_forms(viewer, r, "list", None))
                 }
@@ -395,7 +433,8 @@ async fn detail(
     let attempts = state.store.outbox_attempts(id).await?;
     let notice = pending_flash(&headers, "outbox:").and_then(|t| decision_flash(viewer.lang, t));
     let shown = notice.is_some();
-    Ok(with_flash(render_detail(&viewer, &record, &attempts, notice, None), shown))
+    let order = order_label(&state, &record).await?;
+    Ok(with_flash(render_detail(&viewer, &record, order.as_deref(), &attempts, notice, None), shown))
 }
 
 /// Replay and skip, each with its required reason (on the list, folded into the row).
@@ -421,13 +460,13 @@ fn decision_forms(viewer: &Viewer, r: &OutboxRecord, back: &str, typed_reason: O
 fn render_detail(
     viewer: &Viewer,
     r: &OutboxRecord,
+    order: Option<&str>,
     attempts: &[EventRecord],
     notice: Option<Markup>,
     typed_reason: Option<&str>,
 ) -> Markup {
     let lang = viewer.lang;
     let show_codes = viewer.can(Capability::OrderActions);
-    let order = order_reference(&r.body);
     let title = format!("{} #{}", tr(lang, "Запись", "Record"), r.id);
     let body = html! {
         div.outbox-detail data-outbox-id=(r.id) data-status=(r.status.as_str()) {
@@ -450,7 +489,7 @@ fn render_detail(
                 @if r.waiting { dt { (tr(lang, "Ждёт", "Waiting")) } dd { (tr(lang, "предыдущее уведомление этого заказа", "for an earlier notification of the order")) } }
                 @if r.in_doubt { dt { (tr(lang, "Под вопросом", "In doubt")) } dd { (tr(lang, "одна из попыток могла дойти, ответа мы не получили", "an attempt may have arrived without us learning the answer")) } }
                 @if let Some(s) = r.last_status { dt { (tr(lang, "Последний HTTP", "Last HTTP")) } dd { (s) } }
-                @if let Some(e) = &r.last_error { dt { (tr(lang, "Последняя ошибка", "Last error")) } dd.last-error { (e) } }
+                @if let Some(e) = &r.last_error { dt { (tr(lang, "Последняя ошибка", "Last error")) } dd.last-error title=(e) { (note_words(lang, e)) } }
                 dt { "Idempotency-Key" } dd { code { (r.idempotency_key) } }
             }
             @if r.status == OutboxStatus::Dead && viewer.can(Capability::DeadLetters) {
@@ -474,11 +513,11 @@ fn render_detail(
                             div.event-head {
                                 time { (time(lang, e.at)) }
                                 @if let Some(s) = x.status { " " span.http-status { "HTTP " (s) } }
-                                @if let Some(o) = &x.outcome { " " span.outcome data-outcome=(o) { (o) } }
+                                @if let Some(o) = &x.outcome { " " (outcome_badge(lang, o)) }
                                 @if let Some(ms) = x.latency_ms { " " small { (ms) " ms" } }
                                 @if let Some(actor) = &x.actor { " " span.actor data-actor=(actor.label()) { (actor_name(lang, actor)) } }
                             }
-                            @if let Some(d) = &x.detail { div.event-detail { (d) } }
+                            (detail_line(lang, x))
                             // Kuper's answer is the response of the attempt.
                             (event_details(lang, e, show_codes))
                         }
@@ -514,7 +553,9 @@ async fn decide(
                 "Write the reason: it goes into the order's timeline.",
             ),
         );
-        return Ok((e.status, render_detail(&viewer, &record, &attempts, Some(notice), None)).into_response());
+        let order = order_label(&state, &record).await?;
+        return Ok((e.status, render_detail(&viewer, &record, order.as_deref(), &attempts, Some(notice), None))
+            .into_response());
     }
     let path = format!("/ui/outbox/{id}/{}", decision.slug());
     let exchange = operator_exchange(&viewer, &headers, path, reason);
@@ -544,7 +585,9 @@ async fn decide(
                     "Only a dead letter can be decided; this one already was.",
                 ),
             );
-            Ok((e.status, render_detail(&viewer, &record, &attempts, Some(notice), Some(reason))).into_response())
+            let order = order_label(&state, &record).await?;
+            let page = render_detail(&viewer, &record, order.as_deref(), &attempts, Some(notice), Some(reason));
+            Ok((e.status, page).into_response())
         }
     }
 }

@@ -3,6 +3,7 @@
 // - The board refreshes its rows every 5 s from /ui/orders/rows?<same query>, while the tab
 //   is visible; an ended session reloads the page (which then goes to the login form).
 // - Forms with data-confirm ask before submitting.
+// - The language links keep the page's query (the board's filters).
 (function () {
   "use strict";
 
@@ -100,7 +101,18 @@
     }, 0);
   }
 
+  // The RU/EN links come from the server as "?lang=xx" (plus what the page knows to keep);
+  // here they carry the page's whole current query, so a switch keeps the board's filters.
+  function keepQueryOnLanguageLinks() {
+    document.querySelectorAll("a[data-lang]").forEach(function (link) {
+      var params = new URLSearchParams(window.location.search);
+      params.set("lang", link.getAttribute("data-lang"));
+      link.setAttribute("href", "?" + params.toString());
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    keepQueryOnLanguageLinks();
     document.addEventListener("click", onRowClick);
     document.addEventListener("submit", onSubmit);
     // Back to a page kept by the browser: its buttons must work again.
