@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod board;
 mod soak;
 
 const WEBHOOK_USER: &str = "kuper";
@@ -100,6 +101,9 @@ enum Command {
     /// The crash soak: orders of every scheme while the gateway is SIGKILLed at random
     /// moments and Kuper has an outage; exit 1 if anything is lost, doubled or reordered.
     Soak(soak::SoakArgs),
+    /// The operator console's server time with many orders (default 100,000): the board, its
+    /// filters and search, and order pages; exit 1 if a page answers wrongly.
+    Board(board::BoardArgs),
 }
 
 struct Plan {
@@ -168,6 +172,7 @@ async fn main() -> ExitCode {
     let mut args = Args::parse();
     let result = match args.command.take() {
         Some(Command::Soak(soak_args)) => soak::run(soak_args).await,
+        Some(Command::Board(board_args)) => board::run(board_args).await,
         None => run(args).await,
     };
     match result {
