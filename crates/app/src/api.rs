@@ -519,19 +519,26 @@ pub async fn get_outbox(
 /// The fields of a replay or skip: the operator's reason, required (it goes into the timeline).
 const DECISION_FIELDS: &[&str] = &["reason"];
 
-/// An operator's written reason for a decision: required, at most 1000 characters.
-pub fn decision_reason(content_type: Option<&str>, bytes: &[u8]) -> Result<String, ApiError> {
-    let reason = body::read(content_type, bytes, DECISION_FIELDS)?
-        .map(|b| b.string("reason"))
-        .transpose()?
-        .flatten()
-        .map(|r| r.trim().to_string())
+/// The longest reason an operator may write for a decision on a dead letter.
+pub const MAX_DECISION_REASON_CHARS: usize = 1000;
+
+/// An operator's written reason for a decision, trimmed: required, at most
+/// [`MAX_DECISION_REASON_CHARS`]. The one rule for the REST API and the console.
+pub fn checked_reason(reason: Option<&str>) -> Result<String, ApiError> {
+    let reason = reason
+        .map(str::trim)
         .filter(|r| !r.is_empty())
         .ok_or_else(|| field_error("reason", "required: say why (it is kept in the order's timeline)"))?;
-    if reason.chars().count() > 1000 {
-        return Err(field_error("reason", "longer than 1000 characters"));
+    if reason.chars().count() > MAX_DECISION_REASON_CHARS {
+        return Err(field_error("reason", format!("longer than {MAX_DECISION_REASON_CHARS} characters")));
     }
-    Ok(reason)
+    Ok(reason.to_string())
+}
+
+/// The reason of a REST replay or skip, from its JSON body.
+pub fn decision_reason(content_type: Option<&str>, bytes: &[u8]) -> Result<String, ApiError> {
+    let reason = body::read(content_type, bytes, DECISION_FIELDS)?.map(|b| b.string("reason")).transpose()?.flatten();
+    checked_reason(reason.as_deref())
 }
 
 pub async fn operator(

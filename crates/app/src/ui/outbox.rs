@@ -331,7 +331,7 @@ fn destinations_block(viewer: &Viewer, destinations: &[DestinationStats], curren
                                             (csrf_field(viewer))
                                             input type="hidden" name="destination" value=(d.destination);
                                             label { (tr(lang, "Причина (попадёт в историю заказов)", "Reason (goes into the orders' timelines)"))
-                                                textarea name="reason" rows="2" required maxlength="500" {}
+                                                textarea name="reason" rows="2" required maxlength=(crate::api::MAX_DECISION_REASON_CHARS) {}
                                             }
                                             button.primary type="submit" data-action="replay-all" {
                                                 (tr(lang, "Отправить заново все недоставленные: ", "Replay every dead letter: ")) (d.dead)
@@ -446,7 +446,7 @@ fn decision_forms(viewer: &Viewer, r: &OutboxRecord, back: &str, typed_reason: O
             (csrf_field(viewer))
             input type="hidden" name="back" value=(back);
             label { (tr(lang, "Причина (попадёт в историю заказа)", "Reason (goes into the order's timeline)"))
-                textarea name="reason" rows="2" required maxlength="500" { (typed_reason.unwrap_or_default()) }
+                textarea name="reason" rows="2" required maxlength=(crate::api::MAX_DECISION_REASON_CHARS) { (typed_reason.unwrap_or_default()) }
             }
             div.decide-buttons {
                 button.primary type="submit" data-action="replay" { (tr(lang, "Отправить заново", "Replay")) }
@@ -539,11 +539,11 @@ async fn decide(
 ) -> Result<Response, UiError> {
     viewer.require(Capability::DeadLetters)?;
     let lang = viewer.lang;
-    let reason = form.reason.trim();
     let record = find(&state, id).await?;
-    if reason.is_empty() {
+    let checked = crate::api::checked_reason(Some(&form.reason));
+    if let Err(e) = checked {
         let attempts = state.store.outbox_attempts(id).await?;
-        let e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "reason: required");
+        let e = ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, ..e };
         let notice = refusal_notice(
             lang,
             &e,
@@ -557,8 +557,9 @@ async fn decide(
         return Ok((e.status, render_detail(&viewer, &record, order.as_deref(), &attempts, Some(notice), None))
             .into_response());
     }
+    let reason = checked.unwrap_or_default();
     let path = format!("/ui/outbox/{id}/{}", decision.slug());
-    let exchange = operator_exchange(&viewer, &headers, path, reason);
+    let exchange = operator_exchange(&viewer, &headers, path, &reason);
     let result = match decision {
         Decision::Replay => state.store.replay(id, exchange).await,
         Decision::Skip => state.store.skip(id, exchange).await,
@@ -586,7 +587,7 @@ async fn decide(
                 ),
             );
             let order = order_label(&state, &record).await?;
-            let page = render_detail(&viewer, &record, order.as_deref(), &attempts, Some(notice), Some(reason));
+            let page = render_detail(&viewer, &record, order.as_deref(), &attempts, Some(notice), Some(&reason));
             Ok((e.status, page).into_response())
         }
     }
@@ -608,13 +609,13 @@ async fn replay_all(
     CsrfForm(form): CsrfForm<ReplayAllForm>,
 ) -> Result<Response, UiError> {
     viewer.require(Capability::DeadLetters)?;
-    let reason = form.reason.trim();
+    let reason = crate::api::checked_reason(Some(&form.reason)).ok().unwrap_or_default();
     let destination = form.destination.trim();
     if destination.is_empty() || reason.is_empty() {
         return Err(UiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "Выберите получателя и напишите причину.",
-            "Choose a destination and write the reason.",
+            "Выберите получателя и напишите причину (не длиннее 1000 знаков).",
+            "Choose a destination and write the reason (at most 1000 characters).",
         ));
     }
     let (mut replayed, mut failed) = (0u64, 0u64);
@@ -634,7 +635,7 @@ async fn replay_all(
         before_id = Some(last.id);
         for r in &batch {
             seen += 1;
-            let exchange = operator_exchange(&viewer, &headers, "/ui/outbox/replay-all".into(), reason);
+            let exchange = operator_exchange(&viewer, &headers, "/ui/outbox/replay-all".into(), &reason);
             match state.store.replay(r.id, exchange).await {
                 Ok(_) => replayed += 1,
                 Err(kuper_bridge_storage::StoreError::Unavailable(m)) => {
