@@ -731,6 +731,17 @@ fn encode(s: &str) -> String {
     out
 }
 
+/// A name as the board compares it: lower case, `ё` as `е`.
+fn fold(name: &str) -> String {
+    name.to_lowercase().replace('ё', "е")
+}
+
+/// What the board's name search finds: a name with a word that starts with the typed text
+/// (words split at anything but a letter or digit).
+fn has_word_starting(folded_name: &str, folded_part: &str) -> bool {
+    folded_name.split(|c: char| !c.is_alphanumeric()).any(|w| w.starts_with(folded_part))
+}
+
 /// The part of a surname a person types: its first five letters, as written.
 fn surname_part(name: &str) -> Option<String> {
     let words: Vec<&str> = name.split_whitespace().collect();
@@ -803,8 +814,8 @@ impl World<'_> {
                         let part = surname_part(&random.name)
                             .or_else(|| self.orders.iter().find_map(|o| surname_part(&o.name)))
                             .unwrap_or_else(|| "Иван".into());
-                        let lower = part.to_lowercase();
-                        let total = self.lower_names.iter().filter(|n| n.contains(&lower)).count();
+                        let lower = fold(&part);
+                        let total = self.lower_names.iter().filter(|n| has_word_starting(n, &lower)).count();
                         Request {
                             path: format!("/ui/orders?q={}", encode(&part)),
                             expect: Expect::Board(BoardExpect {
@@ -925,7 +936,7 @@ fn check(expect: &Expect, html: &str) -> Option<String> {
                 }
             }
             if let Some(part) = name_part {
-                let bad = found.iter().find(|(_, row)| !row_name(row).is_some_and(|n| n.to_lowercase().contains(part)));
+                let bad = found.iter().find(|(_, row)| !row_name(row).is_some_and(|n| has_word_starting(&fold(n), part)));
                 if let Some((reference, row)) = bad {
                     return Some(format!("order {reference} ({:?}) does not match {part:?}", row_name(row)));
                 }
@@ -1262,7 +1273,7 @@ async fn run_gateway(
         http.get(format!("{}/ui/orders", gw.url)).header(reqwest::header::COOKIE, &client.cookie).send().await?;
     let first = first.text().await?;
     let newest = newest_id(&first).ok_or_else(|| anyhow!("the board's first page has no next-page link"))?;
-    let lower_names = orders.iter().map(|o| o.name.to_lowercase()).collect();
+    let lower_names = orders.iter().map(|o| fold(&o.name)).collect();
     let world =
         World { orders, lower_names, by_state: by_state.clone(), by_store: by_store.clone(), late, newest_id: newest };
 

@@ -1,7 +1,11 @@
 //! The deadline sweep (issue #7 item 5): every few seconds it computes the pending deadlines of
 //! the open orders (the domain's [`deadlines`](kuper_bridge_domain::deadlines::deadlines_at))
 //! and records each warning and miss once, with a timeline entry, a counter and, for a miss,
-//! a warning log line. Storage makes "once" hold across restarts and replicas, so every
+//! a warning log line.
+//!
+//! It reads only the orders whose check has come (issue #12 item 5): every write of an order
+//! makes its check due, and after judging an order the sweep stores when its next warning or
+//! miss falls ([`next_check`]). An idle sweep reads nothing, however many orders are open. Storage makes "once" hold across restarts and replicas, so every
 //! worker may run the sweep; the counter only counts what this process recorded, so the sum
 //! over replicas is exact.
 //!
@@ -10,9 +14,9 @@
 //! alone is recorded, since a late "it is about to be missed" would say less than the miss.
 
 use chrono::{DateTime, FixedOffset};
-use kuper_bridge_domain::deadlines::{deadlines_at, DeadlineKind, DeadlineSettings, DeadlineStage};
+use kuper_bridge_domain::deadlines::{deadlines_at, next_check, DeadlineKind, DeadlineSettings, DeadlineStage};
 use kuper_bridge_domain::engine::format_time;
-use kuper_bridge_storage::{now_ms, DeadlineCandidate, Exchange, Store, StoreError};
+use kuper_bridge_storage::{now_ms, DeadlineCandidate, DeadlineCheck, DeadlineCursor, Exchange, Store, StoreError};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -73,11 +77,12 @@ pub struct DeadlineSweepConfig {
 /// What one sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {
+    /// Orders looked at: those whose check had come.
     pub orders: usize,
     /// Newly recorded by this sweep.
     pub warnings: u64,
     pub misses: u64,
-    /// Open orders past each kind's deadline (recorded now or earlier).
+    /// Open orders past each kind's deadline (recorded now or earlier), from storage.
     pub past_due: BTreeMap<DeadlineKind, i64>,
 }
 
@@ -95,6 +100,10 @@ impl DeadlineSweeper {
     /// Sweeps at once, then every interval, until `shutdown`. A failed sweep (database down)
     /// is logged and the next one tries again: nothing is lost, the stages are still due.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Checks stored by an earlier process may follow other settings: decide them again.
+        if let Err(e) = self.store.make_deadline_checks_due().await {
+            warn!(error = %e, "deadline sweep: could not make the open orders' checks due; checks already stored stand");
+        }
         loop {
             // `now` before reading: an order read as unmet was unmet at `now` too, so a miss
             // is never recorded for an order that met its deadline in time.
@@ -112,22 +121,37 @@ impl DeadlineSweeper {
         }
     }
 
-    /// One pass over every open order, judged at `now_ms`.
+    /// One pass over the orders whose check has come (written since the last look, or a
+    /// warning or miss due), judged at `now_ms`; then each one's next check.
     pub async fn sweep_once(&self, now_ms: i64) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport::default();
-        let mut after = 0;
+        let mut after = DeadlineCursor::START;
         loop {
-            let page = self.store.open_orders_for_deadlines(after, PAGE).await?;
-            let Some(last) = page.last().map(|c| c.order.id) else { break };
+            let page = self.store.orders_due_for_deadlines(now_ms, after, PAGE).await?;
+            let Some(last) = page.last().map(|c| DeadlineCursor { check_at: c.check_at, order_id: c.order.id }) else {
+                break;
+            };
+            let mut checks = Vec::with_capacity(page.len());
             for candidate in &page {
-                self.judge(candidate, now_ms, &mut report).await?;
+                let handled = self.judge(candidate, now_ms, &mut report).await?;
+                let recorded = |kind: DeadlineKind, stage: DeadlineStage| {
+                    handled.contains(&(kind, stage)) || candidate.has_recorded(kind.as_str(), stage.as_str())
+                };
+                let order = &candidate.order;
+                checks.push(DeadlineCheck {
+                    order_id: order.id,
+                    read_updated_at: order.updated_at,
+                    next_at: next_check(&order.order, order.created_at, &self.config.settings, recorded),
+                });
             }
+            self.store.set_deadline_checks(&checks).await?;
             report.orders += page.len();
             if (page.len() as i64) < PAGE {
                 break;
             }
             after = last;
         }
+        report.past_due = self.store.past_due_counts().await?.into_iter().collect();
         for kind in DeadlineKind::ALL {
             let n = report.past_due.get(&kind).copied().unwrap_or(0);
             self.metrics.past_due.get_or_create(&KindLabel { kind: kind.as_str().into() }).set(n);
@@ -135,20 +159,25 @@ impl DeadlineSweeper {
         Ok(report)
     }
 
-    async fn judge(&self, c: &DeadlineCandidate, now: i64, report: &mut SweepReport) -> Result<(), StoreError> {
+    /// Records the warnings and misses due at `now`; returns the stages now on record that
+    /// were not in `c.recorded` (recorded here, or by another replica meanwhile).
+    async fn judge(
+        &self,
+        c: &DeadlineCandidate,
+        now: i64,
+        report: &mut SweepReport,
+    ) -> Result<Vec<(DeadlineKind, DeadlineStage)>, StoreError> {
         let order = &c.order.order;
+        let mut handled = Vec::new();
         for (d, stage) in deadlines_at(order, c.order.created_at, &self.config.settings, now) {
             let stage_name = match stage {
                 DeadlineStage::Pending => continue,
-                DeadlineStage::Warning => "warning",
-                DeadlineStage::Missed => {
-                    *report.past_due.entry(d.kind).or_default() += 1;
-                    "missed"
-                }
+                DeadlineStage::Warning | DeadlineStage::Missed => stage.as_str(),
             };
             if c.has_recorded(d.kind.as_str(), stage_name) {
                 continue;
             }
+            handled.push((d.kind, stage));
             let due = self.time(d.due_at);
             let detail = match stage {
                 DeadlineStage::Missed => {
@@ -187,7 +216,7 @@ impl DeadlineSweeper {
                 info!(order_id = c.order.id, order = order.display_ref(), kind = %d.kind, due = %due, state = %order.state, "order deadline approaching");
             }
         }
-        Ok(())
+        Ok(handled)
     }
 
     fn time(&self, ms: i64) -> String {

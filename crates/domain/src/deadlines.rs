@@ -143,16 +143,27 @@ impl Deadline {
 /// Whether the order kept (or can no longer keep) the promise of `kind`: it reached the state
 /// that meets it, or it is final.
 pub fn is_met(order: &Order, kind: DeadlineKind) -> bool {
-    if order.state.is_final() {
+    is_met_in(order.state, kind)
+}
+
+/// [`is_met`] by the state alone (it depends on nothing else).
+pub fn is_met_in(state: OrderState, kind: DeadlineKind) -> bool {
+    if state.is_final() {
         return true;
     }
     match kind {
-        DeadlineKind::RestaurantAccept => order.state != OrderState::Created,
+        DeadlineKind::RestaurantAccept => state != OrderState::Created,
         // `ready` without `assembled` (the store skipped it) also meets it: the states are ordered.
-        DeadlineKind::Assembly => order.state >= OrderState::Assembled,
+        DeadlineKind::Assembly => state >= OrderState::Assembled,
         // Only `delivered` hands over in B and C, and `delivered` is final.
         DeadlineKind::DeliveryWindow => false,
     }
+}
+
+/// The states in which an order has not (yet) met `kind`: where a recorded miss still counts
+/// as "past due".
+pub fn unmet_states(kind: DeadlineKind) -> Vec<OrderState> {
+    OrderState::ALL.into_iter().filter(|&s| !is_met_in(s, kind)).collect()
 }
 
 /// Whether `kind` is a promise the merchant makes for this order at all.
@@ -206,6 +217,30 @@ pub fn deadlines_at(
     now_ms: i64,
 ) -> Vec<(Deadline, DeadlineStage)> {
     deadlines(order, created_at_ms, settings).into_iter().map(|d| (d, d.stage(now_ms))).collect()
+}
+
+/// When the deadline sweep must look at this order next: the earliest warning or miss of a
+/// pending deadline that is not recorded yet (`recorded(kind, stage)`); `None` when nothing is
+/// left to record (every deadline met, or its miss recorded). A warning that cannot happen
+/// (no lead time) is not waited for.
+pub fn next_check(
+    order: &Order,
+    created_at_ms: i64,
+    settings: &DeadlineSettings,
+    recorded: impl Fn(DeadlineKind, DeadlineStage) -> bool,
+) -> Option<i64> {
+    deadlines(order, created_at_ms, settings)
+        .into_iter()
+        .filter(|d| !recorded(d.kind, DeadlineStage::Missed))
+        .map(|d| {
+            let warning_due = d.warn_at < d.due_at && !recorded(d.kind, DeadlineStage::Warning);
+            if warning_due {
+                d.warn_at
+            } else {
+                d.due_at
+            }
+        })
+        .min()
 }
 
 #[cfg(test)]
@@ -338,5 +373,39 @@ mod tests {
                 prop_assert!(d.warn_at <= d.due_at);
             }
         }
+    }
+
+    #[test]
+    fn the_next_check_is_the_earliest_stage_not_recorded_yet() {
+        let settings = DeadlineSettings::default();
+        let o = order(Scheme::Pickup, true, OrderState::Created);
+        let all = deadlines(&o, CREATED, &settings);
+        let at = |kind: DeadlineKind| all.iter().find(|d| d.kind == kind).copied().unwrap();
+        let (accept, window) = (at(RestaurantAccept), at(DeliveryWindow));
+        let none = |_: DeadlineKind, _: DeadlineStage| false;
+        assert_eq!(next_check(&o, CREATED, &settings, none), all.iter().map(|d| d.warn_at).min());
+        // The restaurant's warning recorded: its miss is next (it is the earliest).
+        let warned = |k: DeadlineKind, s: DeadlineStage| k == RestaurantAccept && s == DeadlineStage::Warning;
+        assert_eq!(next_check(&o, CREATED, &settings, warned), Some(accept.due_at.min(at(Assembly).warn_at)));
+        // Every miss recorded: nothing left to look at.
+        let missed = |_: DeadlineKind, s: DeadlineStage| s == DeadlineStage::Missed;
+        assert_eq!(next_check(&o, CREATED, &settings, missed), None);
+        // Met deadlines are not waited for; a final order has none.
+        let ready = order(Scheme::Pickup, false, OrderState::Ready);
+        assert_eq!(next_check(&ready, CREATED, &settings, none), Some(window.warn_at));
+        let delivered = order(Scheme::Pickup, false, OrderState::Delivered);
+        assert_eq!(next_check(&delivered, CREATED, &settings, none), None);
+        // No lead time: no warning to wait for.
+        let no_lead = DeadlineSettings { delivery_window_warn_ms: 0, ..settings };
+        assert_eq!(next_check(&ready, CREATED, &no_lead, none), Some(window.due_at));
+    }
+
+    #[test]
+    fn unmet_states_are_the_open_states_short_of_the_promise() {
+        use OrderState as S;
+        assert_eq!(unmet_states(RestaurantAccept), vec![S::Created]);
+        assert!(unmet_states(Assembly).iter().all(|s| !s.is_final() && *s < S::Assembled));
+        assert!(unmet_states(DeliveryWindow).iter().all(|s| !s.is_final()));
+        assert_eq!(unmet_states(DeliveryWindow).len(), S::ALL.iter().filter(|s| !s.is_final()).count());
     }
 }

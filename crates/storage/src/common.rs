@@ -170,19 +170,31 @@ pub(crate) fn search_keys(order: &Order) -> SearchKeys {
     let text = |name: &str| customer.and_then(|c| c.get(name)).and_then(serde_json::Value::as_str);
     SearchKeys {
         phone_key: text("phone").and_then(phone_key),
-        customer_name: text("name").map(|n| n.trim().to_lowercase()).unwrap_or_default(),
+        customer_name: text("name").map(fold_name).unwrap_or_default(),
         pickup_code: order.pickup.as_ref().map(|p| p.code.clone()),
         anomalies: i64::try_from(order.anomalies.len()).unwrap_or(i64::MAX),
     }
 }
 
+/// A customer's name as stored and as searched: lower-cased in Rust (SQLite's `lower()` knows
+/// only ASCII) and with `ё` read as `е`, which Russian spelling allows and cashiers type both ways.
+pub(crate) fn fold_name(name: &str) -> String {
+    name.trim().to_lowercase().replace('ё', "е")
+}
+
+/// At most this many words of a search are matched against names; more is no name.
+const MAX_NAME_WORDS: usize = 6;
+
 /// The board's search text, taken apart once: the exact text (ids, number, code), the phone
-/// key if it reads as a phone, and a LIKE pattern for part of a name.
+/// key if it reads as a phone, and the words to find at the start of a name's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SearchTerms {
     pub exact: String,
     pub phone: Option<String>,
-    pub name_like: String,
+    /// Folded words of letters only; `None` when the text has a digit (phones, Kuper ids,
+    /// `orderUUID`s, our numbers and pickup codes all have one, and a name has none), so that
+    /// looking up an id never also searches every name.
+    pub name_words: Option<Vec<String>>,
 }
 
 pub(crate) fn search_terms(search: &str) -> Option<SearchTerms> {
@@ -190,22 +202,57 @@ pub(crate) fn search_terms(search: &str) -> Option<SearchTerms> {
     if exact.is_empty() {
         return None;
     }
-    let escaped: String = exact
-        .to_lowercase()
-        .chars()
-        .flat_map(|c| match c {
-            '%' | '_' | '\\' => vec!['\\', c],
-            c => vec![c],
-        })
-        .collect();
     // Only something that looks like a phone number is matched as one: an order number with
     // five digits in it must not also find every customer whose phone ends in them.
     let looks_like_phone = exact.chars().all(|c| c.is_ascii_digit() || " +()-".contains(c));
+    let words: Vec<String> = fold_name(exact)
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
+    let is_name = !exact.chars().any(|c| c.is_ascii_digit()) && !words.is_empty() && words.len() <= MAX_NAME_WORDS;
     Some(SearchTerms {
         exact: exact.to_string(),
         phone: if looks_like_phone { phone_key(exact) } else { None },
-        name_like: format!("%{escaped}%"),
+        name_words: is_name.then_some(words),
     })
+}
+
+/// How a backend finds names by the start of their words, from an index: SQLite's FTS5 table
+/// `order_names`, PostgreSQL's GIN index over `to_tsvector('simple', customer_name)`. Both
+/// split a name at anything that is not a letter or digit, as `search_terms` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameIndex {
+    Fts5,
+    TsVector,
+}
+
+impl NameIndex {
+    /// The ids of orders with a name word starting with each of `words` (all of them).
+    fn subquery(self) -> &'static str {
+        match self {
+            NameIndex::Fts5 => " UNION SELECT rowid FROM order_names WHERE order_names MATCH ",
+            NameIndex::TsVector => {
+                " UNION SELECT id FROM orders WHERE to_tsvector('simple', customer_name) @@ to_tsquery('simple', "
+            }
+        }
+    }
+
+    fn close(self) -> &'static str {
+        match self {
+            NameIndex::Fts5 => "",
+            NameIndex::TsVector => ")",
+        }
+    }
+
+    /// The query text. The words hold letters and digits only, so no operator of either
+    /// query language can be smuggled in.
+    pub(crate) fn query(self, words: &[String]) -> String {
+        match self {
+            NameIndex::Fts5 => words.iter().map(|w| format!("\"{w}\"*")).collect::<Vec<_>>().join(" "),
+            NameIndex::TsVector => words.iter().map(|w| format!("{w}:*")).collect::<Vec<_>>().join(" & "),
+        }
+    }
 }
 
 /// The attention flags of a set of orders from the rows that raise them.
@@ -247,7 +294,7 @@ pub(crate) fn superseded_note(skipped: u64, reason: &str) -> Exchange {
 /// Joins a page of open orders with the deadline rows recorded for them (any order; rows of
 /// orders outside the page are ignored).
 pub(crate) fn deadline_candidates(
-    orders: Vec<StoredOrder>,
+    orders: Vec<(StoredOrder, i64)>,
     recorded: Vec<(i64, String, String)>,
 ) -> Vec<crate::DeadlineCandidate> {
     let mut by_order: std::collections::HashMap<i64, Vec<(String, String)>> = std::collections::HashMap::new();
@@ -256,11 +303,75 @@ pub(crate) fn deadline_candidates(
     }
     orders
         .into_iter()
-        .map(|order| {
+        .map(|(order, check_at)| {
             let recorded = by_order.remove(&order.id).unwrap_or_default();
-            crate::DeadlineCandidate { order, recorded }
+            crate::DeadlineCandidate { order, check_at, recorded }
         })
         .collect()
+}
+
+/// The deadline stages recorded for these orders: rows of (order id, kind, stage).
+pub(crate) fn push_recorded_deadlines<'a, DB>(q: &mut sqlx::QueryBuilder<'a, DB>, ids: &[i64])
+where
+    DB: sqlx::Database,
+    i64: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    q.push("SELECT order_id, kind, stage FROM order_deadlines WHERE order_id IN (");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    q.push(")");
+}
+
+/// No placeholders: the same text on both backends.
+pub(crate) const MAKE_DEADLINE_CHECKS_DUE: &str =
+    "UPDATE orders SET deadline_check_at = 0 WHERE state NOT IN ('delivered', 'canceled') AND deadline_check_at <> 0";
+
+/// "Never" in `orders.deadline_check_at`: nothing to record until the order is written again.
+const NO_DEADLINE_CHECK: i64 = i64::MAX;
+
+/// One statement for a page of checks (both backends name a VALUES list's columns
+/// `column1`, `column2`, …). The `updated_at` condition leaves an order written since it was
+/// read due, as that write made it.
+pub(crate) fn push_deadline_checks<'a, DB>(q: &mut sqlx::QueryBuilder<'a, DB>, checks: &[crate::DeadlineCheck])
+where
+    DB: sqlx::Database,
+    i64: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    q.push("UPDATE orders SET deadline_check_at = v.column3 FROM (VALUES ");
+    let mut rows = q.separated(", ");
+    for c in checks {
+        rows.push("(")
+            .push_bind_unseparated(c.order_id)
+            .push_unseparated(", ")
+            .push_bind_unseparated(c.read_updated_at)
+            .push_unseparated(", ")
+            .push_bind_unseparated(c.next_at.unwrap_or(NO_DEADLINE_CHECK))
+            .push_unseparated(")");
+    }
+    q.push(") AS v WHERE orders.id = v.column1 AND orders.updated_at = v.column2");
+}
+
+/// Open orders past a deadline they have not met, per kind. Which states meet which promise
+/// is the domain's rule; it arrives here as lists of states.
+pub(crate) fn push_past_due_counts<'a, DB>(q: &mut sqlx::QueryBuilder<'a, DB>)
+where
+    DB: sqlx::Database,
+    String: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    use kuper_bridge_domain::deadlines::{unmet_states, DeadlineKind};
+    q.push("SELECT d.kind, COUNT(*) AS n FROM order_deadlines d JOIN orders o ON o.id = d.order_id WHERE d.stage = 'missed' AND (1 = 0");
+    for kind in DeadlineKind::ALL {
+        q.push(" OR (d.kind = ").push_bind(kind.as_str().to_string()).push(" AND o.state IN (");
+        let mut states = q.separated(", ");
+        states.push("''"); // never empty
+        for state in unmet_states(kind) {
+            states.push_bind(state.as_str().to_string());
+        }
+        q.push("))");
+    }
+    q.push(") GROUP BY d.kind");
 }
 
 /// Completes a webhook's audit entry with the answer given.
@@ -609,12 +720,13 @@ pub(crate) const ATTENTION_IDS_SQL: &str = "SELECT order_id FROM outbox WHERE st
     UNION SELECT d.order_id FROM order_deadlines d JOIN orders o ON o.id = d.order_id WHERE o.state NOT IN ('delivered', 'canceled')
     UNION SELECT e.order_id FROM events e JOIN orders o ON o.id = e.order_id WHERE e.kind = 'reconciliation' AND o.state NOT IN ('delivered', 'canceled')";
 
-/// The board's conditions, the same SQL on both backends (the builder numbers the
-/// placeholders). `with_state_and_cursor` is false for the per-state counts.
+/// The board's conditions, the same SQL on both backends except for the name index (the
+/// builder numbers the placeholders). `with_state_and_cursor` is false for the per-state counts.
 pub(crate) fn push_order_filter<'a, DB>(
     q: &mut sqlx::QueryBuilder<'a, DB>,
     f: &crate::OrderFilter,
     with_state_and_cursor: bool,
+    names: NameIndex,
 ) where
     DB: sqlx::Database,
     String: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
@@ -636,7 +748,7 @@ pub(crate) fn push_order_filter<'a, DB>(
         q.push(" AND store_id = ").push_bind(store.clone());
     }
     if let Some(terms) = f.search.as_deref().and_then(search_terms) {
-        // A union of index lookups; the name part scans only the narrow name index.
+        // A union of index lookups.
         q.push(" AND id IN (SELECT id FROM orders WHERE original_order_id = ").push_bind(terms.exact.clone());
         q.push(" UNION SELECT id FROM orders WHERE order_uuid = ").push_bind(terms.exact.clone());
         q.push(" UNION SELECT id FROM orders WHERE number = ").push_bind(terms.exact.clone());
@@ -644,12 +756,34 @@ pub(crate) fn push_order_filter<'a, DB>(
         if let Some(phone) = terms.phone {
             q.push(" UNION SELECT id FROM orders WHERE phone_key = ").push_bind(phone);
         }
-        q.push(" UNION SELECT id FROM orders WHERE customer_name LIKE ").push_bind(terms.name_like);
-        q.push(" ESCAPE '\\')");
+        if let Some(words) = terms.name_words {
+            q.push(names.subquery()).push_bind(names.query(&words)).push(names.close());
+        }
+        q.push(")");
     }
     if f.attention {
         q.push(" AND id IN (").push(ATTENTION_IDS_SQL).push(")");
     }
+}
+
+/// A page of the board: its ids first, from the narrow indexes, and then only those rows.
+/// Asked for the rows directly, PostgreSQL walks the primary key backwards reading every order
+/// until enough pass the filter (for "needs attention", whose orders are the old ones, nearly
+/// all of them); SQLite reads fat rows the same way.
+pub(crate) fn push_order_page<'a, DB>(
+    q: &mut sqlx::QueryBuilder<'a, DB>,
+    columns: &str,
+    f: &crate::OrderFilter,
+    names: NameIndex,
+) where
+    DB: sqlx::Database,
+    String: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    q.push(format!("SELECT {columns} FROM orders WHERE id IN (SELECT id FROM orders"));
+    push_order_filter(q, f, true, names);
+    q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit.clamp(1, 10_000));
+    q.push(") ORDER BY id DESC");
 }
 
 /// The attention flags of these orders: rows of (order id, flag), flag one of `dead`,
@@ -778,4 +912,42 @@ where
         created_at: row.try_get("session_created_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_text_is_taken_apart_once() {
+        let words = |w: &[&str]| Some(w.iter().map(|w| w.to_string()).collect::<Vec<_>>());
+        #[rustfmt::skip]
+        let cases: &[(&str, Option<&str>, Option<Vec<String>>)] = &[
+            // text,                   phone key,         name words
+            ("Соколова",               None,              words(&["соколова"])),
+            ("  Мария  СОКОЛОВА ",     None,              words(&["мария", "соколова"])),
+            ("Алёна",                  None,              words(&["алена"])),
+            ("Римская-Корсакова",      None,              words(&["римская", "корсакова"])),
+            ("8 (916) 123-45-67",      Some("9161234567"), None),
+            ("H99123456789",           None,              None),   // a Kuper id: no name search
+            ("KB-000123",              None,              None),   // our number
+            ("a1 b",                   None,              None),
+            ("%_\\",                   None,              None),   // no word at all
+            ("a b c d e f g",          None,              None),   // more words than a name has
+        ];
+        for (text, phone, name) in cases {
+            let terms = search_terms(text).unwrap();
+            assert_eq!(terms.exact, text.trim(), "{text:?}");
+            assert_eq!(terms.phone.as_deref(), *phone, "{text:?}");
+            assert_eq!(&terms.name_words, name, "{text:?}");
+        }
+        assert_eq!(search_terms(" \t"), None);
+    }
+
+    #[test]
+    fn name_queries_hold_words_and_the_prefix_sign_only() {
+        let words = vec!["мария".to_string(), "сок".to_string()];
+        assert_eq!(NameIndex::Fts5.query(&words), "\"мария\"* \"сок\"*");
+        assert_eq!(NameIndex::TsVector.query(&words), "мария:* & сок:*");
+    }
 }

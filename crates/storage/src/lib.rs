@@ -589,10 +589,27 @@ pub trait Store: Send + Sync + 'static {
     /// webhooks are never held up behind one long delete. Returns how many went.
     async fn purge_events(&self, before_ms: i64) -> Result<u64>;
 
-    /// Deadline sweep: up to `limit` open (not final) orders with an id above `after_id`,
-    /// lowest id first, each with the deadline stages already recorded for it (so the sweep
-    /// writes only what is new).
-    async fn open_orders_for_deadlines(&self, after_id: i64, limit: i64) -> Result<Vec<DeadlineCandidate>>;
+    /// Deadline sweep: up to `limit` open (not final) orders whose deadline check is due at
+    /// `now` (written since the sweep last looked, or a warning or miss has come), after
+    /// `after` in (check time, id) order, each with the deadline stages already recorded for
+    /// it (so the sweep writes only what is new). Read from an index: an idle sweep reads
+    /// nothing, however many orders are open.
+    async fn orders_due_for_deadlines(
+        &self,
+        now: i64,
+        after: DeadlineCursor,
+        limit: i64,
+    ) -> Result<Vec<DeadlineCandidate>>;
+    /// When the sweep must look at each order next ([`DeadlineCheck`]). An order written
+    /// since the sweep read it keeps its check due (every write of an order makes it due).
+    async fn set_deadline_checks(&self, checks: &[DeadlineCheck]) -> Result<()>;
+    /// Makes every open order's check due: the first sweep of a process looks at each once,
+    /// so checks decided under other `[deadlines]` settings (changed before a restart) are
+    /// decided again. Returns how many were not due yet.
+    async fn make_deadline_checks_due(&self) -> Result<u64>;
+    /// Open orders past a deadline they have not met, per kind: a miss recorded, and the order
+    /// still in a state short of the promise ([`kuper_bridge_domain::deadlines::unmet_states`]).
+    async fn past_due_counts(&self) -> Result<Vec<(kuper_bridge_domain::deadlines::DeadlineKind, i64)>>;
     /// Records that the order's `kind` deadline reached `stage` (`warning` or `missed`) and
     /// its timeline entry, in one transaction, at most once per order/kind/stage (across
     /// restarts and replicas). Returns whether this call recorded it.
@@ -642,10 +659,34 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_sessions(&self, created_before_ms: i64, seen_before_ms: i64) -> Result<u64>;
 }
 
+/// When the deadline sweep looks at an order next, decided from the order as it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadlineCheck {
+    pub order_id: i64,
+    /// The order's `updated_at` when the sweep read it: a later write wins.
+    pub read_updated_at: i64,
+    /// Unix ms; `None`: nothing left to record for it (until the order is written again).
+    pub next_at: Option<i64>,
+}
+
+/// Where a deadline sweep's pass has got to: orders come in (check time, id) order, the
+/// order of the index that finds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadlineCursor {
+    pub check_at: i64,
+    pub order_id: i64,
+}
+
+impl DeadlineCursor {
+    pub const START: Self = Self { check_at: i64::MIN, order_id: i64::MIN };
+}
+
 /// An open order as the deadline sweep sees it.
 #[derive(Debug, Clone)]
 pub struct DeadlineCandidate {
     pub order: StoredOrder,
+    /// When this check was due (`orders.deadline_check_at`; 0 after a write of the order).
+    pub check_at: i64,
     /// (kind, stage) pairs already recorded.
     pub recorded: Vec<(String, String)>,
 }

@@ -167,7 +167,7 @@ async fn save_order(conn: &mut SqliteConnection, id: i64, order: &Order, now: i6
     let keys = common::search_keys(order);
     sqlx::query(
         "UPDATE orders SET state = ?, data = ?, updated_at = ?, original_order_id = COALESCE(original_order_id, ?), order_uuid = COALESCE(order_uuid, ?),
-             phone_key = ?, customer_name = ?, pickup_code = ?, anomalies = ? WHERE id = ?",
+             phone_key = ?, customer_name = ?, pickup_code = ?, anomalies = ?, deadline_check_at = 0 WHERE id = ?",
     )
     .bind(order.state.as_str())
     .bind(serde_json::to_string(order)?)
@@ -613,9 +613,8 @@ impl Store for SqliteStore {
     async fn list_orders(&self, f: &OrderFilter) -> Result<Vec<StoredOrder>> {
         // Only the filters given become conditions, so the (state, id), (scheme, id) and
         // (store_id, id) indexes serve them; the SQL text is built from constants, values are bound.
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {ORDER_COLUMNS} FROM orders"));
-        common::push_order_filter(&mut q, f, true);
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit.clamp(1, 10_000));
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        common::push_order_page(&mut q, ORDER_COLUMNS, f, common::NameIndex::Fts5);
         let rows = q.build().fetch_all(&self.reader).await?;
         rows.iter().map(order_from_row).collect()
     }
@@ -897,30 +896,76 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn open_orders_for_deadlines(&self, after_id: i64, limit: i64) -> Result<Vec<crate::DeadlineCandidate>> {
-        // The predicate is the partial index's own (orders_open_for_deadlines), so finished
-        // orders are never read.
+    async fn orders_due_for_deadlines(
+        &self,
+        now: i64,
+        after: crate::DeadlineCursor,
+        limit: i64,
+    ) -> Result<Vec<crate::DeadlineCandidate>> {
+        // The predicate and the order are the partial index's own (orders_deadline_check):
+        // only due open orders are read.
         let rows = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE state NOT IN ('delivered', 'canceled') AND id > ?1 ORDER BY id LIMIT ?2"
+            "SELECT {ORDER_COLUMNS}, deadline_check_at FROM orders
+             WHERE state NOT IN ('delivered', 'canceled') AND deadline_check_at <= ?1 AND (deadline_check_at, id) > (?2, ?3)
+             ORDER BY deadline_check_at, id LIMIT ?4"
         ))
-        .bind(after_id)
+        .bind(now)
+        .bind(after.check_at)
+        .bind(after.order_id)
         .bind(limit.clamp(1, 10_000))
         .fetch_all(&self.reader)
         .await?;
-        let orders = rows.iter().map(order_from_row).collect::<Result<Vec<_>>>()?;
-        let (Some(first), Some(last)) = (orders.first().map(|o| o.id), orders.last().map(|o| o.id)) else {
+        let orders = rows
+            .iter()
+            .map(|r| Ok((order_from_row(r)?, r.try_get::<i64, _>("deadline_check_at")?)))
+            .collect::<Result<Vec<_>>>()?;
+        if orders.is_empty() {
             return Ok(Vec::new());
-        };
-        let recorded =
-            sqlx::query("SELECT order_id, kind, stage FROM order_deadlines WHERE order_id >= ?1 AND order_id <= ?2")
-                .bind(first)
-                .bind(last)
-                .fetch_all(&self.reader)
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get("order_id")?, r.try_get("kind")?, r.try_get("stage")?)))
-                .collect::<Result<Vec<_>>>()?;
+        }
+        let ids: Vec<i64> = orders.iter().map(|(o, _)| o.id).collect();
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        common::push_recorded_deadlines(&mut q, &ids);
+        let recorded = q
+            .build()
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("order_id")?, r.try_get("kind")?, r.try_get("stage")?)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(common::deadline_candidates(orders, recorded))
+    }
+
+    async fn set_deadline_checks(&self, checks: &[crate::DeadlineCheck]) -> Result<()> {
+        if checks.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        common::push_deadline_checks(&mut q, checks);
+        q.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn make_deadline_checks_due(&self) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(common::MAKE_DEADLINE_CHECKS_DUE).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn past_due_counts(&self) -> Result<Vec<(kuper_bridge_domain::deadlines::DeadlineKind, i64)>> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        common::push_past_due_counts(&mut q);
+        let rows = q.build().fetch_all(&self.reader).await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let kind: String = r.try_get("kind")?;
+            if let Some(kind) = kuper_bridge_domain::deadlines::DeadlineKind::parse(&kind) {
+                out.push((kind, r.try_get("n")?));
+            }
+        }
+        Ok(out)
     }
 
     async fn record_deadline(
@@ -1017,7 +1062,7 @@ impl Store for SqliteStore {
 
     async fn count_orders_by_state(&self, f: &OrderFilter) -> Result<Vec<(String, i64)>> {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT state, COUNT(*) AS n FROM orders");
-        common::push_order_filter(&mut q, f, false);
+        common::push_order_filter(&mut q, f, false, common::NameIndex::Fts5);
         q.push(" GROUP BY state ORDER BY state");
         let rows = q.build().fetch_all(&self.reader).await?;
         rows.iter().map(|r| Ok((r.try_get("state")?, r.try_get("n")?))).collect()

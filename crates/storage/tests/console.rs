@@ -45,6 +45,7 @@ async fn the_board_finds_an_order_by_any_of_its_names(s: &dyn Store) {
     let maria = created(s, 1, "Мария Соколова", "+7 (916) 123-45-67").await;
     let ivan = created(s, 2, "Ivan Petrov", "89031112233").await;
     let percent = created(s, 3, "100% Клиент", "+79990000000").await;
+    let alena = created(s, 4, "Алёна Римская-Корсакова", "+79990000004").await;
     let number = s.find_order(&maria).await.unwrap().unwrap().order.number;
 
     #[rustfmt::skip]
@@ -56,13 +57,25 @@ async fn the_board_finds_an_order_by_any_of_its_names(s: &dyn Store) {
         ("8 (916) 123-45-67", &[&maria]),            // …as a cashier types it
         ("9161234567", &[&maria]),
         ("+7 903 111 22 33", &[&ivan]),
-        ("соколова", &[&maria]),                     // part of a name, any case, Cyrillic too
+        ("соколова", &[&maria]),                     // a name, any case, Cyrillic too
         ("МАРИЯ", &[&maria]),
+        ("Сокол", &[&maria]),                        // the start of any word of it
+        ("колова", &[]),                             // not the middle of a word
+        ("соколова мария", &[&maria]),               // several words, in any order: all of them
+        ("мария петров", &[]),
         ("petr", &[&ivan]),
-        ("%", &[&percent]),                          // LIKE's wildcards are text here
+        ("клиент", &[&percent]),
+        ("Алена", &[&alena]),                        // ё and е are one letter
+        ("алЁна", &[&alena]),
+        ("корсак", &[&alena]),                       // each part of a double-barrelled name
+        ("римская-корсакова", &[&alena]),
+        ("%", &[]),                                  // punctuation is no name, and no wildcard
         ("_", &[]),
+        ("мария OR петров", &[]),                    // a query language's words are words here…
+        ("\"мария\"*", &[&maria]),                   // …and its signs are not
+        ("мария:* | !соколова", &[&maria]),
         ("nobody", &[]),
-        ("  ", &[&percent, &ivan, &maria]),          // blank is no search
+        ("  ", &[&alena, &percent, &ivan, &maria]),  // blank is no search
     ];
     for (search, want) in cases {
         assert_eq!(found(s, search).await, *want, "search {search:?}");
@@ -76,7 +89,7 @@ async fn the_board_finds_an_order_by_any_of_its_names(s: &dyn Store) {
         .unwrap();
     assert_eq!(counts, vec![("in_work".to_string(), 1)], "{counts:?}");
     let all = s.count_orders_by_state(&filter()).await.unwrap();
-    assert_eq!(all.iter().map(|(_, n)| n).sum::<i64>(), 3);
+    assert_eq!(all.iter().map(|(_, n)| n).sum::<i64>(), 4);
 }
 
 async fn act(s: &dyn Store, id: &str, action: Action) -> kuper_bridge_storage::ActionResult {

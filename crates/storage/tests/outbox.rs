@@ -9,8 +9,8 @@
 
 use kuper_bridge_domain::{Action, Policy};
 use kuper_bridge_storage::{
-    ActionRequest, AttemptOutcome, AttemptReport, Exchange, IngestResult, OrderFilter, OutboxRecord, OutboxStatus,
-    Store, StoreOptions,
+    ActionRequest, AttemptOutcome, AttemptReport, DeadlineCheck, DeadlineCursor, Exchange, IngestResult, OrderFilter,
+    OutboxRecord, OutboxStatus, Store, StoreOptions,
 };
 use kuper_bridge_wire::WebhookEnvelope;
 use serde_json::Value;
@@ -704,17 +704,50 @@ async fn the_deadline_sweep_sees_open_orders_only_with_what_is_recorded(s: &dyn 
     act(s, &b, Action::Cancel { reason: "out_of_stock".into(), description: String::new() }).await;
     s.record_deadline(ida, "assembly", "warning", 1, deadline_exchange("assembly", "warning")).await.unwrap();
     s.record_deadline(idb, "assembly", "warning", 1, deadline_exchange("assembly", "warning")).await.unwrap();
-    let page = s.open_orders_for_deadlines(0, 100).await.unwrap();
+    let now = kuper_bridge_storage::now_ms();
+    let due = |limit| s.orders_due_for_deadlines(now, DeadlineCursor::START, limit);
+    let page = due(100).await.unwrap();
     assert_eq!(page.iter().map(|c| c.order.id).collect::<Vec<_>>(), vec![ida, idc], "canceled order skipped");
     assert!(page[0].has_recorded("assembly", "warning"));
     assert!(!page[0].has_recorded("assembly", "missed"));
     assert!(page[1].recorded.is_empty());
-    // Cursor paging by id.
-    let first = s.open_orders_for_deadlines(0, 1).await.unwrap();
+    // Cursor paging in (check time, id) order.
+    let first = due(1).await.unwrap();
     assert_eq!(first.len(), 1);
-    let rest = s.open_orders_for_deadlines(first[0].order.id, 1).await.unwrap();
+    let after = DeadlineCursor { check_at: first[0].check_at, order_id: first[0].order.id };
+    let rest = s.orders_due_for_deadlines(now, after, 1).await.unwrap();
     assert_eq!(rest.iter().map(|c| c.order.id).collect::<Vec<_>>(), vec![idc]);
-    assert!(s.open_orders_for_deadlines(idc, 10).await.unwrap().is_empty());
+
+    // A check set for later takes the order out of the due set until then…
+    let check = |c: &kuper_bridge_storage::DeadlineCandidate, next_at| DeadlineCheck {
+        order_id: c.order.id,
+        read_updated_at: c.order.updated_at,
+        next_at,
+    };
+    s.set_deadline_checks(&[check(&page[0], Some(now + 60_000)), check(&page[1], None)]).await.unwrap();
+    assert!(due(100).await.unwrap().is_empty());
+    let later = s.orders_due_for_deadlines(now + 60_000, DeadlineCursor::START, 100).await.unwrap();
+    assert_eq!(later.iter().map(|c| c.order.id).collect::<Vec<_>>(), vec![ida]);
+    assert_eq!(later[0].check_at, now + 60_000);
+    // …and any write of the order makes it due again, however the sweep decided.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await; // a later `updated_at`
+    act(s, &c, Action::StartAssembly).await;
+    assert_eq!(due(100).await.unwrap().iter().map(|c| c.order.id).collect::<Vec<_>>(), vec![idc]);
+    // A check decided from an older read leaves a newer write's "due" alone.
+    s.set_deadline_checks(&[check(&page[1], None)]).await.unwrap();
+    assert_eq!(due(100).await.unwrap().iter().map(|c| c.order.id).collect::<Vec<_>>(), vec![idc]);
+
+    // A new process decides every open order's check again (its settings may differ).
+    assert_eq!(s.make_deadline_checks_due().await.unwrap(), 1, "only the one set for later");
+    assert_eq!(due(100).await.unwrap().iter().map(|c| c.order.id).collect::<Vec<_>>(), vec![ida, idc]);
+
+    // Past due: a miss on record for an order still short of the promise.
+    s.record_deadline(ida, "assembly", "missed", 1, deadline_exchange("assembly", "missed")).await.unwrap();
+    s.record_deadline(idc, "restaurant_accept", "missed", 1, deadline_exchange("restaurant_accept", "missed"))
+        .await
+        .unwrap();
+    let past = s.past_due_counts().await.unwrap();
+    assert_eq!(past, vec![(kuper_bridge_domain::deadlines::DeadlineKind::Assembly, 1)], "in_work met the acceptance");
 }
 
 /// Many sweeps (tasks; on PostgreSQL two replicas) recording the same stage at once: one row,

@@ -79,6 +79,12 @@ impl Filters {
         ])
     }
 
+    /// Whether the counts per state depend on the filters (the state filter and the page do
+    /// not change them).
+    fn narrows_counts(&self) -> bool {
+        self.scheme.is_some() || self.store.is_some() || self.attention || self.q.is_some()
+    }
+
     fn is_filtered(&self) -> bool {
         self.state.is_some() || self.scheme.is_some() || self.store.is_some() || self.attention || self.q.is_some()
     }
@@ -104,7 +110,11 @@ pub async fn load(state: &AppState, filters: &Filters) -> Result<Loaded, UiError
     };
     let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
     let attention = if ids.is_empty() { HashMap::new() } else { state.store.attention_of(&ids).await? };
-    let counts = state.store.count_orders_by_state(&filters.order_filter(1)).await?;
+    let counts = if filters.narrows_counts() {
+        state.store.count_orders_by_state(&filters.order_filter(1)).await?
+    } else {
+        state.console.counts.all(&state.store).await?
+    };
     Ok(Loaded { orders, attention, counts, next_before })
 }
 

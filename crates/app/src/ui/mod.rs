@@ -11,6 +11,7 @@
 
 pub mod board;
 pub mod clock;
+pub(crate) mod counts;
 pub mod diagram;
 pub mod health;
 pub mod i18n;
@@ -114,6 +115,7 @@ impl Default for ConsoleSettings {
 pub struct Console {
     pub settings: ConsoleSettings,
     pub(crate) throttle: throttle::LoginThrottle,
+    pub(crate) counts: std::sync::Arc<counts::StateCounts>,
     last_purge: Mutex<Option<Instant>>,
 }
 
@@ -128,7 +130,12 @@ impl Console {
         // The dummy hash a login for an unknown name is checked against: made now, so the
         // first such login does not take twice as long as a real one.
         session::warm_up();
-        Self { settings, throttle: throttle::LoginThrottle::default(), last_purge: Mutex::new(None) }
+        Self {
+            settings,
+            throttle: throttle::LoginThrottle::default(),
+            counts: Default::default(),
+            last_purge: Mutex::new(None),
+        }
     }
 
     /// Whether expired sessions should be purged now (at most every 10 minutes per process).
