@@ -936,7 +936,8 @@ fn check(expect: &Expect, html: &str) -> Option<String> {
                 }
             }
             if let Some(part) = name_part {
-                let bad = found.iter().find(|(_, row)| !row_name(row).is_some_and(|n| has_word_starting(&fold(n), part)));
+                let bad =
+                    found.iter().find(|(_, row)| !row_name(row).is_some_and(|n| has_word_starting(&fold(n), part)));
                 if let Some((reference, row)) = bad {
                     return Some(format!("order {reference} ({:?}) does not match {part:?}", row_name(row)));
                 }

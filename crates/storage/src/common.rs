@@ -205,11 +205,8 @@ pub(crate) fn search_terms(search: &str) -> Option<SearchTerms> {
     // Only something that looks like a phone number is matched as one: an order number with
     // five digits in it must not also find every customer whose phone ends in them.
     let looks_like_phone = exact.chars().all(|c| c.is_ascii_digit() || " +()-".contains(c));
-    let words: Vec<String> = fold_name(exact)
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect();
+    let words: Vec<String> =
+        fold_name(exact).split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_string).collect();
     let is_name = !exact.chars().any(|c| c.is_ascii_digit()) && !words.is_empty() && words.len() <= MAX_NAME_WORDS;
     Some(SearchTerms {
         exact: exact.to_string(),

@@ -69,7 +69,8 @@ impl StateCounts {
 
     async fn count(&self, store: &Arc<dyn Store>) -> Result<Vec<(String, i64)>, StoreError> {
         let counts = store.count_orders_by_state(&OrderFilter { limit: 1, ..Default::default() }).await?;
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Counted { at: Instant::now(), counts: counts.clone() });
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Counted { at: Instant::now(), counts: counts.clone() });
         Ok(counts)
     }
 }
