@@ -100,14 +100,17 @@ impl DeadlineSweeper {
     /// Sweeps at once, then every interval, until `shutdown`. A failed sweep (database down)
     /// is logged and the next one tries again: nothing is lost, the stages are still due.
     pub async fn run(self, shutdown: CancellationToken) {
-        // Checks stored by an earlier process may follow other settings: decide them again.
-        if let Err(e) = self.store.make_deadline_checks_due().await {
-            warn!(error = %e, "deadline sweep: could not make the open orders' checks due; checks already stored stand");
-        }
+        // Until one full pass succeeds, every open order is looked at: checks stored by an
+        // earlier process may follow other `[deadlines]` settings.
+        let mut full_pass_done = false;
         loop {
             // `now` before reading: an order read as unmet was unmet at `now` too, so a miss
             // is never recorded for an order that met its deadline in time.
-            match self.sweep_once(now_ms()).await {
+            let now = now_ms();
+            let result =
+                if full_pass_done { self.sweep_once(now).await } else { self.sweep_every_open_order(now).await };
+            full_pass_done |= result.is_ok();
+            match result {
                 Ok(r) if r.warnings + r.misses > 0 => {
                     info!(orders = r.orders, warnings = r.warnings, misses = r.misses, "deadline sweep")
                 }
@@ -124,10 +127,21 @@ impl DeadlineSweeper {
     /// One pass over the orders whose check has come (written since the last look, or a
     /// warning or miss due), judged at `now_ms`; then each one's next check.
     pub async fn sweep_once(&self, now_ms: i64) -> Result<SweepReport, StoreError> {
+        self.sweep(now_ms, now_ms).await
+    }
+
+    /// One pass over every open order, whenever its check is due, judged at `now_ms`: what a
+    /// process does first. It reads every open order but writes only the checks that change.
+    pub async fn sweep_every_open_order(&self, now_ms: i64) -> Result<SweepReport, StoreError> {
+        self.sweep(now_ms, i64::MAX).await
+    }
+
+    /// Judges at `now_ms` the open orders whose check is due by `checks_due_by`.
+    async fn sweep(&self, now_ms: i64, checks_due_by: i64) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport::default();
         let mut after = DeadlineCursor::START;
         loop {
-            let page = self.store.orders_due_for_deadlines(now_ms, after, PAGE).await?;
+            let page = self.store.orders_due_for_deadlines(checks_due_by, after, PAGE).await?;
             let Some(last) = page.last().map(|c| DeadlineCursor { check_at: c.check_at, order_id: c.order.id }) else {
                 break;
             };

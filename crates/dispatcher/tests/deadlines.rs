@@ -97,9 +97,10 @@ async fn warning_then_miss_once_each_and_none_for_an_accepted_order() {
     assert_eq!((r.warnings, r.misses), (0, 0), "a miss fires once");
     assert_eq!(r.past_due.get(&DeadlineKind::RestaurantAccept), Some(&1), "still past due");
 
-    // A restarted process (a new sweeper) records nothing again.
-    let r = sweeper(&s, DeadlineMetrics::default()).sweep_once(t0 + 80_000).await.unwrap();
-    assert_eq!((r.warnings, r.misses), (0, 0));
+    // A restarted process (a new sweeper) looks at every open order once and records
+    // nothing again.
+    let r = sweeper(&s, DeadlineMetrics::default()).sweep_every_open_order(t0 + 80_000).await.unwrap();
+    assert_eq!((r.orders, r.warnings, r.misses), (2, 0, 0));
 
     assert_eq!(
         deadline_entries(&*s, late).await,

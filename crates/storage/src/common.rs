@@ -321,16 +321,13 @@ where
     q.push(")");
 }
 
-/// No placeholders: the same text on both backends.
-pub(crate) const MAKE_DEADLINE_CHECKS_DUE: &str =
-    "UPDATE orders SET deadline_check_at = 0 WHERE state NOT IN ('delivered', 'canceled') AND deadline_check_at <> 0";
-
 /// "Never" in `orders.deadline_check_at`: nothing to record until the order is written again.
 const NO_DEADLINE_CHECK: i64 = i64::MAX;
 
 /// One statement for a page of checks (both backends name a VALUES list's columns
 /// `column1`, `column2`, …). The `updated_at` condition leaves an order written since it was
-/// read due, as that write made it.
+/// read due, as that write made it; an unchanged check is not rewritten (on PostgreSQL that
+/// would copy the whole row).
 pub(crate) fn push_deadline_checks<'a, DB>(q: &mut sqlx::QueryBuilder<'a, DB>, checks: &[crate::DeadlineCheck])
 where
     DB: sqlx::Database,
@@ -347,7 +344,7 @@ where
             .push_bind_unseparated(c.next_at.unwrap_or(NO_DEADLINE_CHECK))
             .push_unseparated(")");
     }
-    q.push(") AS v WHERE orders.id = v.column1 AND orders.updated_at = v.column2");
+    q.push(") AS v WHERE orders.id = v.column1 AND orders.updated_at = v.column2 AND orders.deadline_check_at <> v.column3");
 }
 
 /// Open orders past a deadline they have not met, per kind. Which states meet which promise

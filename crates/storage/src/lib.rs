@@ -601,12 +601,9 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<DeadlineCandidate>>;
     /// When the sweep must look at each order next ([`DeadlineCheck`]). An order written
-    /// since the sweep read it keeps its check due (every write of an order makes it due).
+    /// since the sweep read it keeps its check due (every write of an order makes it due);
+    /// a check that is already stored is not written again.
     async fn set_deadline_checks(&self, checks: &[DeadlineCheck]) -> Result<()>;
-    /// Makes every open order's check due: the first sweep of a process looks at each once,
-    /// so checks decided under other `[deadlines]` settings (changed before a restart) are
-    /// decided again. Returns how many were not due yet.
-    async fn make_deadline_checks_due(&self) -> Result<u64>;
     /// Open orders past a deadline they have not met, per kind: a miss recorded, and the order
     /// still in a state short of the promise ([`kuper_bridge_domain::deadlines::unmet_states`]).
     async fn past_due_counts(&self) -> Result<Vec<(kuper_bridge_domain::deadlines::DeadlineKind, i64)>>;

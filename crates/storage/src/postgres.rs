@@ -1169,13 +1169,6 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn make_deadline_checks_due(&self) -> Result<u64> {
-        let mut tx = self.begin().await?;
-        let done = sqlx::query(common::MAKE_DEADLINE_CHECKS_DUE).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
-    }
-
     async fn past_due_counts(&self) -> Result<Vec<(kuper_bridge_domain::deadlines::DeadlineKind, i64)>> {
         let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
         common::push_past_due_counts(&mut q);

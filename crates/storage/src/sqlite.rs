@@ -947,13 +947,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn make_deadline_checks_due(&self) -> Result<u64> {
-        let mut tx = self.begin().await?;
-        let done = sqlx::query(common::MAKE_DEADLINE_CHECKS_DUE).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
-    }
-
     async fn past_due_counts(&self) -> Result<Vec<(kuper_bridge_domain::deadlines::DeadlineKind, i64)>> {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
         common::push_past_due_counts(&mut q);

@@ -737,9 +737,16 @@ async fn the_deadline_sweep_sees_open_orders_only_with_what_is_recorded(s: &dyn 
     s.set_deadline_checks(&[check(&page[1], None)]).await.unwrap();
     assert_eq!(due(100).await.unwrap().iter().map(|c| c.order.id).collect::<Vec<_>>(), vec![idc]);
 
-    // A new process decides every open order's check again (its settings may differ).
-    assert_eq!(s.make_deadline_checks_due().await.unwrap(), 1, "only the one set for later");
-    assert_eq!(due(100).await.unwrap().iter().map(|c| c.order.id).collect::<Vec<_>>(), vec![ida, idc]);
+    // A new process reads every open order once, whenever its check falls (its settings may
+    // differ from the process that stored them).
+    let every = s.orders_due_for_deadlines(i64::MAX, DeadlineCursor::START, 100).await.unwrap();
+    assert_eq!(every.iter().map(|c| c.order.id).collect::<Vec<_>>(), vec![idc, ida], "by check time, then id");
+    // A check stored again unchanged leaves the row alone; a changed one is stored.
+    let fresh_a = &every[1];
+    s.set_deadline_checks(&[check(fresh_a, Some(now + 60_000))]).await.unwrap();
+    s.set_deadline_checks(&[check(fresh_a, Some(now + 1))]).await.unwrap();
+    let moved = s.orders_due_for_deadlines(now + 1, DeadlineCursor::START, 100).await.unwrap();
+    assert_eq!(moved.iter().map(|c| (c.order.id, c.check_at)).collect::<Vec<_>>(), vec![(idc, 0), (ida, now + 1)]);
 
     // Past due: a miss on record for an order still short of the promise.
     s.record_deadline(ida, "assembly", "missed", 1, deadline_exchange("assembly", "missed")).await.unwrap();
