@@ -455,10 +455,20 @@ async fn pages_are_russian_by_default_and_english_by_switch() {
     assert_eq!(lang(&browser).await, "ru");
     assert!(browser.visible_text().await.contains("Заказы"), "{}", browser.visible_text().await);
 
-    browser.goto("/ui/orders?lang=en").await;
+    // The switch keeps what the board shows: a cashier who searched does not search again.
+    let other = id_of(&console.env.create_order(json!({"store": "1184"})).await);
+    browser.goto("/ui/orders").await;
+    browser.find(&row(&other)).await;
+    browser.fill("input[name=q]", &id).await;
+    browser.submit_from("input[name=q]").await;
+    browser.click_and_wait("[data-lang=en]").await;
     assert_eq!(lang(&browser).await, "en");
     assert!(browser.visible_text().await.contains("Orders"));
+    let path = browser.path().await;
+    assert!(path.contains(&format!("q={id}")) && path.contains("lang=en"), "{path}");
+    assert_eq!(browser.js("return document.querySelector('input[name=q]').value;", vec![]).await, json!(id));
     browser.find(&row(&id)).await;
+    assert_eq!(browser.count("[data-order]").await, 1, "still only the order searched for");
     browser.screenshot("board-en").await;
     // The choice is remembered on the next pages.
     browser.goto(&format!("/ui/orders/{id}")).await;

@@ -215,9 +215,10 @@ pub(crate) fn search_terms(search: &str) -> Option<SearchTerms> {
     })
 }
 
-/// How a backend finds names by the start of their words, from an index: SQLite's FTS5 table
-/// `order_names`, PostgreSQL's GIN index over `to_tsvector('simple', customer_name)`. Both
-/// split a name at anything that is not a letter or digit, as `search_terms` does.
+/// How a backend finds names by the start of their words, from a narrow table kept by
+/// triggers, `order_names`: SQLite's FTS5 table, PostgreSQL's `tsvector` column
+/// (`to_tsvector('simple', customer_name)`) under a GIN index. Both split a name at anything
+/// that is not a letter or digit, as `search_terms` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NameIndex {
     Fts5,
@@ -229,9 +230,7 @@ impl NameIndex {
     fn subquery(self) -> &'static str {
         match self {
             NameIndex::Fts5 => " UNION SELECT rowid FROM order_names WHERE order_names MATCH ",
-            NameIndex::TsVector => {
-                " UNION SELECT id FROM orders WHERE to_tsvector('simple', customer_name) @@ to_tsquery('simple', "
-            }
+            NameIndex::TsVector => " UNION SELECT order_id FROM order_names WHERE words @@ to_tsquery('simple', ",
         }
     }
 
@@ -479,16 +478,16 @@ pub(crate) fn moot_reason(report: &AttemptReport) -> String {
     format!("moot, Kuper ended the order: {}", report.error.clone().unwrap_or_default())
 }
 
-pub(crate) fn give_up(record: &OutboxRecord, order: &Order, report: &AttemptReport) -> (&'static str, String) {
+pub(crate) fn give_up(record: &OutboxRecord, order: &Order, report: &AttemptReport) -> (OutboxStatus, String) {
     // Our own cancel refused because Kuper already has the order final.
     let cancel_already_final = record.event == NotificationEvent::Canceled.as_str()
         && order.state == OrderState::Canceled
         && report.status == Some(422);
     let moot = order.state.is_final() && (order.ended_by_kuper() || cancel_already_final);
     if moot {
-        ("skipped", format!("moot, Kuper ended the order: {}", report.error.clone().unwrap_or_default()))
+        (OutboxStatus::Skipped, moot_reason(report))
     } else {
-        ("dead", report.error.clone().unwrap_or_default())
+        (OutboxStatus::Dead, report.error.clone().unwrap_or_default())
     }
 }
 
@@ -527,6 +526,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// One outbox row to write: a notification to Kuper or an event for a subscriber.
+#[derive(Debug)]
 pub(crate) struct OutboxRow {
     pub kind: &'static str,
     pub destination: String,

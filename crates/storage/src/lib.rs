@@ -6,6 +6,8 @@ mod common;
 mod group_commit;
 mod postgres;
 mod sqlite;
+mod statements;
+mod units;
 
 pub use common::forward_data;
 pub use postgres::PgStore;
@@ -267,6 +269,14 @@ pub enum IngestResult {
 }
 
 impl IngestResult {
+    /// The order the webhook created or changed, if any.
+    pub fn order_id(&self) -> Option<i64> {
+        match self {
+            IngestResult::Created { order_id, .. } | IngestResult::Applied { order_id, .. } => Some(*order_id),
+            IngestResult::UnknownOrder | IngestResult::UnknownEvent => None,
+        }
+    }
+
     /// The outcome label for the audit log and the metrics.
     pub fn outcome(&self) -> &'static str {
         match self {

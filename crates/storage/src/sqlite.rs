@@ -3,16 +3,16 @@
 //! Write transactions start with `BEGIN IMMEDIATE` so another process's writer is waited for
 //! (busy_timeout) instead of failing on lock upgrade.
 
-use crate::common::{self, event_from_row, order_from_row, outbox_from_row, PickupCheck};
+use crate::common::{self, event_from_row, order_from_row, outbox_from_row};
+use crate::statements;
+use crate::units::{self, RecordChange, UnitTx};
 use crate::{
-    now_ms, AcceptanceDecision, ActionRequest, ActionResult, AttemptOutcome, AttemptReport, EventRecord, Exchange,
-    IngestResult, OrderFilter, OutboxRecord, OutboxStats, OutboxStatus, PickupVerification, Result, Store, StoreError,
-    StoredOrder,
+    now_ms, AcceptanceDecision, ActionRequest, ActionResult, AttemptReport, EventRecord, Exchange, IngestResult,
+    OrderFilter, OutboxRecord, OutboxStats, OutboxStatus, PickupVerification, Result, Store, StoreError, StoredOrder,
 };
 use async_trait::async_trait;
-use kuper_bridge_domain::engine::{self, kuper_state_after_ack};
-use kuper_bridge_domain::{Action, Order, Policy, WebhookOutcome};
-use kuper_bridge_wire::{CreatedAnswer, NotificationEvent, WebhookEnvelope, WebhookEvent};
+use kuper_bridge_domain::{Order, Policy};
+use kuper_bridge_wire::WebhookEnvelope;
 use rand::Rng;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
@@ -107,6 +107,151 @@ impl SqliteStore {
     async fn begin(&self) -> Result<crate::group_commit::GroupTx> {
         self.group.begin().await
     }
+
+    /// A unit of work (`units`) in its own savepoint.
+    async fn unit(&self) -> Result<SqliteUnit> {
+        Ok(SqliteUnit(self.begin().await?))
+    }
+
+    /// A unit's answer, after waking the dispatcher if it queued or freed a notification.
+    fn woken<T>(&self, done: units::Done<T>) -> T {
+        if done.wake {
+            self.signal.notify_one();
+        }
+        done.value
+    }
+}
+
+/// The primitives of the units of work on SQLite. One writer at a time holds the write
+/// connection, so nothing needs a row lock.
+struct SqliteUnit(crate::group_commit::GroupTx);
+
+#[async_trait]
+impl UnitTx for SqliteUnit {
+    async fn order_by_identity(&mut self, env: &WebhookEnvelope) -> Result<Option<StoredOrder>> {
+        find_by_identity(&mut self.0, env).await
+    }
+
+    async fn order_by_reference(&mut self, reference: &str) -> Result<Option<StoredOrder>> {
+        find_order_in(&mut self.0, reference).await
+    }
+
+    async fn order_by_id(&mut self, id: i64) -> Result<Option<StoredOrder>> {
+        let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&mut *self.0)
+            .await?;
+        row.as_ref().map(order_from_row).transpose()
+    }
+
+    async fn record_and_order(&mut self, outbox_id: i64) -> Result<(OutboxRecord, StoredOrder)> {
+        let record = fetch_outbox(&mut self.0, outbox_id).await?;
+        let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?"))
+            .bind(record.order_id)
+            .fetch_one(&mut *self.0)
+            .await?;
+        Ok((record, order_from_row(&row)?))
+    }
+
+    async fn record(&mut self, outbox_id: i64) -> Result<OutboxRecord> {
+        fetch_outbox(&mut self.0, outbox_id).await
+    }
+
+    async fn number_taken(&mut self, number: &str) -> Result<bool> {
+        let taken: i64 =
+            statements::number_taken::<sqlx::Sqlite>(number).build_query_scalar().fetch_one(&mut *self.0).await?;
+        Ok(taken > 0)
+    }
+
+    async fn pickup_code_in_use(&mut self, store_id: &str, code: &str, except_order: i64) -> Result<bool> {
+        pickup_code_in_use(&mut self.0, store_id, code, except_order).await
+    }
+
+    async fn earlier_request(&mut self, key: &str) -> Result<Option<(String, i64, Vec<i64>)>> {
+        let earlier: Option<(String, i64, String)> =
+            statements::earlier_request::<sqlx::Sqlite>(key).build_query_as().fetch_optional(&mut *self.0).await?;
+        earlier.map(|(hash, order_id, ids)| Ok((hash, order_id, serde_json::from_str(&ids)?))).transpose()
+    }
+
+    async fn create_order(&mut self, draft: &Order, prefix: &str, now: i64) -> Result<Option<(i64, Order)>> {
+        // The number is `{prefix}{id}` and the id comes from the insert; a unique placeholder
+        // holds the number's place until the update in the same transaction.
+        let placeholder = format!("pending-{now}-{}", rand::rng().random::<u64>());
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO orders (original_order_id, order_uuid, number, store_id, scheme, state, data, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?) RETURNING id",
+        )
+        .bind(&draft.original_order_id)
+        .bind(&draft.order_uuid)
+        .bind(&placeholder)
+        .bind(&draft.store_id)
+        .bind(draft.scheme.as_str())
+        .bind(draft.state.as_str())
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *self.0)
+        .await?;
+        let order = Order { number: format!("{prefix}{id}"), ..draft.clone() };
+        save_order(&mut self.0, id, &order, now).await?;
+        Ok(Some((id, order)))
+    }
+
+    async fn save_order(&mut self, id: i64, order: &Order, now: i64) -> Result<()> {
+        save_order(&mut self.0, id, order, now).await
+    }
+
+    async fn change_record(&mut self, id: i64, change: &RecordChange, now: i64) -> Result<()> {
+        statements::record_change::<sqlx::Sqlite>(id, change, now).build().execute(&mut *self.0).await?;
+        Ok(())
+    }
+
+    async fn supersede_pending(&mut self, order_id: i64, reason: &str, now: i64) -> Result<u64> {
+        supersede_pending(&mut self.0, order_id, now, reason).await
+    }
+
+    async fn promote_queue_head(&mut self, order_id: i64, destination: &str, now: i64) -> Result<()> {
+        promote_queue_head(&mut self.0, order_id, destination, now).await
+    }
+
+    async fn insert_outbox(&mut self, order_id: i64, rows: &[common::OutboxRow], now: i64) -> Result<Vec<i64>> {
+        insert_outbox(&mut self.0, order_id, rows, now).await
+    }
+
+    async fn insert_event(
+        &mut self,
+        order_id: Option<i64>,
+        outbox_id: Option<i64>,
+        exchange: &Exchange,
+        now: i64,
+    ) -> Result<()> {
+        insert_event(&mut self.0, order_id, outbox_id, now, exchange).await
+    }
+
+    async fn insert_deadline(&mut self, order_id: i64, kind: &str, stage: &str, due_at: i64, now: i64) -> Result<bool> {
+        let done = statements::insert_deadline::<sqlx::Sqlite>(order_id, kind, stage, due_at, now)
+            .build()
+            .execute(&mut *self.0)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn remember_request(
+        &mut self,
+        key: &crate::IdempotencyKey,
+        order_id: i64,
+        outbox_ids: &[i64],
+        now: i64,
+    ) -> Result<()> {
+        statements::remember_request::<sqlx::Sqlite>(key, order_id, outbox_ids, now)?
+            .build()
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<()> {
+        self.0.commit().await
+    }
 }
 
 async fn insert_event(
@@ -116,29 +261,7 @@ async fn insert_event(
     at: i64,
     e: &Exchange,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO events (order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id, actor)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(order_id)
-    .bind(outbox_id)
-    .bind(at)
-    .bind(&e.kind)
-    .bind(&e.direction)
-    .bind(&e.event)
-    .bind(&e.outcome)
-    .bind(&e.method)
-    .bind(&e.path)
-    .bind(e.status)
-    .bind(e.latency_ms)
-    .bind(&e.headers)
-    .bind(&e.body)
-    .bind(&e.response)
-    .bind(&e.detail)
-    .bind(&e.request_id)
-    .bind(e.actor.as_ref().map(crate::Actor::label))
-    .execute(conn)
-    .await?;
+    statements::insert_event::<sqlx::Sqlite>(order_id, outbox_id, at, e).build().execute(conn).await?;
     Ok(())
 }
 
@@ -167,7 +290,7 @@ async fn save_order(conn: &mut SqliteConnection, id: i64, order: &Order, now: i6
     let keys = common::search_keys(order);
     sqlx::query(
         "UPDATE orders SET state = ?, data = ?, updated_at = ?, original_order_id = COALESCE(original_order_id, ?), order_uuid = COALESCE(order_uuid, ?),
-             phone_key = ?, customer_name = ?, pickup_code = ?, anomalies = ?, deadline_check_at = 0 WHERE id = ?",
+             phone_key = ?, customer_name = ?, pickup_code = ?, anomalies = ?, deadline_check_at = 0, number = ? WHERE id = ?",
     )
     .bind(order.state.as_str())
     .bind(serde_json::to_string(order)?)
@@ -178,6 +301,7 @@ async fn save_order(conn: &mut SqliteConnection, id: i64, order: &Order, now: i6
     .bind(&keys.customer_name)
     .bind(&keys.pickup_code)
     .bind(keys.anomalies)
+    .bind(&order.number)
     .bind(id)
     .execute(conn)
     .await?;
@@ -234,23 +358,12 @@ async fn insert_outbox(
 ) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(rows.len());
     for row in rows {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO outbox (order_id, kind, destination, event, body, status, next_attempt_at, created_at, updated_at, retry_since, idempotency_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending',
-                     CASE WHEN EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = ?1 AND p.destination = ?3 AND p.status IN ('pending', 'dead')) THEN ?8 ELSE ?6 END,
-                     ?6, ?6, ?6, ?7) RETURNING id",
-        )
-        .bind(order_id)
-        .bind(row.kind)
-        .bind(&row.destination)
-        .bind(&row.event)
-        .bind(&row.body)
-        .bind(now)
-        .bind(format!("kb-{}", uuid::Uuid::new_v4()))
-        .bind(common::WAITING)
-        .fetch_one(&mut *conn)
-        .await?;
-        ids.push(id);
+        ids.push(
+            statements::insert_outbox::<sqlx::Sqlite>(order_id, row, now)
+                .build_query_scalar()
+                .fetch_one(&mut *conn)
+                .await?,
+        );
     }
     Ok(ids)
 }
@@ -258,33 +371,13 @@ async fn insert_outbox(
 /// Makes the first open record of the order due if it was waiting: called by every commit
 /// that may have made a record final (sent, skipped, dead letter skipped or superseded).
 async fn promote_queue_head(conn: &mut SqliteConnection, order_id: i64, destination: &str, now: i64) -> Result<()> {
-    sqlx::query(
-        "UPDATE outbox SET next_attempt_at = ?1
-         WHERE id = (SELECT MIN(p.id) FROM outbox p WHERE p.order_id = ?2 AND p.destination = ?4 AND p.status IN ('pending', 'dead'))
-           AND status = 'pending' AND next_attempt_at = ?3",
-    )
-    .bind(now)
-    .bind(order_id)
-    .bind(common::WAITING)
-    .bind(destination)
-    .execute(conn)
-    .await?;
+    statements::promote_queue_head::<sqlx::Sqlite>(order_id, destination, now).build().execute(conn).await?;
     Ok(())
 }
 
 /// Kuper ended the order: queued notifications would only be refused (protocol.md §5).
 async fn supersede_pending(conn: &mut SqliteConnection, order_id: i64, now: i64, reason: &str) -> Result<u64> {
-    let done = sqlx::query(
-        "UPDATE outbox SET status = 'skipped', last_error = ?, updated_at = ?
-         WHERE order_id = ? AND destination = 'kuper' AND status IN ('pending', 'dead') AND (lease_until IS NULL OR lease_until <= ?)",
-    )
-    .bind(reason)
-    .bind(now)
-    .bind(order_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    promote_queue_head(conn, order_id, "kuper", now).await?;
+    let done = statements::supersede_pending::<sqlx::Sqlite>(order_id, reason, now).build().execute(&mut *conn).await?;
     Ok(done.rows_affected())
 }
 
@@ -338,127 +431,14 @@ impl Store for SqliteStore {
     async fn ingest_webhook_with(
         &self,
         env: &WebhookEnvelope,
-        mut exchange: Exchange,
+        exchange: Exchange,
         policy: &Policy,
         respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
         acceptance: Option<AcceptanceDecision>,
     ) -> Result<IngestResult> {
-        let now = now_ms();
-        let mut tx = self.begin().await?;
-        let existing = if env.event.is_some() { find_by_identity(&mut tx, env).await? } else { None };
-        let mut order_id = existing.as_ref().map(|o| o.id);
-        let mut queued = false;
-        let mut notes = Vec::new();
-        let result = match (env.event, existing) {
-            (None, _) => IngestResult::UnknownEvent,
-            (Some(WebhookEvent::OrderCreated), Some(found)) => IngestResult::Created {
-                order_id: found.id,
-                answer: CreatedAnswer::new(found.order.number.clone(), found.order.expected_assembly_time.clone()),
-                duplicate: true,
-            },
-            (Some(WebhookEvent::OrderCreated), None) => {
-                let placeholder = format!("pending-{now}-{}", rand::rng().random::<u64>());
-                let order = common::new_order(env, policy, placeholder.clone())?;
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO orders (original_order_id, order_uuid, number, store_id, scheme, state, data, created_at, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?) RETURNING id",
-                )
-                .bind(&order.original_order_id)
-                .bind(&order.order_uuid)
-                .bind(&placeholder)
-                .bind(&order.store_id)
-                .bind(order.scheme.as_str())
-                .bind(order.state.as_str())
-                .bind(now)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
-                let mut order = order;
-                order.number = format!("{}{id}", policy.number_prefix);
-                let wanted = acceptance.as_ref().and_then(common::wanted_number);
-                if let Some(wanted) = wanted {
-                    let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM orders WHERE number = ?")
-                        .bind(wanted)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    common::take_number(&mut order, wanted, taken.is_some(), &policy.number_prefix, &mut notes);
-                }
-                let mut rows = common::forwards(
-                    &self.forwarding,
-                    &order,
-                    env.event_type.as_str(),
-                    || common::kuper_event(env),
-                    now,
-                )?;
-                if let Some(decision) = &acceptance {
-                    let (after, more) =
-                        common::apply_acceptance(&order, decision, &self.forwarding, policy, now, &mut notes)?;
-                    order = after;
-                    rows.extend(more);
-                    insert_event(&mut tx, Some(id), None, now, &decision.exchange).await?;
-                }
-                let keys = common::search_keys(&order);
-                sqlx::query(
-                    "UPDATE orders SET number = ?, state = ?, data = ?, phone_key = ?, customer_name = ?, pickup_code = ?, anomalies = ? WHERE id = ?",
-                )
-                .bind(&order.number)
-                .bind(order.state.as_str())
-                .bind(serde_json::to_string(&order)?)
-                .bind(&keys.phone_key)
-                .bind(&keys.customer_name)
-                .bind(&keys.pickup_code)
-                .bind(keys.anomalies)
-                .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                queued = !insert_outbox(&mut tx, id, &rows, now).await?.is_empty();
-                order_id = Some(id);
-                // Kuper's answer is `created` even when the hook declined: the cancellation
-                // follows as a notification (protocol.md §4).
-                IngestResult::Created {
-                    order_id: id,
-                    answer: CreatedAnswer::new(order.number.clone(), order.expected_assembly_time.clone()),
-                    duplicate: false,
-                }
-            }
-            (Some(_), None) => IngestResult::UnknownOrder,
-            (Some(_), Some(found)) => {
-                let decision = engine::apply_webhook(&found.order, env);
-                if decision.order != found.order {
-                    save_order(&mut tx, found.id, &decision.order, now).await?;
-                }
-                if decision.supersede_pending {
-                    let reason = format!("superseded: {} from Kuper", env.event_type);
-                    let skipped = supersede_pending(&mut tx, found.id, now, &reason).await?;
-                    if skipped > 0 {
-                        insert_event(&mut tx, Some(found.id), None, now, &common::superseded_note(skipped, &reason))
-                            .await?;
-                    }
-                    queued = skipped > 0;
-                }
-                if decision.outcome != WebhookOutcome::Duplicate {
-                    let rows = common::forwards(
-                        &self.forwarding,
-                        &decision.order,
-                        env.event_type.as_str(),
-                        || common::kuper_event(env),
-                        now,
-                    )?;
-                    queued |= !insert_outbox(&mut tx, found.id, &rows, now).await?.is_empty();
-                }
-                IngestResult::Applied { order_id: found.id, outcome: decision.outcome, note: decision.note }
-            }
-        };
-        common::finish_ingest_exchange(&mut exchange, &result, respond);
-        if !notes.is_empty() {
-            exchange.detail = Some(notes.join("; "));
-        }
-        insert_event(&mut tx, order_id, None, now, &exchange).await?;
-        tx.commit().await?;
-        if queued {
-            self.signal.notify_one();
-        }
-        Ok(result)
+        let tx = self.unit().await?;
+        let done = units::ingest(tx, &self.forwarding, env, exchange, policy, respond, acceptance, now_ms()).await?;
+        Ok(self.woken(done))
     }
 
     async fn record_exchange(&self, order_id: Option<i64>, exchange: Exchange) -> Result<()> {
@@ -473,109 +453,14 @@ impl Store for SqliteStore {
         reference: &str,
         request: ActionRequest,
         policy: &Policy,
-        mut exchange: Exchange,
+        exchange: Exchange,
         idempotency: Option<crate::IdempotencyKey>,
     ) -> Result<ActionResult> {
-        let now = now_ms();
-        let mut tx = self.begin().await?;
-        let found =
-            find_order_in(&mut tx, reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
-        if let Some(key) = &idempotency {
-            // After the order's lock (PostgreSQL): a concurrent request with the same key waits
-            // for this one and then finds its record.
-            let earlier: Option<(String, i64, String)> =
-                sqlx::query_as("SELECT request_hash, order_id, outbox_ids FROM idempotency_keys WHERE key = ?1")
-                    .bind(&key.key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some((hash, order_id, ids)) = earlier {
-                if hash != key.request_hash || order_id != found.id {
-                    return Err(StoreError::Conflict(
-                        "this Idempotency-Key was used for another request; use a new key for a new request".into(),
-                    ));
-                }
-                let ids: Vec<i64> = serde_json::from_str(&ids)?;
-                let mut notifications = Vec::with_capacity(ids.len());
-                for id in ids {
-                    notifications.push(fetch_outbox(&mut tx, id).await?);
-                }
-                tx.commit().await?;
-                return Ok(ActionResult { order: found, notifications, replayed: true });
-            }
-        }
-        let supplied_code = matches!(request, ActionRequest::Action(Action::PickupCode { .. }));
-        let action = match request {
-            ActionRequest::Action(a) => a,
-            ActionRequest::GeneratePickupCode => {
-                // Unique among the store's active orders, so a code identifies one order at the desk.
-                let mut code = common::generate_code(policy.pickup_code_length);
-                let mut tries = 0;
-                while pickup_code_in_use(&mut tx, &found.order.store_id, &code, found.id).await? {
-                    tries += 1;
-                    if tries >= 20 {
-                        return Err(StoreError::Conflict(
-                            "no free pickup code found; the store has too many active codes for pickup.code_length"
-                                .into(),
-                        ));
-                    }
-                    code = common::generate_code(policy.pickup_code_length);
-                }
-                Action::PickupCode { code }
-            }
-        };
-        // The rules first: a refused action is a 409 whatever its input.
-        let action_name = action.kind().as_str();
-        let decision = engine::apply_action(&found.order, action, policy)?;
-        if supplied_code {
-            let code = decision.order.pickup.as_ref().map(|p| p.code.clone()).unwrap_or_default();
-            if pickup_code_in_use(&mut tx, &found.order.store_id, &code, found.id).await? {
-                return Err(StoreError::Conflict(
-                    "this pickup code is in use by another active order of the store".into(),
-                ));
-            }
-        }
-        save_order(&mut tx, found.id, &decision.order, now).await?;
-        let cause = serde_json::json!({ "kind": "merchant", "action": action_name });
-        let rows = common::change_rows(
-            &self.forwarding,
-            &found.order,
-            &decision.order,
-            &decision.notifications,
-            cause,
-            policy,
-            now,
-        )?;
-        let mut ids = insert_outbox(&mut tx, found.id, &rows, now).await?;
-        // The rows to Kuper come first; the rest are forwards to subscribers.
-        ids.truncate(decision.notifications.len());
-        if let Some(key) = &idempotency {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (key, request_hash, order_id, outbox_ids, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .bind(&key.key)
-            .bind(&key.request_hash)
-            .bind(found.id)
-            .bind(serde_json::to_string(&ids)?)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        exchange.outcome = Some("accepted".into());
-        exchange.detail = Some(common::action_detail(&found.order, &decision.order, &decision.notifications));
-        insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
-        let mut notifications = Vec::with_capacity(ids.len());
-        for id in ids {
-            notifications.push(fetch_outbox(&mut tx, id).await?);
-        }
-        tx.commit().await?;
-        if !notifications.is_empty() {
-            self.signal.notify_one();
-        }
-        Ok(ActionResult {
-            order: StoredOrder { id: found.id, order: decision.order, created_at: found.created_at, updated_at: now },
-            notifications,
-            replayed: false,
-        })
+        let tx = self.unit().await?;
+        let done =
+            units::apply_action(tx, &self.forwarding, reference, request, policy, exchange, idempotency, now_ms())
+                .await?;
+        Ok(self.woken(done))
     }
 
     async fn verify_pickup_code(
@@ -583,26 +468,9 @@ impl Store for SqliteStore {
         reference: &str,
         code: &str,
         policy: &Policy,
-        mut exchange: Exchange,
+        exchange: Exchange,
     ) -> Result<PickupVerification> {
-        let now = now_ms();
-        let now_s = now / 1000;
-        let mut tx = self.begin().await?;
-        let found =
-            find_order_in(&mut tx, reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
-        match common::check_pickup_code(&found.order, code, policy, now_s, &mut exchange)? {
-            PickupCheck::Locked { until } => {
-                insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
-                tx.commit().await?;
-                Err(StoreError::PickupLocked { until })
-            }
-            PickupCheck::Checked { order, result } => {
-                save_order(&mut tx, found.id, &order, now).await?;
-                insert_event(&mut tx, Some(found.id), None, now, &exchange).await?;
-                tx.commit().await?;
-                Ok(result)
-            }
-        }
+        units::verify_pickup_code(self.unit().await?, reference, code, policy, exchange, now_ms()).await
     }
 
     async fn find_order(&self, reference: &str) -> Result<Option<StoredOrder>> {
@@ -659,101 +527,9 @@ impl Store for SqliteStore {
     }
 
     async fn complete_attempt(&self, id: i64, lease: &str, report: AttemptReport) -> Result<()> {
-        let now = now_ms();
-        let mut tx = self.begin().await?;
-        let record = fetch_outbox(&mut tx, id).await?;
-        if record.lease.as_deref() != Some(lease) || record.status != OutboxStatus::Pending {
-            // Our lease expired and someone else owns the record now: keep their result,
-            // but keep the evidence of ours.
-            insert_event(&mut tx, Some(record.order_id), Some(id), now, &common::late_result(report)).await?;
-            tx.commit().await?;
-            return Ok(());
-        }
-        let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?"))
-            .bind(record.order_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let stored = order_from_row(&row)?;
-        let to_kuper = record.destination == "kuper";
-        let mut forwards = Vec::new();
-        match &report.outcome {
-            AttemptOutcome::Retry { .. } if to_kuper && common::moot(&stored.order) => {
-                // Kuper ended the order while this was in flight: retrying would only be refused.
-                sqlx::query(
-                    "UPDATE outbox SET status = 'skipped', lease_until = NULL, lease_owner = NULL, last_status = ?, last_error = ?, updated_at = ? WHERE id = ?",
-                )
-                .bind(report.status)
-                .bind(common::moot_reason(&report))
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            AttemptOutcome::Delivered => {
-                sqlx::query(
-                    "UPDATE outbox SET status = 'sent', sent_at = ?, lease_until = NULL, lease_owner = NULL, last_status = ?, last_error = NULL, updated_at = ? WHERE id = ?",
-                )
-                .bind(now)
-                .bind(report.status)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                if let Some(event) = NotificationEvent::parse(&record.event).filter(|_| to_kuper) {
-                    let mut order = stored.order;
-                    let next = kuper_state_after_ack(order.kuper_state, event, order.scheme);
-                    if next != order.kuper_state {
-                        order.kuper_state = next;
-                        save_order(&mut tx, stored.id, &order, now).await?;
-                    }
-                }
-            }
-            AttemptOutcome::Retry { next_attempt_at, in_doubt } => {
-                sqlx::query(
-                    "UPDATE outbox SET next_attempt_at = ?, lease_until = NULL, lease_owner = NULL, last_status = ?, last_error = ?,
-                         in_doubt = CASE WHEN ? THEN 1 ELSE in_doubt END, updated_at = ? WHERE id = ?",
-                )
-                .bind(next_attempt_at)
-                .bind(report.status)
-                .bind(&report.error)
-                .bind(in_doubt)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            AttemptOutcome::Dead => {
-                // Kuper ended the order while this was in flight: its refusal is moot.
-                let (status, error) = if to_kuper {
-                    common::give_up(&record, &stored.order, &report)
-                } else {
-                    ("dead", report.error.clone().unwrap_or_default())
-                };
-                if to_kuper && status == "dead" {
-                    let event = || common::dead_letter_event(&record, &report);
-                    forwards = common::forwards(&self.forwarding, &stored.order, "notification.dead", event, now)?;
-                }
-                sqlx::query(
-                    "UPDATE outbox SET status = ?, lease_until = NULL, lease_owner = NULL, last_status = ?, last_error = ?, updated_at = ? WHERE id = ?",
-                )
-                .bind(status)
-                .bind(report.status)
-                .bind(error)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        // Sent, skipped or a dead letter that turned out moot: the next record may be the head.
-        promote_queue_head(&mut tx, record.order_id, &record.destination, now).await?;
-        insert_outbox(&mut tx, record.order_id, &forwards, now).await?;
-        insert_event(&mut tx, Some(record.order_id), Some(id), now, &report.exchange).await?;
-        tx.commit().await?;
-        if matches!(report.outcome, AttemptOutcome::Delivered) || !forwards.is_empty() {
-            // The next notification of this order may have become the head of its queue.
-            self.signal.notify_one();
-        }
+        let tx = self.unit().await?;
+        let done = units::complete_attempt(tx, &self.forwarding, id, lease, report, now_ms()).await?;
+        self.woken(done);
         Ok(())
     }
 
@@ -842,11 +618,19 @@ impl Store for SqliteStore {
     }
 
     async fn replay(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord> {
-        operator_decision(self, outbox_id, exchange, "pending", "replayed by operator").await
+        let tx = self.unit().await?;
+        let done =
+            units::operator_decision(tx, outbox_id, exchange, OutboxStatus::Pending, "replayed by operator", now_ms())
+                .await?;
+        Ok(self.woken(done))
     }
 
     async fn skip(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord> {
-        operator_decision(self, outbox_id, exchange, "skipped", "skipped by operator").await
+        let tx = self.unit().await?;
+        let done =
+            units::operator_decision(tx, outbox_id, exchange, OutboxStatus::Skipped, "skipped by operator", now_ms())
+                .await?;
+        Ok(self.woken(done))
     }
 
     async fn purge_events(&self, before_ms: i64) -> Result<u64> {
@@ -969,44 +753,10 @@ impl Store for SqliteStore {
         due_at: i64,
         exchange: Exchange,
     ) -> Result<bool> {
-        let now = now_ms();
-        let mut tx = self.begin().await?;
-        // A concurrent sweep inserting the same key waits for this transaction and then
-        // inserts nothing: exactly one of them writes the timeline entry.
-        let done = sqlx::query(
-            "INSERT INTO order_deadlines (order_id, kind, stage, due_at, at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (order_id, kind, stage) DO NOTHING",
-        )
-        .bind(order_id)
-        .bind(kind)
-        .bind(stage)
-        .bind(due_at)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let new = done.rows_affected() == 1;
-        let mut queued = false;
-        if new {
-            insert_event(&mut tx, Some(order_id), None, now, &exchange).await?;
-            if !self.forwarding.subscribers.is_empty() {
-                // The merchant's systems hear of it too: order.deadline_warning / _missed.
-                let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?"))
-                    .bind(order_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(row) = row {
-                    let stored = order_from_row(&row)?;
-                    let rows = common::deadline_forwards(&self.forwarding, &stored.order, kind, stage, due_at, now)?;
-                    queued = !insert_outbox(&mut tx, order_id, &rows, now).await?.is_empty();
-                }
-            }
-        }
-
-        tx.commit().await?;
-        if queued {
-            self.signal.notify_one();
-        }
-        Ok(new)
+        let tx = self.unit().await?;
+        let done =
+            units::record_deadline(tx, &self.forwarding, order_id, kind, stage, due_at, exchange, now_ms()).await?;
+        Ok(self.woken(done))
     }
 
     async fn create_operator(&self, new: &crate::NewOperator) -> Result<crate::Operator> {
@@ -1180,35 +930,4 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(done.rows_affected())
     }
-}
-
-async fn operator_decision(
-    store: &SqliteStore,
-    outbox_id: i64,
-    mut exchange: Exchange,
-    to: &str,
-    note: &str,
-) -> Result<OutboxRecord> {
-    let now = now_ms();
-    let mut tx = store.begin().await?;
-    let record = fetch_outbox(&mut tx, outbox_id).await?;
-    common::require_dead(&record)?;
-    // A replay starts a fresh retry schedule and give-up clock; the attempts so far stay in
-    // the timeline.
-    sqlx::query("UPDATE outbox SET status = ?, next_attempt_at = ?, attempts = 0, retry_since = ?, in_doubt = 0, updated_at = ? WHERE id = ?")
-        .bind(to)
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .bind(outbox_id)
-        .execute(&mut *tx)
-        .await?;
-    promote_queue_head(&mut tx, record.order_id, &record.destination, now).await?;
-    common::operator_exchange(&mut exchange, &record, to, note);
-    insert_event(&mut tx, Some(record.order_id), Some(outbox_id), now, &exchange).await?;
-    let updated = fetch_outbox(&mut tx, outbox_id).await?;
-    tx.commit().await?;
-    // Replay re-queues the record; skip unblocks the records behind it.
-    store.signal.notify_one();
-    Ok(updated)
 }

@@ -1,0 +1,678 @@
+//! Every unit of work that changes an order or its outbox, written once for both backends
+//! (issue #12, item 1). Each one reads what it needs through [`UnitTx`], decides without the
+//! database (the engine, `common`, and the `plan_*` functions here, which return a
+//! [`WriteSet`]), applies the write set through the same primitives and commits. A backend
+//! implements only the primitives, each a statement or two of its own SQL; it never decides.
+//!
+//! Locks: PostgreSQL's primitives that read an order inside a unit lock its row until commit
+//! (one replica's writes to an order wait for another's); SQLite has one writer, so its reads
+//! need none. The order is always locked before its outbox records: one lock order everywhere.
+
+use crate::common::{self, OutboxRow, PickupCheck};
+use crate::{
+    AcceptanceDecision, ActionRequest, ActionResult, AttemptOutcome, AttemptReport, Exchange, Forwarding,
+    IdempotencyKey, IngestResult, OutboxRecord, OutboxStatus, PickupVerification, Result, StoreError, StoredOrder,
+};
+use async_trait::async_trait;
+use kuper_bridge_domain::engine::{self, kuper_state_after_ack};
+use kuper_bridge_domain::{Action, Order, Policy, WebhookOutcome};
+use kuper_bridge_wire::{CreatedAnswer, NotificationEvent, WebhookEnvelope, WebhookEvent};
+
+/// The new state of one outbox record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RecordChange {
+    /// Delivered: final; its lease ends.
+    Sent { last_status: Option<i64> },
+    /// Tried again at `next_attempt_at`; its lease ends.
+    Retry { next_attempt_at: i64, in_doubt: bool, last_status: Option<i64>, error: Option<String> },
+    /// Given up: a dead letter, or skipped when it turned out moot; its lease ends.
+    GivenUp { status: OutboxStatus, last_status: Option<i64>, error: String },
+    /// An operator's decision on a dead letter: replayed (pending again, with a fresh retry
+    /// schedule and give-up clock) or skipped.
+    Decided { status: OutboxStatus },
+}
+
+/// What a unit of work writes for one order, decided before anything is written.
+#[derive(Debug, Default)]
+pub(crate) struct WriteSet {
+    /// The order row rewritten: its state, document and search columns.
+    pub order: Option<Order>,
+    /// One outbox record's new state.
+    pub record: Option<(i64, RecordChange)>,
+    /// Kuper ended the order: its open notifications are skipped with this reason, and the
+    /// timeline says how many.
+    pub supersede: Option<String>,
+    /// A record of this destination's queue became final: the next one may be its head.
+    pub promote: Option<String>,
+    /// New records, queued behind the order's open ones of the same destination.
+    pub queue: Vec<OutboxRow>,
+    /// Timeline entries, in this order, each with the outbox record it is about.
+    pub timeline: Vec<(Option<i64>, Exchange)>,
+    /// The dispatchers must look again even if nothing new was queued (a delivered record's
+    /// successor may now be due).
+    pub wake: bool,
+}
+
+/// The primitives a backend implements for the units of work: one open write transaction.
+#[async_trait]
+pub(crate) trait UnitTx: Send {
+    /// The order a webhook names.
+    async fn order_by_identity(&mut self, env: &WebhookEnvelope) -> Result<Option<StoredOrder>>;
+    /// The order with this Kuper id, orderUUID or our number.
+    async fn order_by_reference(&mut self, reference: &str) -> Result<Option<StoredOrder>>;
+    async fn order_by_id(&mut self, id: i64) -> Result<Option<StoredOrder>>;
+    /// An outbox record and its order (the order first, then the record, both locked on
+    /// PostgreSQL: a claim cannot take the record over between a lease check and its update).
+    async fn record_and_order(&mut self, outbox_id: i64) -> Result<(OutboxRecord, StoredOrder)>;
+    /// An outbox record as it is now (no lock).
+    async fn record(&mut self, outbox_id: i64) -> Result<OutboxRecord>;
+    async fn number_taken(&mut self, number: &str) -> Result<bool>;
+    /// Serialises the pickup-code checks of one store until commit (PostgreSQL: two replicas
+    /// giving codes to two orders of a store hold different order locks).
+    async fn lock_pickup_codes(&mut self, _store_id: &str) -> Result<()> {
+        Ok(())
+    }
+    async fn pickup_code_in_use(&mut self, store_id: &str, code: &str, except_order: i64) -> Result<bool>;
+    /// The request an Idempotency-Key was first used for: its hash, order and outbox records.
+    async fn earlier_request(&mut self, key: &str) -> Result<Option<(String, i64, Vec<i64>)>>;
+
+    /// Inserts a new order numbered `{prefix}{id}`; `None` when another transaction inserted
+    /// an order with its identity first (PostgreSQL replicas racing on one `order.created`).
+    async fn create_order(&mut self, draft: &Order, prefix: &str, now: i64) -> Result<Option<(i64, Order)>>;
+    async fn save_order(&mut self, id: i64, order: &Order, now: i64) -> Result<()>;
+    async fn change_record(&mut self, id: i64, change: &RecordChange, now: i64) -> Result<()>;
+    /// Skips the order's open records to Kuper that are not in flight; returns how many.
+    async fn supersede_pending(&mut self, order_id: i64, reason: &str, now: i64) -> Result<u64>;
+    /// Makes the first open record of the queue due if it was waiting.
+    async fn promote_queue_head(&mut self, order_id: i64, destination: &str, now: i64) -> Result<()>;
+    async fn insert_outbox(&mut self, order_id: i64, rows: &[OutboxRow], now: i64) -> Result<Vec<i64>>;
+    async fn insert_event(
+        &mut self,
+        order_id: Option<i64>,
+        outbox_id: Option<i64>,
+        exchange: &Exchange,
+        now: i64,
+    ) -> Result<()>;
+    /// Records that a deadline stage was reached; false if it already was.
+    async fn insert_deadline(&mut self, order_id: i64, kind: &str, stage: &str, due_at: i64, now: i64) -> Result<bool>;
+    async fn remember_request(
+        &mut self,
+        key: &IdempotencyKey,
+        order_id: i64,
+        outbox_ids: &[i64],
+        now: i64,
+    ) -> Result<()>;
+    /// Wakes other replicas' dispatchers at commit (PostgreSQL's NOTIFY); this process's own
+    /// dispatcher is woken by the caller after the commit.
+    async fn wake_replicas(&mut self) -> Result<()> {
+        Ok(())
+    }
+    async fn commit(self) -> Result<()>;
+}
+
+/// A unit's answer, and whether this process's dispatcher should look at the outbox now.
+pub(crate) struct Done<T> {
+    pub value: T,
+    pub wake: bool,
+}
+
+struct Applied {
+    outbox_ids: Vec<i64>,
+    wake: bool,
+}
+
+async fn apply<T: UnitTx>(tx: &mut T, order_id: i64, ws: WriteSet, now: i64) -> Result<Applied> {
+    if let Some(order) = &ws.order {
+        tx.save_order(order_id, order, now).await?;
+    }
+    if let Some((id, change)) = &ws.record {
+        tx.change_record(*id, change, now).await?;
+    }
+    let mut wake = ws.wake;
+    if let Some(reason) = &ws.supersede {
+        let skipped = tx.supersede_pending(order_id, reason, now).await?;
+        tx.promote_queue_head(order_id, "kuper", now).await?;
+        if skipped > 0 {
+            tx.insert_event(Some(order_id), None, &common::superseded_note(skipped, reason), now).await?;
+            wake = true;
+        }
+    }
+    if let Some(destination) = &ws.promote {
+        tx.promote_queue_head(order_id, destination, now).await?;
+    }
+    let outbox_ids = tx.insert_outbox(order_id, &ws.queue, now).await?;
+    wake |= !outbox_ids.is_empty();
+    for (outbox_id, exchange) in &ws.timeline {
+        tx.insert_event(Some(order_id), *outbox_id, exchange, now).await?;
+    }
+    if wake {
+        tx.wake_replicas().await?;
+    }
+    Ok(Applied { outbox_ids, wake })
+}
+
+/// A webhook about an order we have: the engine's decision as a write set.
+pub(crate) fn plan_webhook(
+    found: &StoredOrder,
+    env: &WebhookEnvelope,
+    forwarding: &Forwarding,
+    now: i64,
+) -> Result<(IngestResult, WriteSet)> {
+    let decision = engine::apply_webhook(&found.order, env);
+    let mut ws = WriteSet::default();
+    if decision.supersede_pending {
+        ws.supersede = Some(format!("superseded: {} from Kuper", env.event_type));
+    }
+    if decision.outcome != WebhookOutcome::Duplicate {
+        ws.queue =
+            common::forwards(forwarding, &decision.order, env.event_type.as_str(), || common::kuper_event(env), now)?;
+    }
+    if decision.order != found.order {
+        ws.order = Some(decision.order);
+    }
+    Ok((IngestResult::Applied { order_id: found.id, outcome: decision.outcome, note: decision.note }, ws))
+}
+
+/// The result of one delivery attempt as a write set. A result under a lease that is no longer
+/// current (it expired and the record was claimed again) changes nothing but the timeline.
+pub(crate) fn plan_completion(
+    record: &OutboxRecord,
+    order: &Order,
+    lease: &str,
+    report: AttemptReport,
+    forwarding: &Forwarding,
+    now: i64,
+) -> Result<WriteSet> {
+    if record.lease.as_deref() != Some(lease) || record.status != OutboxStatus::Pending {
+        return Ok(WriteSet { timeline: vec![(Some(record.id), common::late_result(report))], ..Default::default() });
+    }
+    let to_kuper = record.destination == "kuper";
+    let mut ws = WriteSet { promote: Some(record.destination.clone()), ..Default::default() };
+    let change = match &report.outcome {
+        AttemptOutcome::Delivered => {
+            if let Some(event) = NotificationEvent::parse(&record.event).filter(|_| to_kuper) {
+                let next = kuper_state_after_ack(order.kuper_state, event, order.scheme);
+                if next != order.kuper_state {
+                    ws.order = Some(Order { kuper_state: next, ..order.clone() });
+                }
+            }
+            // The next notification of this order may have become the head of its queue.
+            ws.wake = true;
+            RecordChange::Sent { last_status: report.status }
+        }
+        // Kuper ended the order while this was in flight: retrying would only be refused.
+        AttemptOutcome::Retry { .. } if to_kuper && common::moot(order) => RecordChange::GivenUp {
+            status: OutboxStatus::Skipped,
+            last_status: report.status,
+            error: common::moot_reason(&report),
+        },
+        AttemptOutcome::Retry { next_attempt_at, in_doubt } => RecordChange::Retry {
+            next_attempt_at: *next_attempt_at,
+            in_doubt: *in_doubt,
+            last_status: report.status,
+            error: report.error.clone(),
+        },
+        AttemptOutcome::Dead => {
+            // Kuper ended the order while this was in flight: its refusal is moot.
+            let (status, error) = if to_kuper {
+                common::give_up(record, order, &report)
+            } else {
+                (OutboxStatus::Dead, report.error.clone().unwrap_or_default())
+            };
+            if to_kuper && status == OutboxStatus::Dead {
+                let event = || common::dead_letter_event(record, &report);
+                ws.queue = common::forwards(forwarding, order, "notification.dead", event, now)?;
+            }
+            RecordChange::GivenUp { status, last_status: report.status, error }
+        }
+    };
+    ws.record = Some((record.id, change));
+    ws.timeline.push((Some(record.id), report.exchange));
+    Ok(ws)
+}
+
+/// An operator's replay or skip of a dead letter as a write set.
+pub(crate) fn plan_operator_decision(
+    record: &OutboxRecord,
+    to: OutboxStatus,
+    note: &str,
+    mut exchange: Exchange,
+) -> Result<WriteSet> {
+    common::require_dead(record)?;
+    common::operator_exchange(&mut exchange, record, to.as_str(), note);
+    Ok(WriteSet {
+        record: Some((record.id, RecordChange::Decided { status: to })),
+        // Skipped: the records behind it are unblocked.
+        promote: Some(record.destination.clone()),
+        timeline: vec![(Some(record.id), exchange)],
+        // Replay re-queues the record; skip unblocks the records behind it.
+        wake: true,
+        ..Default::default()
+    })
+}
+
+/// A webhook from Kuper: a new order, or a change to one we have.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn ingest<T: UnitTx>(
+    mut tx: T,
+    forwarding: &Forwarding,
+    env: &WebhookEnvelope,
+    mut exchange: Exchange,
+    policy: &Policy,
+    respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+    acceptance: Option<AcceptanceDecision>,
+    now: i64,
+) -> Result<Done<IngestResult>> {
+    let existing = if env.event.is_some() { tx.order_by_identity(env).await? } else { None };
+    let mut notes = Vec::new();
+    let mut ws = WriteSet::default();
+    let result = match (env.event, existing) {
+        (None, _) => IngestResult::UnknownEvent,
+        (Some(WebhookEvent::OrderCreated), Some(found)) => created_again(&found),
+        (Some(WebhookEvent::OrderCreated), None) => {
+            let draft = common::new_order(env, policy, String::new())?;
+            match tx.create_order(&draft, &policy.number_prefix, now).await? {
+                Some((id, generated)) => {
+                    let mut order = generated.clone();
+                    if let Some(wanted) = acceptance.as_ref().and_then(common::wanted_number) {
+                        let taken = tx.number_taken(wanted).await?;
+                        common::take_number(&mut order, wanted, taken, &policy.number_prefix, &mut notes);
+                    }
+                    ws.queue = common::forwards(
+                        forwarding,
+                        &order,
+                        env.event_type.as_str(),
+                        || common::kuper_event(env),
+                        now,
+                    )?;
+                    if let Some(decision) = &acceptance {
+                        let (after, more) =
+                            common::apply_acceptance(&order, decision, forwarding, policy, now, &mut notes)?;
+                        order = after;
+                        ws.queue.extend(more);
+                        ws.timeline.push((None, decision.exchange.clone()));
+                    }
+                    let answer = CreatedAnswer::new(order.number.clone(), order.expected_assembly_time.clone());
+                    if order != generated {
+                        ws.order = Some(order);
+                    }
+                    // Kuper's answer is `created` even when the hook declined: the
+                    // cancellation follows as a notification (protocol.md §4).
+                    IngestResult::Created { order_id: id, answer, duplicate: false }
+                }
+                None => {
+                    // The same order.created reached another replica (or a retry raced the
+                    // first delivery) and its insert won. The insert waited for that
+                    // transaction to commit, so the order is there: answer as every retry is
+                    // answered, with its number.
+                    let found = tx.order_by_identity(env).await?.ok_or_else(|| {
+                        StoreError::Unavailable("the order's number or identity is taken by another order".into())
+                    })?;
+                    created_again(&found)
+                }
+            }
+        }
+        (Some(_), None) => IngestResult::UnknownOrder,
+        (Some(_), Some(found)) => {
+            let (result, planned) = plan_webhook(&found, env, forwarding, now)?;
+            ws = planned;
+            result
+        }
+    };
+    common::finish_ingest_exchange(&mut exchange, &result, respond);
+    if !notes.is_empty() {
+        exchange.detail = Some(notes.join("; "));
+    }
+    let wake = match result.order_id() {
+        Some(order_id) => {
+            ws.timeline.push((None, exchange));
+            apply(&mut tx, order_id, ws, now).await?.wake
+        }
+        None => {
+            tx.insert_event(None, None, &exchange, now).await?;
+            false
+        }
+    };
+    tx.commit().await?;
+    Ok(Done { value: result, wake })
+}
+
+fn created_again(found: &StoredOrder) -> IngestResult {
+    IngestResult::Created {
+        order_id: found.id,
+        answer: CreatedAnswer::new(found.order.number.clone(), found.order.expected_assembly_time.clone()),
+        duplicate: true,
+    }
+}
+
+/// A merchant's action on an order (REST, console or CLI), at most once per Idempotency-Key.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn apply_action<T: UnitTx>(
+    mut tx: T,
+    forwarding: &Forwarding,
+    reference: &str,
+    request: ActionRequest,
+    policy: &Policy,
+    mut exchange: Exchange,
+    idempotency: Option<IdempotencyKey>,
+    now: i64,
+) -> Result<Done<ActionResult>> {
+    let found = tx.order_by_reference(reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
+    if let Some(key) = &idempotency {
+        // After the order's lock (PostgreSQL): a concurrent request with the same key waits
+        // for this one and then finds its record.
+        if let Some((hash, order_id, ids)) = tx.earlier_request(&key.key).await? {
+            if hash != key.request_hash || order_id != found.id {
+                return Err(StoreError::Conflict(
+                    "this Idempotency-Key was used for another request; use a new key for a new request".into(),
+                ));
+            }
+            let mut notifications = Vec::with_capacity(ids.len());
+            for id in ids {
+                notifications.push(tx.record(id).await?);
+            }
+            tx.commit().await?;
+            return Ok(Done { value: ActionResult { order: found, notifications, replayed: true }, wake: false });
+        }
+    }
+    let supplied_code = matches!(request, ActionRequest::Action(Action::PickupCode { .. }));
+    let action = match request {
+        ActionRequest::Action(a) => a,
+        ActionRequest::GeneratePickupCode => {
+            // Unique among the store's active orders, so a code identifies one order at the desk.
+            tx.lock_pickup_codes(&found.order.store_id).await?;
+            let mut code = common::generate_code(policy.pickup_code_length);
+            let mut tries = 0;
+            while tx.pickup_code_in_use(&found.order.store_id, &code, found.id).await? {
+                tries += 1;
+                if tries >= 20 {
+                    return Err(StoreError::Conflict(
+                        "no free pickup code found; the store has too many active codes for pickup.code_length".into(),
+                    ));
+                }
+                code = common::generate_code(policy.pickup_code_length);
+            }
+            Action::PickupCode { code }
+        }
+    };
+    // The rules first: a refused action is a 409 whatever its input.
+    let action_name = action.kind().as_str();
+    let decision = engine::apply_action(&found.order, action, policy)?;
+    if supplied_code {
+        let code = decision.order.pickup.as_ref().map(|p| p.code.clone()).unwrap_or_default();
+        tx.lock_pickup_codes(&found.order.store_id).await?;
+        if tx.pickup_code_in_use(&found.order.store_id, &code, found.id).await? {
+            return Err(StoreError::Conflict("this pickup code is in use by another active order of the store".into()));
+        }
+    }
+    let cause = serde_json::json!({ "kind": "merchant", "action": action_name });
+    let queue =
+        common::change_rows(forwarding, &found.order, &decision.order, &decision.notifications, cause, policy, now)?;
+    exchange.outcome = Some("accepted".into());
+    exchange.detail = Some(common::action_detail(&found.order, &decision.order, &decision.notifications));
+    let ws =
+        WriteSet { order: Some(decision.order.clone()), queue, timeline: vec![(None, exchange)], ..Default::default() };
+    let applied = apply(&mut tx, found.id, ws, now).await?;
+    let mut ids = applied.outbox_ids;
+    // The rows to Kuper come first; the rest are forwards to subscribers.
+    ids.truncate(decision.notifications.len());
+    if let Some(key) = &idempotency {
+        tx.remember_request(key, found.id, &ids, now).await?;
+    }
+    let mut notifications = Vec::with_capacity(ids.len());
+    for id in ids {
+        notifications.push(tx.record(id).await?);
+    }
+    tx.commit().await?;
+    let order = StoredOrder { id: found.id, order: decision.order, created_at: found.created_at, updated_at: now };
+    Ok(Done { value: ActionResult { order, notifications, replayed: false }, wake: applied.wake })
+}
+
+/// A code typed at the pickup desk: counted (wrong codes lock the order for a while) and kept
+/// in the timeline.
+pub(crate) async fn verify_pickup_code<T: UnitTx>(
+    mut tx: T,
+    reference: &str,
+    code: &str,
+    policy: &Policy,
+    mut exchange: Exchange,
+    now: i64,
+) -> Result<PickupVerification> {
+    // Locked on PostgreSQL: two replicas counting wrong codes of one order must not lose a count.
+    let found = tx.order_by_reference(reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
+    let (ws, outcome) = match common::check_pickup_code(&found.order, code, policy, now / 1000, &mut exchange)? {
+        PickupCheck::Locked { until } => (WriteSet::default(), Err(StoreError::PickupLocked { until })),
+        PickupCheck::Checked { order, result } => (WriteSet { order: Some(*order), ..Default::default() }, Ok(result)),
+    };
+    let ws = WriteSet { timeline: vec![(None, exchange)], ..ws };
+    apply(&mut tx, found.id, ws, now).await?;
+    tx.commit().await?;
+    outcome
+}
+
+/// The result of one delivery attempt.
+pub(crate) async fn complete_attempt<T: UnitTx>(
+    mut tx: T,
+    forwarding: &Forwarding,
+    outbox_id: i64,
+    lease: &str,
+    report: AttemptReport,
+    now: i64,
+) -> Result<Done<()>> {
+    let (record, stored) = tx.record_and_order(outbox_id).await?;
+    let ws = plan_completion(&record, &stored.order, lease, report, forwarding, now)?;
+    let applied = apply(&mut tx, record.order_id, ws, now).await?;
+    tx.commit().await?;
+    Ok(Done { value: (), wake: applied.wake })
+}
+
+/// An operator's replay or skip of a dead letter; returns the record as it is now.
+pub(crate) async fn operator_decision<T: UnitTx>(
+    mut tx: T,
+    outbox_id: i64,
+    exchange: Exchange,
+    to: OutboxStatus,
+    note: &str,
+    now: i64,
+) -> Result<Done<OutboxRecord>> {
+    let (record, _) = tx.record_and_order(outbox_id).await?;
+    let ws = plan_operator_decision(&record, to, note, exchange)?;
+    let applied = apply(&mut tx, record.order_id, ws, now).await?;
+    let updated = tx.record(outbox_id).await?;
+    tx.commit().await?;
+    Ok(Done { value: updated, wake: applied.wake })
+}
+
+/// A deadline stage reached: recorded once (a concurrent sweep inserting the same stage waits
+/// for this transaction and then inserts nothing), with its timeline entry, and forwarded to
+/// the merchant's systems that subscribe to it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn record_deadline<T: UnitTx>(
+    mut tx: T,
+    forwarding: &Forwarding,
+    order_id: i64,
+    kind: &str,
+    stage: &str,
+    due_at: i64,
+    exchange: Exchange,
+    now: i64,
+) -> Result<Done<bool>> {
+    let new = tx.insert_deadline(order_id, kind, stage, due_at, now).await?;
+    let mut wake = false;
+    if new {
+        let mut ws = WriteSet { timeline: vec![(None, exchange)], ..Default::default() };
+        if !forwarding.subscribers.is_empty() {
+            if let Some(stored) = tx.order_by_id(order_id).await? {
+                ws.queue = common::deadline_forwards(forwarding, &stored.order, kind, stage, due_at, now)?;
+            }
+        }
+        wake = apply(&mut tx, order_id, ws, now).await?.wake;
+    }
+    tx.commit().await?;
+    Ok(Done { value: new, wake })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SubscriberRoute;
+    use kuper_bridge_domain::OrderState;
+
+    const CREATED: &str = include_str!("../../../fixtures/webhooks/order.created.kuper-delivery.json");
+    const CANCELED: &str = include_str!("../../../fixtures/webhooks/order.canceled.json");
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn envelope(body: &str) -> WebhookEnvelope {
+        WebhookEnvelope::parse(body.as_bytes()).unwrap()
+    }
+
+    fn open_order() -> StoredOrder {
+        let order = common::new_order(&envelope(CREATED), &Policy::default(), "KB1".into()).unwrap();
+        StoredOrder { id: 1, order, created_at: NOW, updated_at: NOW }
+    }
+
+    /// The same order after Kuper canceled it.
+    fn canceled_by_kuper() -> Order {
+        let found = open_order();
+        let (_, ws) = plan_webhook(&found, &envelope(CANCELED), &Forwarding::default(), NOW).unwrap();
+        ws.order.unwrap()
+    }
+
+    fn record(destination: &str, event: &str) -> OutboxRecord {
+        OutboxRecord {
+            id: 7,
+            order_id: 1,
+            kind: if destination == "kuper" { "notification" } else { "forward" }.into(),
+            destination: destination.into(),
+            event: event.into(),
+            body: "{}".into(),
+            status: OutboxStatus::Pending,
+            attempts: 1,
+            next_attempt_at: NOW,
+            waiting: false,
+            in_doubt: false,
+            last_status: None,
+            last_error: None,
+            created_at: NOW,
+            sent_at: None,
+            lease: Some("me/7/1".into()),
+            retry_since: NOW,
+            idempotency_key: "kb-1".into(),
+        }
+    }
+
+    fn report(outcome: AttemptOutcome, status: Option<i64>) -> AttemptReport {
+        AttemptReport { outcome, status, error: Some("refused".into()), exchange: Exchange::default() }
+    }
+
+    fn with_subscriber() -> Forwarding {
+        Forwarding {
+            subscribers: vec![SubscriberRoute {
+                destination: "subscriber:erp".into(),
+                events: vec!["*".into()],
+                stores: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn an_attempts_result_decides_the_records_next_state() {
+        let open = open_order().order;
+        let canceled = canceled_by_kuper();
+        assert_eq!(canceled.state, OrderState::Canceled);
+        let retry = AttemptOutcome::Retry { next_attempt_at: NOW + 5_000, in_doubt: true };
+        let given_up =
+            |status, error: &str| RecordChange::GivenUp { status, last_status: Some(422), error: error.into() };
+        #[rustfmt::skip]
+        let cases: Vec<(&str, &Order, &str, AttemptOutcome, Option<RecordChange>, usize, bool)> = vec![
+            // destination, order, lease, outcome → record change, rows queued, wake
+            ("kuper", &open, "me/7/1", AttemptOutcome::Delivered,
+                Some(RecordChange::Sent { last_status: Some(422) }), 0, true),
+            ("kuper", &open, "me/7/1", retry.clone(),
+                Some(RecordChange::Retry { next_attempt_at: NOW + 5_000, in_doubt: true, last_status: Some(422), error: Some("refused".into()) }), 0, false),
+            // Kuper ended the order while the notification was in flight: moot, not retried.
+            ("kuper", &canceled, "me/7/1", retry.clone(),
+                Some(given_up(OutboxStatus::Skipped, "moot, Kuper ended the order: refused")), 0, false),
+            // A dead letter is forwarded to the merchant's systems as notification.dead…
+            ("kuper", &open, "me/7/1", AttemptOutcome::Dead, Some(given_up(OutboxStatus::Dead, "refused")), 1, false),
+            // …unless it is moot.
+            ("kuper", &canceled, "me/7/1", AttemptOutcome::Dead, Some(given_up(OutboxStatus::Skipped, "moot, Kuper ended the order: refused")), 0, false),
+            // A subscriber's dead letter is not forwarded to subscribers again.
+            ("subscriber:erp", &open, "me/7/1", AttemptOutcome::Dead, Some(given_up(OutboxStatus::Dead, "refused")), 0, false),
+            // A result under a lease that is no longer current changes nothing.
+            ("kuper", &open, "other/7/2", AttemptOutcome::Delivered, None, 0, false),
+        ];
+        for (destination, order, lease, outcome, change, queued, wake) in cases {
+            let label = format!("{destination} {lease} {outcome:?}");
+            let ws = plan_completion(
+                &record(destination, "order.in_work"),
+                order,
+                lease,
+                report(outcome, Some(422)),
+                &with_subscriber(),
+                NOW,
+            )
+            .unwrap();
+            assert_eq!(ws.record, change.map(|c| (7, c)), "{label}");
+            assert_eq!(ws.queue.len(), queued, "{label}");
+            assert_eq!(ws.wake, wake, "{label}");
+            assert_eq!(ws.timeline.len(), 1, "{label}: the attempt is always in the timeline");
+            assert_eq!(ws.promote.is_some(), ws.record.is_some(), "{label}: a changed record may free its queue");
+        }
+    }
+
+    #[test]
+    fn a_delivered_notification_moves_kupers_state_once() {
+        let order = open_order().order;
+        let ws = plan_completion(
+            &record("kuper", "order.in_work"),
+            &order,
+            "me/7/1",
+            report(AttemptOutcome::Delivered, Some(200)),
+            &Forwarding::default(),
+            NOW,
+        )
+        .unwrap();
+        let after = ws.order.expect("Kuper's state follows the acknowledged notification");
+        assert_ne!(after.kuper_state, order.kuper_state);
+        // Acknowledged again (a repeat), nothing more to write.
+        let ws = plan_completion(
+            &record("kuper", "order.in_work"),
+            &after,
+            "me/7/1",
+            report(AttemptOutcome::Delivered, Some(200)),
+            &Forwarding::default(),
+            NOW,
+        )
+        .unwrap();
+        assert!(ws.order.is_none());
+    }
+
+    #[test]
+    fn kupers_cancellation_supersedes_what_is_queued_and_a_repeat_changes_nothing() {
+        let found = open_order();
+        let (result, ws) = plan_webhook(&found, &envelope(CANCELED), &with_subscriber(), NOW).unwrap();
+        assert!(matches!(result, IngestResult::Applied { order_id: 1, .. }));
+        assert_eq!(ws.supersede.as_deref(), Some("superseded: order.canceled from Kuper"));
+        assert_eq!(ws.queue.len(), 1, "forwarded to the subscriber");
+        let canceled = StoredOrder { order: ws.order.expect("the order is canceled"), ..found };
+        let (result, ws) = plan_webhook(&canceled, &envelope(CANCELED), &with_subscriber(), NOW).unwrap();
+        assert!(matches!(result, IngestResult::Applied { outcome: WebhookOutcome::Duplicate, .. }));
+        assert!(ws.order.is_none() && ws.queue.is_empty(), "a repeat is not forwarded again");
+    }
+
+    #[test]
+    fn only_a_dead_letter_takes_an_operators_decision() {
+        let mut dead = record("kuper", "order.in_work");
+        dead.status = OutboxStatus::Dead;
+        let ws =
+            plan_operator_decision(&dead, OutboxStatus::Pending, "replayed by operator", Exchange::default()).unwrap();
+        assert_eq!(ws.record, Some((7, RecordChange::Decided { status: OutboxStatus::Pending })));
+        assert!(ws.wake && ws.promote.is_some());
+        let pending = record("kuper", "order.in_work");
+        assert!(matches!(
+            plan_operator_decision(&pending, OutboxStatus::Skipped, "skipped by operator", Exchange::default()),
+            Err(StoreError::Conflict(_))
+        ));
+    }
+}
