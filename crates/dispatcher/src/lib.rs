@@ -162,7 +162,8 @@ impl Dispatcher {
                     let n = records.len();
                     for record in records {
                         let me = self.clone();
-                        inflight.spawn(async move { me.process_bounded(record).await });
+                        let shutdown = shutdown.clone();
+                        inflight.spawn(async move { me.process_queue(record, shutdown).await });
                     }
                     n
                 }
@@ -202,46 +203,72 @@ impl Dispatcher {
         }
     }
 
-    /// An attempt never outlives its lease: past the budget it is abandoned (and recorded as
-    /// a timeout in doubt), so no second claim can run beside it.
-    async fn process_bounded(&self, record: OutboxRecord) {
-        let id = record.id;
-        let lease = record.lease.clone();
-        if tokio::time::timeout(self.config.attempt_budget, self.process(record.clone())).await.is_err() {
-            warn!(outbox_id = id, "attempt exceeded its budget; abandoned");
-            if let Some(lease) = lease {
-                // The schedule and the give-up clock apply as to any timeout.
-                let verdict =
-                    classify(None, Some(Failure::Timeout), "", false, &record, None, &self.config.retry, now_ms());
-                let outcome = match verdict {
-                    Verdict::Retry { at, in_doubt } => AttemptOutcome::Retry { next_attempt_at: at, in_doubt },
-                    Verdict::Dead { .. } => AttemptOutcome::Dead,
-                    Verdict::Delivered { .. } => {
-                        AttemptOutcome::Retry { next_attempt_at: now_ms() + 1000, in_doubt: true }
-                    }
-                };
-                let report = AttemptReport {
-                    outcome,
-                    status: None,
-                    error: Some("attempt exceeded its time budget".into()),
-                    exchange: Exchange {
-                        kind: "notification".into(),
-                        direction: "out".into(),
-                        event: Some(record.event.clone()),
-                        outcome: Some("retry".into()),
-                        detail: Some("attempt exceeded its time budget (token endpoint or Kuper too slow)".into()),
-                        ..Default::default()
-                    },
-                };
-                if let Err(e) = self.store.complete_attempt(id, &lease, report).await {
-                    warn!(outbox_id = id, error = %e, "could not record the abandoned attempt");
-                }
-            }
+    /// Sends a claimed record and then, while its completion hands over the next record of
+    /// the same queue (due at once: the order's next notification), that one too, in the same
+    /// slot and without a claim. Nothing is taken over once shutdown has begun.
+    async fn process_queue(&self, first: OutboxRecord, shutdown: CancellationToken) {
+        let mut next = Some(first);
+        while let Some(record) = next.take() {
+            let report = self.attempt_bounded(&record).await;
+            // Decided after the attempt, which may have taken up to its budget.
+            let take_next = !shutdown.is_cancelled();
+            next = self.complete(&record, report, take_next).await;
         }
     }
 
-    /// One delivery attempt of one record, recorded whatever happens.
-    async fn process(&self, record: OutboxRecord) {
+    /// An attempt never outlives its lease: past the budget it is abandoned (and recorded as
+    /// a timeout in doubt), so no second claim can run beside it. Only the sending is bounded:
+    /// the completion that records it (and may hand over the next record) is never cut off
+    /// halfway, which would leave a record handed over and unsent until its lease expired.
+    async fn attempt_bounded(&self, record: &OutboxRecord) -> AttemptReport {
+        if let Ok(report) = tokio::time::timeout(self.config.attempt_budget, self.attempt(record)).await {
+            return report;
+        }
+        warn!(outbox_id = record.id, "attempt exceeded its budget; abandoned");
+        // The schedule and the give-up clock apply as to any timeout.
+        let verdict = classify(None, Some(Failure::Timeout), "", false, record, None, &self.config.retry, now_ms());
+        let outcome = match verdict {
+            Verdict::Retry { at, in_doubt } => AttemptOutcome::Retry { next_attempt_at: at, in_doubt },
+            Verdict::Dead { .. } => AttemptOutcome::Dead,
+            Verdict::Delivered { .. } => AttemptOutcome::Retry { next_attempt_at: now_ms() + 1000, in_doubt: true },
+        };
+        AttemptReport {
+            outcome,
+            status: None,
+            error: Some("attempt exceeded its time budget".into()),
+            exchange: Exchange {
+                kind: "notification".into(),
+                direction: "out".into(),
+                event: Some(record.event.clone()),
+                outcome: Some("retry".into()),
+                detail: Some("attempt exceeded its time budget (token endpoint or Kuper too slow)".into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Records an attempt; with `take_next`, also takes over the record its completion frees.
+    async fn complete(&self, record: &OutboxRecord, report: AttemptReport, take_next: bool) -> Option<OutboxRecord> {
+        let Some(lease) = record.lease.as_deref() else {
+            warn!(outbox_id = record.id, "claimed record without a lease token");
+            return None;
+        };
+        let done = if take_next {
+            let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
+            self.store.complete_and_take_next(record.id, lease, report, &self.owner, lease_ms).await
+        } else {
+            self.store.complete_attempt(record.id, lease, report).await.map(|()| None)
+        };
+        done.unwrap_or_else(|e| {
+            // The lease will expire and the record will be tried again: at-least-once.
+            warn!(outbox_id = record.id, destination = %record.destination, error = %e, "could not record the attempt");
+            None
+        })
+    }
+
+    /// One delivery attempt of one record, and its report (recorded by the caller whatever
+    /// happens).
+    async fn attempt(&self, record: &OutboxRecord) -> AttemptReport {
         if record.destination != "kuper" {
             return self.forward(record).await;
         }
@@ -311,15 +338,7 @@ impl Dispatcher {
             request_id: Some(format!("kb-outbox-{}", record.id)),
             actor: None,
         };
-        let report = AttemptReport { outcome: report_outcome, status: t.status.map(i64::from), error, exchange };
-        let Some(lease) = record.lease.as_deref() else {
-            warn!(outbox_id = record.id, "claimed record without a lease token");
-            return;
-        };
-        if let Err(e) = self.store.complete_attempt(record.id, lease, report).await {
-            // The lease will expire and the record will be tried again: at-least-once.
-            warn!(outbox_id = record.id, error = %e, "could not record the attempt");
-        }
+        AttemptReport { outcome: report_outcome, status: t.status.map(i64::from), error, exchange }
     }
 
     /// One HTTP try. `refused` is the token generation Kuper just refused (refresh it first).
@@ -415,7 +434,7 @@ impl Dispatcher {
     /// One attempt to deliver a forwarded event to a subscriber (Standard Webhooks). 2xx is
     /// delivered; 410 Gone means "stop sending" (dead letter); anything else is retried on the
     /// schedule until the give-up window, like notifications to Kuper.
-    async fn forward(&self, record: OutboxRecord) {
+    async fn forward(&self, record: &OutboxRecord) -> AttemptReport {
         let started = Instant::now();
         let target = self.config.subscribers.iter().find(|s| s.destination == record.destination);
         let webhook_id = if record.idempotency_key.is_empty() {
@@ -509,14 +528,7 @@ impl Dispatcher {
             request_id: Some(format!("kb-outbox-{}", record.id)),
             actor: None,
         };
-        let report = AttemptReport { outcome, status: status.map(i64::from), error, exchange };
-        let Some(lease) = record.lease.as_deref() else {
-            warn!(outbox_id = record.id, "claimed record without a lease token");
-            return;
-        };
-        if let Err(e) = self.store.complete_attempt(record.id, lease, report).await {
-            warn!(outbox_id = record.id, error = %e, "could not record the forward attempt");
-        }
+        AttemptReport { outcome, status: status.map(i64::from), error, exchange }
     }
 }
 

@@ -32,6 +32,18 @@ pub(crate) enum RecordChange {
     Decided { status: OutboxStatus },
 }
 
+impl RecordChange {
+    /// The record is final and lets the one behind it go: sent or skipped (a dead letter
+    /// holds its queue until an operator decides).
+    pub(crate) fn frees_the_queue(&self) -> bool {
+        match self {
+            RecordChange::Sent { .. } => true,
+            RecordChange::GivenUp { status, .. } | RecordChange::Decided { status } => *status == OutboxStatus::Skipped,
+            RecordChange::Retry { .. } => false,
+        }
+    }
+}
+
 /// What a unit of work writes for one order, decided before anything is written.
 #[derive(Debug, Default)]
 pub(crate) struct WriteSet {
@@ -85,6 +97,15 @@ pub(crate) trait UnitTx: Send {
     async fn supersede_pending(&mut self, order_id: i64, reason: &str, now: i64) -> Result<u64>;
     /// Makes the first open record of the queue due if it was waiting.
     async fn promote_queue_head(&mut self, order_id: i64, destination: &str, now: i64) -> Result<()>;
+    /// Leases the first open record of the queue if it is pending, due and not leased.
+    async fn lease_queue_head(
+        &mut self,
+        order_id: i64,
+        destination: &str,
+        owner: &str,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Option<OutboxRecord>>;
     async fn insert_outbox(&mut self, order_id: i64, rows: &[OutboxRow], now: i64) -> Result<Vec<i64>>;
     async fn insert_event(
         &mut self,
@@ -145,10 +166,15 @@ async fn apply<T: UnitTx>(tx: &mut T, order_id: i64, ws: WriteSet, now: i64) -> 
     for (outbox_id, exchange) in &ws.timeline {
         tx.insert_event(Some(order_id), *outbox_id, exchange, now).await?;
     }
+    Ok(Applied { outbox_ids, wake })
+}
+
+/// Commits, having asked other replicas' dispatchers to look (at commit) if `wake`.
+async fn finish<T: UnitTx>(mut tx: T, wake: bool) -> Result<()> {
     if wake {
         tx.wake_replicas().await?;
     }
-    Ok(Applied { outbox_ids, wake })
+    tx.commit().await
 }
 
 /// A webhook about an order we have: the engine's decision as a write set.
@@ -333,7 +359,7 @@ pub(crate) async fn ingest<T: UnitTx>(
             false
         }
     };
-    tx.commit().await?;
+    finish(tx, wake).await?;
     Ok(Done { value: result, wake })
 }
 
@@ -423,7 +449,7 @@ pub(crate) async fn apply_action<T: UnitTx>(
     for id in ids {
         notifications.push(tx.record(id).await?);
     }
-    tx.commit().await?;
+    finish(tx, applied.wake).await?;
     let order = StoredOrder { id: found.id, order: decision.order, created_at: found.created_at, updated_at: now };
     Ok(Done { value: ActionResult { order, notifications, replayed: false }, wake: applied.wake })
 }
@@ -445,25 +471,43 @@ pub(crate) async fn verify_pickup_code<T: UnitTx>(
         PickupCheck::Checked { order, result } => (WriteSet { order: Some(*order), ..Default::default() }, Ok(result)),
     };
     let ws = WriteSet { timeline: vec![(None, exchange)], ..ws };
-    apply(&mut tx, found.id, ws, now).await?;
-    tx.commit().await?;
+    let applied = apply(&mut tx, found.id, ws, now).await?;
+    finish(tx, applied.wake).await?;
     outcome
 }
 
-/// The result of one delivery attempt.
+/// Who takes over the next record of a queue when a completion frees it: the dispatcher that
+/// sent the record, under a lease as `claim_due` gives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Handoff<'a> {
+    pub owner: &'a str,
+    pub lease_ms: i64,
+}
+
+/// The result of one delivery attempt; with a `handoff`, the record that became the head of
+/// the queue and is due is leased in the same transaction and returned, so the order's next
+/// notification goes out without waiting for a claim (issue #12, item 4).
 pub(crate) async fn complete_attempt<T: UnitTx>(
     mut tx: T,
     forwarding: &Forwarding,
     outbox_id: i64,
     lease: &str,
     report: AttemptReport,
+    handoff: Option<Handoff<'_>>,
     now: i64,
-) -> Result<Done<()>> {
+) -> Result<Done<Option<OutboxRecord>>> {
     let (record, stored) = tx.record_and_order(outbox_id).await?;
     let ws = plan_completion(&record, &stored.order, lease, report, forwarding, now)?;
+    let freed = ws.record.as_ref().is_some_and(|(_, change)| change.frees_the_queue());
     let applied = apply(&mut tx, record.order_id, ws, now).await?;
-    tx.commit().await?;
-    Ok(Done { value: (), wake: applied.wake })
+    let next = match handoff {
+        Some(h) if freed => tx.lease_queue_head(record.order_id, &record.destination, h.owner, h.lease_ms, now).await?,
+        _ => None,
+    };
+    // The record handed over needs no claim: nobody else has anything new to look at.
+    let wake = applied.wake && next.is_none();
+    finish(tx, wake).await?;
+    Ok(Done { value: next, wake })
 }
 
 /// An operator's replay or skip of a dead letter; returns the record as it is now.
@@ -479,7 +523,7 @@ pub(crate) async fn operator_decision<T: UnitTx>(
     let ws = plan_operator_decision(&record, to, note, exchange)?;
     let applied = apply(&mut tx, record.order_id, ws, now).await?;
     let updated = tx.record(outbox_id).await?;
-    tx.commit().await?;
+    finish(tx, applied.wake).await?;
     Ok(Done { value: updated, wake: applied.wake })
 }
 
@@ -508,7 +552,7 @@ pub(crate) async fn record_deadline<T: UnitTx>(
         }
         wake = apply(&mut tx, order_id, ws, now).await?.wake;
     }
-    tx.commit().await?;
+    finish(tx, wake).await?;
     Ok(Done { value: new, wake })
 }
 
@@ -584,21 +628,64 @@ mod tests {
         let given_up =
             |status, error: &str| RecordChange::GivenUp { status, last_status: Some(422), error: error.into() };
         #[rustfmt::skip]
-        let cases: Vec<(&str, &Order, &str, AttemptOutcome, Option<RecordChange>, usize, bool)> = vec![
+        type Case<'a> = (&'a str, &'a Order, &'a str, AttemptOutcome, Option<RecordChange>, usize, bool);
+        let cases: Vec<Case> = vec![
             // destination, order, lease, outcome → record change, rows queued, wake
-            ("kuper", &open, "me/7/1", AttemptOutcome::Delivered,
-                Some(RecordChange::Sent { last_status: Some(422) }), 0, true),
-            ("kuper", &open, "me/7/1", retry.clone(),
-                Some(RecordChange::Retry { next_attempt_at: NOW + 5_000, in_doubt: true, last_status: Some(422), error: Some("refused".into()) }), 0, false),
+            (
+                "kuper",
+                &open,
+                "me/7/1",
+                AttemptOutcome::Delivered,
+                Some(RecordChange::Sent { last_status: Some(422) }),
+                0,
+                true,
+            ),
+            (
+                "kuper",
+                &open,
+                "me/7/1",
+                retry.clone(),
+                Some(RecordChange::Retry {
+                    next_attempt_at: NOW + 5_000,
+                    in_doubt: true,
+                    last_status: Some(422),
+                    error: Some("refused".into()),
+                }),
+                0,
+                false,
+            ),
             // Kuper ended the order while the notification was in flight: moot, not retried.
-            ("kuper", &canceled, "me/7/1", retry.clone(),
-                Some(given_up(OutboxStatus::Skipped, "moot, Kuper ended the order: refused")), 0, false),
+            (
+                "kuper",
+                &canceled,
+                "me/7/1",
+                retry.clone(),
+                Some(given_up(OutboxStatus::Skipped, "moot, Kuper ended the order: refused")),
+                0,
+                false,
+            ),
             // A dead letter is forwarded to the merchant's systems as notification.dead…
             ("kuper", &open, "me/7/1", AttemptOutcome::Dead, Some(given_up(OutboxStatus::Dead, "refused")), 1, false),
             // …unless it is moot.
-            ("kuper", &canceled, "me/7/1", AttemptOutcome::Dead, Some(given_up(OutboxStatus::Skipped, "moot, Kuper ended the order: refused")), 0, false),
+            (
+                "kuper",
+                &canceled,
+                "me/7/1",
+                AttemptOutcome::Dead,
+                Some(given_up(OutboxStatus::Skipped, "moot, Kuper ended the order: refused")),
+                0,
+                false,
+            ),
             // A subscriber's dead letter is not forwarded to subscribers again.
-            ("subscriber:erp", &open, "me/7/1", AttemptOutcome::Dead, Some(given_up(OutboxStatus::Dead, "refused")), 0, false),
+            (
+                "subscriber:erp",
+                &open,
+                "me/7/1",
+                AttemptOutcome::Dead,
+                Some(given_up(OutboxStatus::Dead, "refused")),
+                0,
+                false,
+            ),
             // A result under a lease that is no longer current changes nothing.
             ("kuper", &open, "other/7/2", AttemptOutcome::Delivered, None, 0, false),
         ];

@@ -239,8 +239,15 @@ impl Env {
         let _ = self.http.delete(format!("{}{path}", self.sim_url)).send().await;
     }
 
-    /// Waits until the simulator has accepted `events` (in this order) for the order.
+    /// Waits until the simulator has accepted `events` (in this order) for the order; any
+    /// refusal fails the test.
     pub async fn wait_accepted(&self, id: &str, events: &[&str]) -> Value {
+        self.wait_accepted_past(id, events, None).await
+    }
+
+    /// As `wait_accepted`, for a test that provokes refusals under the simulator's rule
+    /// `expected` (e.g. `unauthorized` after a revoked token): those are part of the scenario.
+    pub async fn wait_accepted_past(&self, id: &str, events: &[&str], expected: Option<&str>) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let v = self.sim_order(id).await;
@@ -249,9 +256,8 @@ impl Env {
                 assert_eq!(accepted, events, "Kuper's view of {id}: {v:#}");
                 return v;
             }
-            if let Some(rejected) =
-                v["notifications"].as_array().and_then(|n| n.iter().find(|x| x["verdict"] == "rejected"))
-            {
+            let unexpected = |x: &&Value| x["verdict"] == "rejected" && expected.is_none_or(|rule| x["rule"] != rule);
+            if let Some(rejected) = v["notifications"].as_array().and_then(|n| n.iter().find(unexpected)) {
                 panic!("the simulator rejected a notification of {id}: {rejected:#}");
             }
             assert!(
