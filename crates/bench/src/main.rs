@@ -370,8 +370,24 @@ fn free_port() -> Result<u16> {
 }
 
 async fn spawn_gateway(bin: &Path, dir: &Path, db_url: &str, sim_url: &str, http: &reqwest::Client) -> Result<Gateway> {
+    spawn_gateway_as(bin, dir, db_url, sim_url, http, "all").await
+}
+
+/// A gateway in `role` (`all`, `api`: no dispatcher, `worker`).
+async fn spawn_gateway_as(
+    bin: &Path,
+    dir: &Path,
+    db_url: &str,
+    sim_url: &str,
+    http: &reqwest::Client,
+    role: &str,
+) -> Result<Gateway> {
     let port = free_port()?;
-    let config = gateway_config(port, db_url, sim_url, "bench", "warn", "");
+    let config = gateway_config(port, db_url, sim_url, "bench", "warn", "").replacen(
+        "[server]\n",
+        &format!("[server]\nrole = {}\n", toml_str(role)),
+        1,
+    );
     let config_path = dir.join("kuper-bridge.toml");
     std::fs::write(&config_path, config).with_context(|| format!("cannot write {}", config_path.display()))?;
     let log = dir.join("gateway.log");
@@ -1227,14 +1243,13 @@ struct Dispatch {
     gateway_cpu_s: f64,
 }
 
-async fn dispatch(ctl: &Ctl, ids: &[String], concurrency: usize, gw: &Gateway) -> Result<Dispatch> {
-    let cpu0 = gw.cpu_secs().unwrap_or(0.0);
+/// Posts every order's three actions (in sequence per order, orders at once from
+/// `concurrency` connections); returns how many were not answered 202.
+async fn post_actions(ctl: &Ctl, ids: &[String], concurrency: usize) -> Result<usize> {
     let ids_arc = Arc::new(ids.to_vec());
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let ctl_arc = Arc::new(Ctl { http: ctl.http.clone(), sim: ctl.sim.clone(), app: ctl.app.clone() });
-    let first_sys = unix_ms(SystemTime::now());
-    let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (ids, next, errors, ctl) = (ids_arc.clone(), next.clone(), errors.clone(), ctl_arc.clone());
@@ -1258,6 +1273,14 @@ async fn dispatch(ctl: &Ctl, ids: &[String], concurrency: usize, gw: &Gateway) -
     for t in tasks {
         t.await.context("an action task panicked")?;
     }
+    Ok(errors.load(Ordering::Relaxed))
+}
+
+async fn dispatch(ctl: &Ctl, ids: &[String], concurrency: usize, gw: &Gateway) -> Result<Dispatch> {
+    let cpu0 = gw.cpu_secs().unwrap_or(0.0);
+    let first_sys = unix_ms(SystemTime::now());
+    let started = Instant::now();
+    let action_errors = post_actions(ctl, ids, concurrency).await?;
     let actions_elapsed = started.elapsed();
     let actions_done_sys = unix_ms(SystemTime::now());
     ctl.wait_drained(Duration::from_secs(300)).await?;
@@ -1294,7 +1317,7 @@ async fn dispatch(ctl: &Ctl, ids: &[String], concurrency: usize, gw: &Gateway) -
         faults,
         fifo_violations: fifo::fifo_violations(&A_FLOW, &arrivals),
         incomplete: fifo::incomplete_orders(&A_FLOW, ids, &accepted_arrivals),
-        action_errors: errors.load(Ordering::Relaxed),
+        action_errors,
         actions_elapsed,
         actions_rps: (ids.len() * A_ACTIONS.len()) as f64 / actions_elapsed.as_secs_f64().max(1e-9),
         elapsed,
@@ -1302,6 +1325,86 @@ async fn dispatch(ctl: &Ctl, ids: &[String], concurrency: usize, gw: &Gateway) -
         tail: ms_duration(last_at as f64 + 0.5 - actions_done_sys),
         gateway_cpu_s,
     })
+}
+
+/// Dispatch alone: a backlog queued while nothing sends, then drained.
+struct Backlog {
+    expected: usize,
+    accepted: usize,
+    fifo_violations: usize,
+    incomplete: usize,
+    rejected: usize,
+    action_errors: usize,
+    /// First arrival → last arrival.
+    elapsed: Duration,
+    rps: f64,
+}
+
+/// `orders` orders of a fresh database get their three actions through a gateway without a
+/// dispatcher (`role = "api"`), so their notifications pile up; then a gateway in role `all`
+/// starts on that database and sends them. From the first arrival to the last is dispatch
+/// alone: not bounded by how fast actions are posted (the `dispatch` run is, on two cores).
+async fn dispatch_backlog(
+    bin: &Path,
+    backend: Backend,
+    dir: &Path,
+    ctl: &Ctl,
+    positions: &Value,
+    orders: usize,
+) -> Result<Backlog> {
+    let bdir = dir.join("backlog");
+    std::fs::create_dir_all(&bdir).with_context(|| format!("cannot create {}", bdir.display()))?;
+    let db = Database::create(backend, &bdir, "kb_bench_backlog").await?;
+    let result = async {
+        let mut api = spawn_gateway_as(bin, &bdir, &db.url, &ctl.sim, &ctl.http, "api").await?;
+        let on_api = Ctl { http: ctl.http.clone(), sim: ctl.sim.clone(), app: api.url.clone() };
+        let ids = on_api.create_sim_orders(positions, orders, 16).await?;
+        let action_errors = post_actions(&on_api, &ids, 32).await?;
+        api.child.kill().await.context("cannot stop the api gateway")?;
+        let mut all = spawn_gateway_as(bin, &bdir, &db.url, &ctl.sim, &ctl.http, "all").await?;
+        let on_all = Ctl { http: ctl.http.clone(), sim: ctl.sim.clone(), app: all.url.clone() };
+        let drained = on_all.wait_drained(Duration::from_secs(300)).await;
+        let _ = all.child.kill().await;
+        drained?;
+        let log = ctl.sim_log().await?;
+        let ours: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let (mut accepted, mut rejected, mut first, mut last) = (0, 0, i64::MAX, 0);
+        let (mut arrivals, mut accepted_arrivals) = (Vec::new(), Vec::new());
+        for r in &log {
+            let Some(order) = r["originalOrderId"].as_str().filter(|o| ours.contains(o)) else { continue };
+            let (event, seq) = (r["event"].as_str().unwrap_or(""), r["seq"].as_u64().unwrap_or(0));
+            match r["verdict"].as_str() {
+                Some("accepted") | Some("repeat_accepted") => {
+                    accepted += 1;
+                    let at = at_ms(r).unwrap_or(0);
+                    first = first.min(at);
+                    last = last.max(at);
+                    accepted_arrivals.push(fifo::Arrival::new(order, event, seq));
+                }
+                Some("rejected") => rejected += 1,
+                _ => {}
+            }
+            if r["verdict"] != "fault" {
+                arrivals.push(fifo::Arrival::new(order, event, seq));
+            }
+        }
+        let elapsed = Duration::from_millis(u64::try_from((last - first).max(1)).unwrap_or(1));
+        Ok(Backlog {
+            expected: ids.len() * A_FLOW.len(),
+            accepted,
+            fifo_violations: fifo::fifo_violations(&A_FLOW, &arrivals),
+            incomplete: fifo::incomplete_orders(&A_FLOW, &ids, &accepted_arrivals),
+            rejected,
+            action_errors,
+            elapsed,
+            rps: accepted as f64 / elapsed.as_secs_f64(),
+        })
+    }
+    .await;
+    if let Err(e) = db.drop_database().await {
+        progress(format!("could not drop the backlog database: {e:#}"));
+    }
+    result
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1446,7 +1549,7 @@ async fn run_backend(args: &Args, plan: &Plan, bin: &Path, backend: Backend) -> 
         Ok(mut gw) => {
             let ctl = Ctl { http: http.clone(), sim: sim_url.clone(), app: gw.url.clone() };
             progress(format!("gateway pid {} at {}, simulator at {sim_url}", gw.pid, gw.url));
-            let r = measure(plan, args, backend, &mut gw, &ctl, &dir).await;
+            let r = measure(plan, args, backend, &mut gw, &ctl, &dir, bin).await;
             let r = r.map_err(|e| e.context(format!("gateway log tail:\n{}", gw.log_tail())));
             let _ = gw.child.kill().await;
             r
@@ -1520,6 +1623,7 @@ async fn measure(
     gw: &mut Gateway,
     ctl: &Ctl,
     dir: &Path,
+    bin: &Path,
 ) -> Result<Report> {
     let mut rows = Vec::new();
     let mut notes = Vec::new();
@@ -1742,6 +1846,21 @@ async fn measure(
     let rss_peak = gw.peak_rss();
     let db_end = gw.db_size().await;
 
+    // Dispatch alone, on a database of its own, after everything the gateway above measured.
+    progress(format!(
+        "dispatch of a backlog: {} orders' notifications queued by a gateway without a dispatcher, then sent",
+        plan.dispatch_orders
+    ));
+    let b = dispatch_backlog(bin, backend, dir, ctl, &positions, plan.dispatch_orders).await?;
+    progress(format!(
+        "  {}/{} accepted in {:.2} s (first → last arrival): {:.0}/s, FIFO violations {}",
+        b.accepted,
+        b.expected,
+        b.elapsed.as_secs_f64(),
+        b.rps,
+        b.fifo_violations
+    ));
+
     // ---- correctness
     let ingest_errors: usize = ingest.iter().map(|r| r.errors).sum::<usize>()
         + fixed.iter().map(|r| r.errors).sum::<usize>()
@@ -1749,6 +1868,13 @@ async fn measure(
     if ingest_errors > 0 {
         correct = false;
         notes.push(format!("{ingest_errors} webhook(s) were not answered 200 created"));
+    }
+    if b.fifo_violations > 0 || b.incomplete > 0 || b.rejected > 0 || b.action_errors > 0 || b.accepted < b.expected {
+        correct = false;
+        notes.push(format!(
+            "dispatch of a backlog: {} FIFO violation(s), {} incomplete order(s), {} rejection(s), {} action error(s)",
+            b.fifo_violations, b.incomplete, b.rejected, b.action_errors
+        ));
     }
     if d.fifo_violations > 0 || d.incomplete > 0 || d.rejected > 0 || d.action_errors > 0 || d.accepted < d.expected {
         correct = false;
@@ -1834,6 +1960,20 @@ async fn measure(
         ),
         "≥ 2,000 /s; FIFO 0",
         mark(d.rps >= TARGET_DISPATCH_RPS && d.fifo_violations == 0),
+    ));
+    rows.push(row(
+        "dispatch of a backlog (nothing else running)",
+        format!(
+            "**{} notifications/s** ({} in {:.2} s, first → last arrival; {} orders) · FIFO violations {} · rejected {}",
+            thousands(b.rps),
+            b.accepted,
+            b.elapsed.as_secs_f64(),
+            b.expected / A_FLOW.len(),
+            b.fifo_violations,
+            b.rejected
+        ),
+        "≥ 2,000 /s; FIFO 0",
+        mark(b.rps >= TARGET_DISPATCH_RPS && b.fifo_violations == 0),
     ));
     rows.push(row(
         "gateway RSS idle (after start)",
@@ -2007,6 +2147,10 @@ async fn measure(
             "actions_elapsed_s": d.actions_elapsed.as_secs_f64(), "actions_rps": d.actions_rps,
             "elapsed_s": d.elapsed.as_secs_f64(), "rps": d.rps, "tail_s": d.tail.as_secs_f64(), "gateway_cpu_s": d.gateway_cpu_s,
             "create_elapsed_s": create_elapsed.as_secs_f64(),
+        },
+        "dispatch_backlog": {
+            "expected": b.expected, "accepted": b.accepted, "rejected": b.rejected, "fifo_violations": b.fifo_violations,
+            "incomplete_orders": b.incomplete, "action_errors": b.action_errors, "elapsed_s": b.elapsed.as_secs_f64(), "rps": b.rps,
         },
         "resources": {
             "rss_idle_mib": mib(rss_idle), "rss_after_load_mib": mib(rss_after), "rss_peak_mib": mib(rss_peak),

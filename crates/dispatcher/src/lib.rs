@@ -162,8 +162,7 @@ impl Dispatcher {
                     let n = records.len();
                     for record in records {
                         let me = self.clone();
-                        let shutdown = shutdown.clone();
-                        inflight.spawn(async move { me.process_queue(record, shutdown).await });
+                        inflight.spawn(async move { me.process(record).await });
                     }
                     n
                 }
@@ -203,17 +202,10 @@ impl Dispatcher {
         }
     }
 
-    /// Sends a claimed record and then, while its completion hands over the next record of
-    /// the same queue (due at once: the order's next notification), that one too, in the same
-    /// slot and without a claim. Nothing is taken over once shutdown has begun.
-    async fn process_queue(&self, first: OutboxRecord, shutdown: CancellationToken) {
-        let mut next = Some(first);
-        while let Some(record) = next.take() {
-            let report = self.attempt_bounded(&record).await;
-            // Decided after the attempt, which may have taken up to its budget.
-            let take_next = !shutdown.is_cancelled();
-            next = self.complete(&record, report, take_next).await;
-        }
+    /// One delivery attempt of a claimed record, then its completion.
+    async fn process(&self, record: OutboxRecord) {
+        let report = self.attempt_bounded(&record).await;
+        self.complete(&record, report).await;
     }
 
     /// An attempt never outlives its lease: past the budget it is abandoned (and recorded as
@@ -247,23 +239,16 @@ impl Dispatcher {
         }
     }
 
-    /// Records an attempt; with `take_next`, also takes over the record its completion frees.
-    async fn complete(&self, record: &OutboxRecord, report: AttemptReport, take_next: bool) -> Option<OutboxRecord> {
+    /// Records an attempt.
+    async fn complete(&self, record: &OutboxRecord, report: AttemptReport) {
         let Some(lease) = record.lease.as_deref() else {
             warn!(outbox_id = record.id, "claimed record without a lease token");
-            return None;
+            return;
         };
-        let done = if take_next {
-            let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
-            self.store.complete_and_take_next(record.id, lease, report, &self.owner, lease_ms).await
-        } else {
-            self.store.complete_attempt(record.id, lease, report).await.map(|()| None)
-        };
-        done.unwrap_or_else(|e| {
+        if let Err(e) = self.store.complete_attempt(record.id, lease, report).await {
             // The lease will expire and the record will be tried again: at-least-once.
             warn!(outbox_id = record.id, destination = %record.destination, error = %e, "could not record the attempt");
-            None
-        })
+        }
     }
 
     /// One delivery attempt of one record, and its report (recorded by the caller whatever
@@ -273,14 +258,14 @@ impl Dispatcher {
             return self.forward(record).await;
         }
         let started = Instant::now();
-        let (mut first, used) = self.send(&record, None).await;
+        let (mut first, used) = self.send(record, None).await;
         let mut detail = Vec::new();
         if matches!(first.status, Some(401 | 403)) && self.tokens.is_oauth() {
             // The token expired or was revoked early: refresh (once for all senders that saw
             // the same token refused) and retry once at once.
             detail.push(format!("{} with the cached token; refreshed and retried", first.status.unwrap_or_default()));
             self.metrics.token_refreshes.inc();
-            first = self.send(&record, used).await.0;
+            first = self.send(record, used).await.0;
         }
         let t = first;
         let message = kuper_bridge_wire::kuper_error::error_message(&t.body);
@@ -290,7 +275,7 @@ impl Dispatcher {
             t.failure.clone(),
             &message,
             repeat,
-            &record,
+            record,
             t.retry_after,
             &self.config.retry,
             now_ms(),

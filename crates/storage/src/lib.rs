@@ -579,17 +579,6 @@ pub trait Store: Send + Sync + 'static {
     /// Records an attempt and its outcome; `lease` (the record's lease token from the claim)
     /// must still be current, otherwise the result is only kept as evidence.
     async fn complete_attempt(&self, id: i64, lease: &str, report: AttemptReport) -> Result<()>;
-    /// `complete_attempt`, and in the same transaction, when the record is sent or skipped,
-    /// leases the next record of its queue if that is now due, as `claim_due` would for
-    /// `owner`: the order's next notification is handed straight to the sender.
-    async fn complete_and_take_next(
-        &self,
-        id: i64,
-        lease: &str,
-        report: AttemptReport,
-        owner: &str,
-        lease_ms: i64,
-    ) -> Result<Option<OutboxRecord>>;
     /// When the next head of a queue becomes claimable (for the dispatcher's sleep).
     async fn next_due_at(&self, now_ms: i64) -> Result<Option<i64>>;
     /// Drops leases left by a process that is gone (single-process backends only; PostgreSQL

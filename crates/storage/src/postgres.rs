@@ -279,22 +279,6 @@ impl UnitTx for PgUnit {
         promote_queue_head(&mut self.0, order_id, destination, now).await
     }
 
-    async fn lease_queue_head(
-        &mut self,
-        order_id: i64,
-        destination: &str,
-        owner: &str,
-        lease_ms: i64,
-        now: i64,
-    ) -> Result<Option<OutboxRecord>> {
-        let row =
-            statements::lease_queue_head::<sqlx::Postgres>(order_id, destination, owner, lease_ms, now, OUTBOX_COLUMNS)
-                .build()
-                .fetch_optional(&mut *self.0)
-                .await?;
-        row.as_ref().map(outbox_from_row).transpose()
-    }
-
     async fn insert_outbox(&mut self, order_id: i64, rows: &[common::OutboxRow], now: i64) -> Result<Vec<i64>> {
         insert_outbox(&mut self.0, order_id, rows, now).await
     }
@@ -763,23 +747,9 @@ impl Store for PgStore {
 
     async fn complete_attempt(&self, id: i64, lease: &str, report: AttemptReport) -> Result<()> {
         let tx = self.unit().await?;
-        let done = units::complete_attempt(tx, &self.forwarding, id, lease, report, None, now_ms()).await?;
+        let done = units::complete_attempt(tx, &self.forwarding, id, lease, report, now_ms()).await?;
         self.woken(done);
         Ok(())
-    }
-
-    async fn complete_and_take_next(
-        &self,
-        id: i64,
-        lease: &str,
-        report: AttemptReport,
-        owner: &str,
-        lease_ms: i64,
-    ) -> Result<Option<OutboxRecord>> {
-        let tx = self.unit().await?;
-        let handoff = units::Handoff { owner, lease_ms };
-        let done = units::complete_attempt(tx, &self.forwarding, id, lease, report, Some(handoff), now_ms()).await?;
-        Ok(self.woken(done))
     }
 
     async fn next_due_at(&self, now: i64) -> Result<Option<i64>> {

@@ -137,37 +137,6 @@ where
     q
 }
 
-/// Leases the first open record of the queue if it is pending, due and not leased, as
-/// `claim_due` would (the same lease token `owner/id/now`, the same attempt count and
-/// in-doubt rule), returning `columns`. Run by the completion that freed the queue, inside its
-/// transaction: before that commit the record is not a head in anyone's snapshot, so no
-/// claim can take it meanwhile.
-pub(crate) fn lease_queue_head<'a, DB>(
-    order_id: i64,
-    destination: &str,
-    owner: &str,
-    lease_ms: i64,
-    now: i64,
-    columns: &str,
-) -> QueryBuilder<'a, DB>
-where
-    DB: sqlx::Database,
-    String: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    i64: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-{
-    let mut q = QueryBuilder::new("UPDATE outbox SET lease_until = ");
-    q.push_bind(now.saturating_add(lease_ms));
-    q.push(", lease_owner = ").push_bind(owner.to_string()).push(" || '/' || id || '/' || ").push_bind(now.to_string());
-    q.push(", attempts = attempts + 1, in_doubt = CASE WHEN lease_until IS NOT NULL THEN TRUE ELSE in_doubt END, updated_at = ");
-    q.push_bind(now);
-    q.push(" WHERE id = (SELECT MIN(p.id) FROM outbox p WHERE p.order_id = ").push_bind(order_id);
-    q.push(" AND p.destination = ").push_bind(destination.to_string());
-    q.push(" AND p.status IN ('pending', 'dead')) AND status = 'pending' AND next_attempt_at <= ").push_bind(now);
-    q.push(" AND (lease_until IS NULL OR lease_until <= ").push_bind(now);
-    q.push(") RETURNING ").push(columns);
-    q
-}
-
 /// Kuper ended the order: its queued notifications would only be refused (protocol.md §5).
 /// A record in flight (leased) is left to its sender. On PostgreSQL a record being claimed
 /// right now is locked by the claim: this waits for it and then sees its live lease.

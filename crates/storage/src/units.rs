@@ -32,18 +32,6 @@ pub(crate) enum RecordChange {
     Decided { status: OutboxStatus },
 }
 
-impl RecordChange {
-    /// The record is final and lets the one behind it go: sent or skipped (a dead letter
-    /// holds its queue until an operator decides).
-    pub(crate) fn frees_the_queue(&self) -> bool {
-        match self {
-            RecordChange::Sent { .. } => true,
-            RecordChange::GivenUp { status, .. } | RecordChange::Decided { status } => *status == OutboxStatus::Skipped,
-            RecordChange::Retry { .. } => false,
-        }
-    }
-}
-
 /// What a unit of work writes for one order, decided before anything is written.
 #[derive(Debug, Default)]
 pub(crate) struct WriteSet {
@@ -97,15 +85,6 @@ pub(crate) trait UnitTx: Send {
     async fn supersede_pending(&mut self, order_id: i64, reason: &str, now: i64) -> Result<u64>;
     /// Makes the first open record of the queue due if it was waiting.
     async fn promote_queue_head(&mut self, order_id: i64, destination: &str, now: i64) -> Result<()>;
-    /// Leases the first open record of the queue if it is pending, due and not leased.
-    async fn lease_queue_head(
-        &mut self,
-        order_id: i64,
-        destination: &str,
-        owner: &str,
-        lease_ms: i64,
-        now: i64,
-    ) -> Result<Option<OutboxRecord>>;
     async fn insert_outbox(&mut self, order_id: i64, rows: &[OutboxRow], now: i64) -> Result<Vec<i64>>;
     async fn insert_event(
         &mut self,
@@ -476,38 +455,20 @@ pub(crate) async fn verify_pickup_code<T: UnitTx>(
     outcome
 }
 
-/// Who takes over the next record of a queue when a completion frees it: the dispatcher that
-/// sent the record, under a lease as `claim_due` gives.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Handoff<'a> {
-    pub owner: &'a str,
-    pub lease_ms: i64,
-}
-
-/// The result of one delivery attempt; with a `handoff`, the record that became the head of
-/// the queue and is due is leased in the same transaction and returned, so the order's next
-/// notification goes out without waiting for a claim (issue #12, item 4).
+/// The result of one delivery attempt.
 pub(crate) async fn complete_attempt<T: UnitTx>(
     mut tx: T,
     forwarding: &Forwarding,
     outbox_id: i64,
     lease: &str,
     report: AttemptReport,
-    handoff: Option<Handoff<'_>>,
     now: i64,
-) -> Result<Done<Option<OutboxRecord>>> {
+) -> Result<Done<()>> {
     let (record, stored) = tx.record_and_order(outbox_id).await?;
     let ws = plan_completion(&record, &stored.order, lease, report, forwarding, now)?;
-    let freed = ws.record.as_ref().is_some_and(|(_, change)| change.frees_the_queue());
     let applied = apply(&mut tx, record.order_id, ws, now).await?;
-    let next = match handoff {
-        Some(h) if freed => tx.lease_queue_head(record.order_id, &record.destination, h.owner, h.lease_ms, now).await?,
-        _ => None,
-    };
-    // The record handed over needs no claim: nobody else has anything new to look at.
-    let wake = applied.wake && next.is_none();
-    finish(tx, wake).await?;
-    Ok(Done { value: next, wake })
+    finish(tx, applied.wake).await?;
+    Ok(Done { value: (), wake: applied.wake })
 }
 
 /// An operator's replay or skip of a dead letter; returns the record as it is now.

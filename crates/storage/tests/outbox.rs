@@ -81,65 +81,7 @@ on_both_backends!(
     waiting_records_are_flagged_and_promoted_one_at_a_time,
     a_deadline_stage_is_recorded_once_with_its_timeline_entry,
     the_deadline_sweep_sees_open_orders_only_with_what_is_recorded,
-    a_sent_record_hands_its_queues_next_one_to_the_sender,
 );
-
-/// The completion of a sent record leases the order's next notification in the same
-/// transaction (issue #12, item 4): it goes to the sender without a claim, in order, under a
-/// lease of its own; a retry or a dead letter hands nothing over, and a claim never sees the
-/// record handed over.
-async fn a_sent_record_hands_its_queues_next_one_to_the_sender(s: &dyn Store) {
-    let a = order(s, 1).await;
-    act(s, &a, Action::Ready { positions: None }).await; // in_work, then assembled + ready_for_delivery
-    let report = |outcome| AttemptReport { outcome, status: Some(200), error: None, exchange: Exchange::default() };
-    let head = s.claim_due("w", now(), 60_000, 10).await.unwrap().remove(0);
-    assert_eq!(head.event, "order.in_work");
-
-    // A retry keeps the queue where it is: nothing handed over.
-    let retry = AttemptOutcome::Retry { next_attempt_at: now(), in_doubt: false };
-    let next =
-        s.complete_and_take_next(head.id, head.lease.as_deref().unwrap(), report(retry), "w", 60_000).await.unwrap();
-    assert!(next.is_none(), "a retried record hands nothing over");
-    let head = s.claim_due("w", now() + 1, 60_000, 10).await.unwrap().remove(0);
-    assert_eq!(head.event, "order.in_work", "the retried record is still the head");
-
-    // Sent: the next record comes back leased to the sender.
-    let lease = head.lease.as_deref().unwrap();
-    let next = s.complete_and_take_next(head.id, lease, report(AttemptOutcome::Delivered), "w", 60_000).await.unwrap();
-    let next = next.expect("the order's next notification is handed over");
-    assert_eq!(next.event, "order.assembled");
-    assert_eq!(next.order_id, head.order_id);
-    assert_eq!(next.attempts, 1);
-    assert!(!next.in_doubt);
-    let token = next.lease.clone().expect("under a lease");
-    assert!(token.starts_with(&format!("w/{}/", next.id)), "the lease token of a claim: {token}");
-    assert!(s.claim_due("w2", now(), 60_000, 10).await.unwrap().is_empty(), "nobody else can claim it");
-    assert_eq!(s.get_outbox(head.id).await.unwrap().unwrap().status, OutboxStatus::Sent);
-
-    // Its result is recorded under its own lease, and the last one is handed over in turn.
-    let last = s.complete_and_take_next(next.id, &token, report(AttemptOutcome::Delivered), "w", 60_000).await.unwrap();
-    let last = last.expect("the third notification");
-    assert_eq!(last.event, "order.ready_for_delivery");
-
-    // A dead letter holds the queue: nothing handed over, nothing claimable.
-    let dead = s
-        .complete_and_take_next(last.id, last.lease.as_deref().unwrap(), report(AttemptOutcome::Dead), "w", 60_000)
-        .await
-        .unwrap();
-    assert!(dead.is_none());
-    let mut statuses = Vec::new();
-    for id in [head.id, next.id, last.id] {
-        statuses.push(s.get_outbox(id).await.unwrap().unwrap().status);
-    }
-    assert_eq!(statuses, [OutboxStatus::Sent, OutboxStatus::Sent, OutboxStatus::Dead]);
-    // Without a sender to take it (shutdown), a freed record is left for a claim.
-    let b = order(s, 2).await;
-    act(s, &b, Action::Ready { positions: None }).await;
-    let head = s.claim_due("w", now(), 60_000, 10).await.unwrap().remove(0);
-    complete(s, &head, AttemptOutcome::Delivered).await;
-    let claimed = s.claim_due("w", now(), 60_000, 10).await.unwrap();
-    assert_eq!(claimed.iter().map(|r| r.event.as_str()).collect::<Vec<_>>(), ["order.assembled"]);
-}
 
 async fn only_the_head_of_each_queue_is_claimed(s: &dyn Store) {
     let a = order(s, 1).await;
