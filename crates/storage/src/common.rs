@@ -915,8 +915,9 @@ mod tests {
     #[test]
     fn search_text_is_taken_apart_once() {
         let words = |w: &[&str]| Some(w.iter().map(|w| w.to_string()).collect::<Vec<_>>());
+        type Case<'a> = (&'a str, Option<&'a str>, Option<Vec<String>>);
         #[rustfmt::skip]
-        let cases: &[(&str, Option<&str>, Option<Vec<String>>)] = &[
+        let cases: &[Case] = &[
             // text,                   phone key,         name words
             ("Соколова",               None,              words(&["соколова"])),
             ("  Мария  СОКОЛОВА ",     None,              words(&["мария", "соколова"])),
