@@ -127,7 +127,10 @@ impl AcceptanceClient {
                                     .map(|t| format!("; expectedAssemblyTime {t}"))
                                     .unwrap_or_default()
                             ));
-                            info!(kuper_order = ?env.identity.original_order_id, "acceptance hook accepted the order");
+                            info!(
+                                kuper_order = env.identity.original_order_id.as_deref(),
+                                "acceptance hook accepted the order"
+                            );
                             return AcceptanceDecision {
                                 verdict: AcceptanceVerdict::Accept { number, expected_assembly_time },
                                 exchange,
@@ -138,7 +141,7 @@ impl AcceptanceClient {
                         {
                             exchange.outcome = Some("declined".into());
                             exchange.detail = Some(format!("acceptance hook declined: {reason}"));
-                            info!(kuper_order = ?env.identity.original_order_id, reason = %reason, "acceptance hook declined the order");
+                            info!(kuper_order = env.identity.original_order_id.as_deref(), reason = %reason, "acceptance hook declined the order");
                             return AcceptanceDecision {
                                 verdict: AcceptanceVerdict::Decline {
                                     reason,
@@ -162,7 +165,7 @@ impl AcceptanceClient {
         };
         let (kind, why) = failure;
         let fallback = if self.hook.cancel_on_error { "cancel" } else { "accept" };
-        warn!(kuper_order = ?env.identity.original_order_id, outcome = kind, error = %why, fallback, "acceptance hook gave no usable answer; fallback applied");
+        warn!(kuper_order = env.identity.original_order_id.as_deref(), outcome = kind, error = %why, fallback, "acceptance hook gave no usable answer; fallback applied");
         exchange.outcome = Some(format!("{kind}_{fallback}"));
         exchange.detail = Some(format!("acceptance hook {kind}: {why}; on_error = {fallback}"));
         let verdict = if self.hook.cancel_on_error {

@@ -576,12 +576,8 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     caller(&state, &headers, Scope::Read)?;
     // Outbox gauges are read from the database at scrape time, so they are right across
     // restarts and replicas.
-    if let Ok(stats) = state.store.outbox_stats().await {
-        state.metrics.outbox_pending.set(stats.pending);
-        state.metrics.outbox_dead.set(stats.dead);
-        let age =
-            stats.oldest_pending_at.map(|t| (kuper_bridge_storage::now_ms() - t).max(0) as f64 / 1000.0).unwrap_or(0.0);
-        state.metrics.outbox_oldest_age.set(age);
+    if let Ok(destinations) = state.store.outbox_destinations().await {
+        state.metrics.set_outbox(&destinations, kuper_bridge_storage::now_ms());
     }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &state.registry)

@@ -9,6 +9,7 @@ pub mod error;
 pub mod metrics;
 pub mod operators;
 pub mod server;
+pub mod tls;
 pub mod ui;
 pub mod webhook;
 
@@ -16,6 +17,7 @@ pub use acceptance::{AcceptanceClient, AcceptanceHook};
 pub use auth::{ApiKey, Scope, WebhookAuth};
 pub use metrics::AppMetrics;
 pub use server::{serve, ServeLimits};
+pub use tls::{ServerCert, TlsFiles};
 
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, Path, Request, State};

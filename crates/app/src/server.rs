@@ -11,6 +11,10 @@
 //! hyper's `header_read_timeout` restarts whenever the connection waits for a head, idle time
 //! included, so it alone cannot tell "idle between requests" from "sending a head slowly". It
 //! keeps the idle one; the shorter head deadline is enforced here, on the socket's reads.
+//!
+//! With `[server.tls]` the TLS handshake runs under the first request's head deadline too (its
+//! reads go through the same guarded socket), so a client that opens a connection and never
+//! finishes a handshake holds its slot no longer than one that never sends a head.
 
 use axum::body::Body;
 use axum::Router;
@@ -28,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -54,11 +59,13 @@ impl Default for ServeLimits {
 }
 
 /// Serves until `shutdown` resolves; in-flight requests finish, and connections still sending
-/// a request head are closed rather than waited for.
+/// a request head (or still in their TLS handshake) are closed rather than waited for. With
+/// `tls`, every connection speaks HTTPS.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServeLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     // Waiting for a slot instead of accepting and closing: a connection beyond the cap stays
@@ -73,6 +80,9 @@ pub async fn serve(
         ..limits
     };
     let draining = Arc::new(AtomicBool::new(false));
+    // A handshake is not yet a hyper connection that graceful shutdown could tell to stop;
+    // it waits on this instead (a watch, so a handshake that starts late still sees it).
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.keep_alive_idle);
@@ -95,7 +105,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let head = Arc::new(HeadClock::new(limits.header_read_timeout));
-        let io = TokioIo::new(Guarded::new(stream, head.clone(), draining.clone(), slot));
+        let io = Guarded::new(stream, head.clone(), draining.clone(), slot);
         let app = app.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             head.head_received();
@@ -111,15 +121,39 @@ pub async fn serve(
                 response
             }
         });
-        let connection = graceful.watch(http.serve_connection(io, service));
+        let Some(tls) = &tls else {
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection closed with an error");
+                }
+            });
+            continue;
+        };
+        // Taken now, not in the task: a watcher holds graceful shutdown open until dropped,
+        // so a handshake in progress is waited for (and told to stop) like a request.
+        let (watcher, handshake, http) = (graceful.watcher(), tls.accept(io), http.clone());
+        let mut drain = drain_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let stream = tokio::select! {
+                stream = handshake => match stream {
+                    Ok(stream) => stream,
+                    // Scanners and plain-HTTP clients on the HTTPS port: not the server's problem.
+                    Err(e) => {
+                        tracing::debug!(error = %e, client = %peer, "TLS handshake failed");
+                        return;
+                    }
+                },
+                _ = drain.wait_for(|draining| *draining) => return,
+            };
+            if let Err(e) = watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await {
                 tracing::debug!(error = %e, "connection closed with an error");
             }
         });
     }
     drop(listener);
     draining.store(true, Ordering::Release);
+    let _ = drain_tx.send(true);
     graceful.shutdown().await;
     Ok(())
 }

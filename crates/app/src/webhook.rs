@@ -130,7 +130,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
                 IngestResult::Created { order_id, .. } | IngestResult::Applied { order_id, .. } => Some(*order_id),
                 _ => None,
             };
-            info!(request_id = %rid, order_id, kuper_order = ?env.identity.original_order_id, event = %env.event_type, outcome, status, "webhook stored");
+            info!(request_id = %rid, order_id, kuper_order = env.identity.original_order_id.as_deref(), event = %env.event_type, outcome, status, "webhook stored");
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
         }

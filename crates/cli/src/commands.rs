@@ -220,6 +220,15 @@ pub fn config_check(path: Option<&Path>) -> ExitCode {
         kuper_bridge_dispatcher::KuperAuth::ClientToken { .. } => "client-token".to_string(),
     };
     println!("listen:          {} (webhook {})", config.server.listen, config.server.webhook_path);
+    match &r.tls {
+        Some(cert) => println!(
+            "tls:             HTTPS, certificate {} ({} in the chain), key {}",
+            cert.files().cert_file.display(),
+            cert.summary().chain_len,
+            cert.files().key_file.display()
+        ),
+        None => println!("tls:             off (plain HTTP; a TLS proxy in front, or [server.tls])"),
+    }
     println!("database:        {}", kuper_bridge_storage::redact_url(&config.database.url));
     println!("kuper:           {} via {auth}, format {}", config.kuper.base_url, config.kuper.notification_format);
     println!("notifications:   {}", r.dispatcher.notifications_url());

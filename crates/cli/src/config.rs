@@ -10,6 +10,7 @@ use kuper_bridge_domain::{DeadlineSettings, Delivery, Policy, StoreProfile};
 use kuper_bridge_wire::NotificationFormat;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -99,6 +100,19 @@ pub struct Server {
     pub keep_alive_idle_ms: u64,
     /// Open connections at most; more wait in the listen backlog until one closes.
     pub max_connections: usize,
+    /// `[server.tls]`: serve HTTPS directly; absent = plain HTTP (behind a TLS proxy).
+    pub tls: Option<ServerTls>,
+}
+
+/// `[server.tls]`: PEM files read at start and again on SIGHUP (a renewed certificate needs no
+/// restart).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// The server's certificate, then its intermediates ("fullchain.pem").
+    pub cert_file: PathBuf,
+    /// The certificate's private key, unencrypted PEM.
+    pub key_file: PathBuf,
 }
 
 impl Server {
@@ -129,6 +143,7 @@ impl Default for Server {
             header_read_timeout_ms: 10_000,
             keep_alive_idle_ms: 60_000,
             max_connections: 4096,
+            tls: None,
         }
     }
 }
@@ -908,6 +923,8 @@ pub struct Resolved {
     /// The reconciliation job's settings; it runs periodically only when `enabled`.
     pub reconciliation: ReconcileConfig,
     pub reconciliation_enabled: bool,
+    /// `[server.tls]`'s certificate, loaded and checked.
+    pub tls: Option<Arc<kuper_bridge_app::ServerCert>>,
     pub warnings: Vec<String>,
 }
 
@@ -938,6 +955,15 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             problems.push("server.max_connections: at least 1".into());
+        }
+        let tls = self.server.tls.as_ref().and_then(|t| {
+            let files = kuper_bridge_app::TlsFiles { cert_file: t.cert_file.clone(), key_file: t.key_file.clone() };
+            kuper_bridge_app::ServerCert::load(files).map_err(|p| problems.extend(p)).ok()
+        });
+        if self.server.tls.is_some() && !self.console.secure_cookie {
+            warnings.push(
+                "console.secure_cookie: false while server.tls serves HTTPS; set it to true so browsers send the console's session cookie over HTTPS only".into(),
+            );
         }
         let url = &self.database.url;
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -1216,6 +1242,18 @@ impl Config {
         };
         let deadlines = self.deadlines.resolve(&mut problems);
         self.console.check(&mut problems);
+        if !matches!(self.log.format.as_str(), "json" | "text") {
+            problems.push(format!("log.format: {:?} — expected \"json\" or \"text\"", self.log.format));
+        }
+        // A bare word that is no level would parse as a target name and silence everything.
+        let level = self.log.level.trim().to_ascii_lowercase();
+        let bare_level = ["off", "error", "warn", "info", "debug", "trace"].contains(&level.as_str());
+        if !(bare_level || level.contains('=') && tracing_subscriber::EnvFilter::try_new(&level).is_ok()) {
+            problems.push(format!(
+                "log.level: {:?} — expected error, warn, info, debug or trace (or RUST_LOG-style directives)",
+                self.log.level
+            ));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -1285,6 +1323,7 @@ impl Config {
                 store_ids: r.store_ids.iter().map(|s| s.trim().to_string()).collect(),
             },
             reconciliation_enabled: r.enabled,
+            tls,
             warnings,
         })
     }
@@ -1520,6 +1559,23 @@ mod tests {
         let c: Config =
             Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(example)).extract().unwrap();
         assert!(!c.reconciliation.enabled);
+        assert!(c.server.tls.is_none(), "[server.tls] stays commented out in the example");
+    }
+
+    /// What the Debian package installs as /etc/kuper-bridge/kuper-bridge.toml: every key known,
+    /// and refused until the merchant's own credentials are in (`.ci/run` checks the installed
+    /// binary says so too).
+    #[test]
+    fn the_package_template_waits_for_credentials() {
+        let template = include_str!("../../../deploy/debian/kuper-bridge.toml");
+        let c: Config =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(template)).extract().unwrap();
+        assert_eq!(c.database.url, "sqlite:///var/lib/kuper-bridge/kuper-bridge.db", "the unit's StateDirectory");
+        assert!(c.server.tls.is_none() && c.subscribers.is_empty() && c.stores.is_empty());
+        let problems = c.resolve().err().unwrap_or_default().join("\n");
+        for needle in ["kuper.client_id: required", "webhook_auth: no credential configured"] {
+            assert!(problems.contains(needle), "{needle} missing in:\n{problems}");
+        }
     }
 
     #[test]

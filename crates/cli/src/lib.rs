@@ -28,11 +28,36 @@ pub struct Running {
     /// whether or not its periodic task is enabled: tests and operators' embeddings can run a
     /// pass by hand with [`Reconciler::run_once`].
     pub reconciler: Option<Arc<Reconciler>>,
+    /// The certificate of a process serving HTTPS (`[server.tls]`): `serve` reloads it on SIGHUP.
+    pub tls: Option<Arc<kuper_bridge_app::ServerCert>>,
 }
 
 impl Running {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Reads `[server.tls]`'s files again: new handshakes present the new certificate, open
+    /// connections keep theirs. A failure keeps the old certificate and is logged.
+    pub fn reload_tls(&self) {
+        let Some(cert) = &self.tls else {
+            tracing::info!("SIGHUP: nothing to reload (no [server.tls]; the configuration file is read at start only)");
+            return;
+        };
+        let files = cert.files();
+        match cert.reload() {
+            Ok(summary) => tracing::info!(
+                cert_file = %files.cert_file.display(),
+                chain = summary.chain_len,
+                "TLS certificate reloaded; new connections use it"
+            ),
+            Err(problems) => tracing::error!(
+                cert_file = %files.cert_file.display(),
+                error = %problems.join("; "),
+                "TLS certificate reload failed; still serving the previous certificate"
+            ),
+        }
     }
 
     pub async fn stop(self) {
@@ -63,6 +88,12 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
     deadline_metrics.register(&mut registry);
     let reconcile_metrics = ReconcileMetrics::default();
     reconcile_metrics.register(&mut registry);
+    // sqlite_file also makes a path of a postgres:// URL.
+    let sqlite = config.database.url.starts_with("sqlite:");
+    if let Some(file) = sqlite.then(|| kuper_bridge_storage::sqlite_file(&config.database.url)).flatten() {
+        let collector = kuper_bridge_app::metrics::SqliteFileCollector::new(file, store_options.sqlite_max_size_bytes);
+        registry.register_collector(Box::new(collector));
+    }
     let policy = Arc::new(resolved.policy);
 
     let state = AppState {
@@ -88,8 +119,12 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
         kuper_bridge_app::worker_router(state)
     };
     let (token, limits) = (shutdown.clone(), config.server.limits());
+    let tls = resolved.tls;
+    let acceptor = tls.as_ref().map(|cert| cert.acceptor()).transpose().map_err(|e| anyhow::anyhow!(e))?;
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = kuper_bridge_app::serve(listener, app, limits, async move { token.cancelled().await }).await {
+        if let Err(e) =
+            kuper_bridge_app::serve(listener, app, limits, acceptor, async move { token.cancelled().await }).await
+        {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }));
@@ -121,7 +156,7 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
         }
         reconciler = Some(job);
     }
-    Ok(Running { addr, _lock: lock, store, shutdown, tasks, reconciler })
+    Ok(Running { addr, _lock: lock, store, shutdown, tasks, reconciler, tls })
 }
 
 /// Keeps the audit log to its retention period (`days`; 0 keeps it forever) and expires

@@ -205,7 +205,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Config { command: ConfigCommand::Check } => Ok(commands::config_check(cli.config.as_deref())),
         Command::Sim { command: SimCommand::Serve(args) } => {
-            init_logging(&Config::default());
+            // Only `[log]` applies to the fake Kuper; the rest of the file is the gateway's.
+            match config::load_report(cli.config.as_deref()) {
+                Ok(loaded) => init_logging(&loaded.config.map(|c| c.log).unwrap_or_default()),
+                Err(e) => {
+                    eprintln!("configuration cannot be read:\n{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -237,7 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            init_logging(&config);
+            init_logging(&config.log);
             if let Some(role) = args.role {
                 config.server.role = role;
             }
@@ -262,10 +269,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for w in &resolved.warnings {
                 tracing::warn!(warning = %w, "configuration");
             }
+            // Before anything serves: SIGHUP's default action would end the process, and
+            // `systemctl reload` sends it (the unit's ExecReload).
+            let mut hangups = Hangups::register();
             let listener = tokio::net::TcpListener::bind(&config.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.server.listen))?;
             let running = kuper_bridge::start(&config, resolved, listener).await?;
+            if let Some(cert) = &running.tls {
+                tracing::info!(
+                    cert_file = %cert.files().cert_file.display(),
+                    chain = cert.summary().chain_len,
+                    "serving HTTPS; SIGHUP reloads the certificate"
+                );
+            }
             tracing::info!(
                 listen = %running.addr,
                 webhook = %format!("{}{}", running.url(), config.server.webhook_path),
@@ -276,7 +293,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(sim) = &sandbox {
                 sandbox::feed(&config, &running, sim, args.demo_orders).await;
             }
-            shutdown_signal().await;
+            let mut shutdown = std::pin::pin!(shutdown_signal());
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = hangups.next() => running.reload_tls(),
+                }
+            }
             tracing::info!("shutting down");
             running.stop().await;
             if let Some(sim) = sandbox {
@@ -336,19 +359,58 @@ async fn sim_run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn init_logging(config: &Config) {
+fn init_logging(log: &config::Log) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn,hyper=warn", config.log.level)));
-    if config.log.format == "text" {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn,hyper=warn", log.level)));
+    // Colour codes only for a person at a terminal: journald, files and pipes would keep
+    // them as `\x1b[2m…` noise.
+    let ansi = std::io::stdout().is_terminal();
+    if log.format == "text" {
+        let _ = tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).try_init();
     } else {
         let _ = tracing_subscriber::fmt()
             .json()
+            .with_ansi(false)
             .flatten_event(true)
             .with_current_span(false)
             .with_env_filter(filter)
             .try_init();
+    }
+}
+
+/// SIGHUP, where there is one.
+struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    fn register() -> Self {
+        #[cfg(unix)]
+        {
+            let signal = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP; the TLS certificate will not be reloaded");
+                    None
+                }
+            };
+            Self { signal }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            if signal.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
     }
 }
 

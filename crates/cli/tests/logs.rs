@@ -107,6 +107,98 @@ async fn no_secret_in_the_logs_even_at_debug_level() {
     ] {
         assert!(!text.contains(secret), "{secret:?} appears in the logs");
     }
+    // Values as a person reads them: a Kuper order id as the id, a status as a number, never
+    // Rust's `Some("…")`.
+    assert!(!text.contains("Some("), "Debug-formatted options in the logs:\n{}", &text[..text.len().min(4000)]);
+    let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let stored = lines
+        .iter()
+        .find(|l| l["message"] == "webhook stored" && l["kuper_order"] == id.as_str())
+        .unwrap_or_else(|| panic!("no `webhook stored` line with kuper_order {id}:\n{text}"));
+    assert!(stored["status"].is_u64(), "{stored}");
+    let attempt = lines
+        .iter()
+        .find(|l| l["message"] == "notification attempt")
+        .unwrap_or_else(|| panic!("no `notification attempt` line:\n{text}"));
+    assert!(attempt["status"].is_u64(), "the HTTP status is a number: {attempt}");
     drop_test_database(&config.database.url).await;
     sim.shutdown().await;
+}
+
+/// No colour codes when stdout is not a terminal (journald, a file, a pipe): `[log] format =
+/// "text"` writes plain text there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_carry_no_colour_codes_when_stdout_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = base_config(dir.path(), "http://127.0.0.1:9").await;
+    config.server.listen = format!("127.0.0.1:{port}");
+    config.log.format = "text".into();
+    let config_path = dir.path().join("kuper-bridge.toml");
+    std::fs::write(&config_path, toml_of(&config)).unwrap();
+    let log = dir.path().join("gateway.log");
+    let mut child = spawn_gateway_logging(&config_path, dir.path(), "info", Some(&log)).await;
+    let app = format!("http://127.0.0.1:{port}");
+    wait_healthy(&reqwest::Client::new(), &app).await;
+    let text = wait_for_line(&log, "kuper-bridge is serving").await;
+    child.kill().await.unwrap();
+    let _ = child.wait().await;
+    assert!(!text.contains('\x1b'), "ANSI escape codes in a log written to a file:\n{text:?}");
+    assert!(!text.trim_start().starts_with('{'), "format = \"text\" writes text, not JSON:\n{text}");
+    drop_test_database(&config.database.url).await;
+}
+
+/// `sim serve` takes `[log] format` from the configuration, as `serve` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_serve_honours_the_log_format() {
+    for format in ["json", "text"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("kuper-bridge.toml");
+        std::fs::write(&config_path, format!("[log]\nformat = \"{format}\"\nlevel = \"info\"\n")).unwrap();
+        let listen =
+            format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+        let log = dir.path().join("sim.log");
+        let file =
+            || std::process::Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap());
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kuper-bridge"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["sim", "serve", "--listen", &listen])
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .stdout(file())
+            .stderr(file())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn kuper-bridge sim serve");
+        let text = wait_for_line(&log, "fake Kuper is serving").await;
+        child.kill().await.unwrap();
+        let _ = child.wait().await;
+        let line = text.lines().find(|l| l.contains("fake Kuper is serving")).unwrap_or_default();
+        let parsed = serde_json::from_str::<Value>(line);
+        match format {
+            "json" => {
+                let v = parsed.unwrap_or_else(|e| panic!("format = \"json\": not a JSON line ({e}): {line}"));
+                assert_eq!(v["message"], "fake Kuper is serving", "{v}");
+                assert_eq!(v["listen"], listen.as_str(), "{v}");
+            }
+            _ => {
+                assert!(parsed.is_err(), "format = \"text\": a JSON line: {line}");
+                assert!(line.contains(&format!("listen={listen}")), "{line}");
+            }
+        }
+        assert!(!text.contains('\x1b'), "ANSI escape codes in a log written to a file:\n{text:?}");
+    }
+}
+
+async fn wait_for_line(log: &std::path::Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{needle:?} not logged:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

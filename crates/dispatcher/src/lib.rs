@@ -115,7 +115,8 @@ impl Dispatcher {
     ) -> Result<Self, reqwest::Error> {
         let client = kuper_client(config.request_timeout, config.connect_timeout)?;
         let tokens =
-            TokenCache::new(client.clone(), join_url(&config.base_url, &config.token_path), config.auth.clone());
+            TokenCache::new(client.clone(), join_url(&config.base_url, &config.token_path), config.auth.clone())
+                .counting(metrics.token_requests.clone());
         Ok(Self { store, config, client, tokens, metrics, owner })
     }
 
@@ -303,9 +304,9 @@ impl Dispatcher {
             _ => None,
         };
         if outcome == "dead" {
-            warn!(outbox_id = record.id, order_id = record.order_id, event = %event, status = ?t.status, error = ?error, "notification dead-lettered");
+            warn!(outbox_id = record.id, order_id = record.order_id, event = %event, status = t.status, error = error.as_deref(), "notification dead-lettered");
         } else {
-            info!(outbox_id = record.id, order_id = record.order_id, event = %event, status = ?t.status, outcome, latency_ms = t.latency.as_millis() as u64, "notification attempt");
+            info!(outbox_id = record.id, order_id = record.order_id, event = %event, status = t.status, outcome, latency_ms = t.latency.as_millis() as u64, "notification attempt");
         }
         let exchange = Exchange {
             kind: "notification".into(),
@@ -493,9 +494,9 @@ impl Dispatcher {
             _ => None,
         };
         if label == "dead" {
-            warn!(outbox_id = record.id, destination = %record.destination, event = %record.event, status = ?status, error = ?error, "forwarded event dead-lettered");
+            warn!(outbox_id = record.id, destination = %record.destination, event = %record.event, status, error = error.as_deref(), "forwarded event dead-lettered");
         } else {
-            info!(outbox_id = record.id, destination = %record.destination, event = %record.event, status = ?status, outcome = label, "forward attempt");
+            info!(outbox_id = record.id, destination = %record.destination, event = %record.event, status, outcome = label, "forward attempt");
         }
         let exchange = Exchange {
             kind: "forward".into(),

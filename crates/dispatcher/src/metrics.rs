@@ -22,6 +22,9 @@ pub struct DispatchMetrics {
     pub notifications: Family<NotificationLabels, Counter>,
     pub delivery_seconds: Family<EventLabel, Histogram>,
     pub token_refreshes: Counter,
+    /// Requests to Kuper's token endpoint by outcome: a failing endpoint or refused client
+    /// credentials stop every notification, and only this shows why.
+    pub token_requests: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for DispatchMetrics {
@@ -32,6 +35,7 @@ impl Default for DispatchMetrics {
                 Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
             }),
             token_refreshes: Counter::default(),
+            token_requests: Family::default(),
         }
     }
 }
@@ -52,6 +56,11 @@ impl DispatchMetrics {
             "kuper_bridge_token_refreshes",
             "Forced token refreshes after 401/403",
             self.token_refreshes.clone(),
+        );
+        registry.register(
+            "kuper_bridge_token_requests",
+            "Requests to Kuper's OAuth token endpoint by outcome (ok, refused, unreachable, malformed)",
+            self.token_requests.clone(),
         );
     }
 

@@ -250,10 +250,21 @@ impl Reconciler {
                 _ = shutdown.cancelled() => return,
             };
             match result {
-                Ok(report) if report.changed_anything() => {
-                    info!(?report, "reconciliation pass changed or flagged orders")
+                Ok(report) if report.changed_anything() => info!(
+                    pages = report.pages,
+                    shipments = report.shipments,
+                    imported = report.imported,
+                    canceled = report.canceled,
+                    disagreements = report.disagreements,
+                    already_present = report.already_present,
+                    skipped = report.skipped,
+                    invalid = report.invalid,
+                    failed = report.failed,
+                    "reconciliation pass changed or flagged orders"
+                ),
+                Ok(report) => {
+                    tracing::debug!(pages = report.pages, shipments = report.shipments, "reconciliation pass: in sync")
                 }
-                Ok(report) => tracing::debug!(?report, "reconciliation pass: in sync"),
                 Err(e) => warn!(error = %e, "reconciliation pass failed; retrying at the next interval"),
             }
         }
@@ -368,7 +379,8 @@ impl Reconciler {
                     }
                 }
                 Decision::Import | Decision::ApplyCancel => {
-                    warn!(kuper_order = %reference, ?decision, "reconciliation: the same change was decided twice; left for an operator");
+                    let decision = if decision == Decision::Import { "import" } else { "apply_cancel" };
+                    warn!(kuper_order = %reference, decision, "reconciliation: the same change was decided twice; left for an operator");
                     return;
                 }
             }

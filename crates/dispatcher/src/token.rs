@@ -1,6 +1,9 @@
 //! OAuth2 client-credentials token for Kuper's merchant-api, cached and refreshed
 //! single-flight: however many sends need a token at once, one request goes out.
 
+use crate::metrics::OutcomeLabel;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -57,6 +60,8 @@ pub struct TokenCache {
     /// The last failed fetch: callers queued behind it share its verdict for a moment instead
     /// of each waiting out the same timeout in turn.
     failed: Mutex<Option<(Instant, String)>>,
+    /// Counts each request to the token endpoint by outcome, when set.
+    requests: Option<Family<OutcomeLabel, Counter>>,
 }
 
 impl TokenCache {
@@ -68,7 +73,15 @@ impl TokenCache {
             cached: Mutex::new(None),
             generations: std::sync::atomic::AtomicU64::new(0),
             failed: Mutex::new(None),
+            requests: None,
         }
+    }
+
+    /// Counts every request to the token endpoint in `requests` by outcome (ok, refused,
+    /// unreachable, malformed).
+    pub fn counting(mut self, requests: Family<OutcomeLabel, Counter>) -> Self {
+        self.requests = Some(requests);
+        self
     }
 
     pub fn is_oauth(&self) -> bool {
@@ -110,6 +123,15 @@ impl TokenCache {
             }
         }
         let result = self.fetch(client_id, client_secret).await;
+        if let Some(requests) = &self.requests {
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(TokenError::Refused { .. }) => "refused",
+                Err(TokenError::Transport(_)) => "unreachable",
+                Err(TokenError::Malformed(_)) => "malformed",
+            };
+            requests.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
+        }
         match &result {
             Ok((token, refresh_at)) => {
                 *self.failed.lock().await = None;

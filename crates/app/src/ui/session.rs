@@ -349,7 +349,10 @@ pub async fn login(
         (status, layout::login_page(lang, &next, &login, Some(&message))).into_response()
     };
     if !same_origin(&headers) {
-        tracing::warn!(client = ?address, "console login refused: the form was posted from another site");
+        tracing::warn!(
+            client = address.map(tracing::field::display),
+            "console login refused: the form was posted from another site"
+        );
         return page(
             StatusCode::FORBIDDEN,
             tr(lang, "Вход возможен только со страницы пульта.", "Sign in from the console's own page.").into(),
@@ -357,7 +360,7 @@ pub async fn login(
     }
     let throttle = &state.console.throttle;
     if let Err(wait) = throttle.check(&login, address, Instant::now()) {
-        tracing::warn!(client = ?address, "console login throttled");
+        tracing::warn!(client = address.map(tracing::field::display), "console login throttled");
         let minutes = throttle::minutes_up(wait);
         let message = match lang {
             Lang::Ru => format!("Слишком много неудачных попыток входа. Подождите {minutes} мин и попробуйте снова."),
@@ -388,13 +391,16 @@ pub async fn login(
             throttle.failed(&login, address, Instant::now());
             match &other {
                 Some(a) if a.disabled => {
-                    tracing::warn!(operator = %a.name, client = ?address, "console login refused: account disabled")
+                    tracing::warn!(operator = %a.name, client = address.map(tracing::field::display), "console login refused: account disabled")
                 }
                 Some(a) => {
-                    tracing::warn!(operator = %a.name, client = ?address, "console login failed: wrong password")
+                    tracing::warn!(operator = %a.name, client = address.map(tracing::field::display), "console login failed: wrong password")
                 }
                 // The typed name is not logged: people type passwords into the name field.
-                None => tracing::warn!(client = ?address, "console login failed: no such account"),
+                None => tracing::warn!(
+                    client = address.map(tracing::field::display),
+                    "console login failed: no such account"
+                ),
             }
             return page(
                 StatusCode::UNAUTHORIZED,
@@ -412,7 +418,7 @@ pub async fn login(
     if let Err(e) = state.store.create_session(&token_hash(&token), operator.id, now).await {
         return store_error(e);
     }
-    tracing::info!(operator = %operator.name, role = %operator.role, client = ?address, "console login");
+    tracing::info!(operator = %operator.name, role = %operator.role, client = address.map(tracing::field::display), "console login");
     if state.console.purge_due() {
         let settings = state.console.settings.clone();
         let store = state.store.clone();
