@@ -121,7 +121,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
         }
         _ => None,
     };
-    match state.store.ingest_webhook_with(&env, exchange, &state.policy, &answer, acceptance).await {
+    match state.store.ingest_webhook_with(&env, exchange, &state.policy, answer, acceptance).await {
         Ok(result) => {
             let (status, body) = answer(&result);
             let outcome = result.outcome();

@@ -443,7 +443,7 @@ impl Reconciler {
         let detail =
             format!("order.created never arrived by webhook; imported from Kuper's pull API (Kuper state {state})");
         let exchange = self.exchange("order.created", body, detail, pass);
-        match self.store.ingest_webhook(&env, exchange, &self.policy, &respond).await {
+        match self.store.ingest_webhook(&env, exchange, &self.policy, respond).await {
             Ok(IngestResult::Created { duplicate: false, order_id, answer }) => {
                 self.count(report, "imported");
                 warn!(kuper_order = %reference, order_id, number = %answer.number, "reconciliation: imported an order whose order.created never arrived");
@@ -483,7 +483,7 @@ impl Reconciler {
         };
         let detail = "Kuper canceled the order and order.canceled never arrived; applied from Kuper's pull API".into();
         let exchange = self.exchange("order.canceled", body, detail, pass);
-        match self.store.ingest_webhook(&env, exchange, &self.policy, &respond).await {
+        match self.store.ingest_webhook(&env, exchange, &self.policy, respond).await {
             Ok(IngestResult::Applied { order_id, outcome, .. }) => {
                 self.count(report, "canceled");
                 warn!(kuper_order = %reference, order_id, outcome = outcome.as_str(), "reconciliation: applied a cancellation that never arrived by webhook");

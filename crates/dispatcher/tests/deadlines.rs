@@ -43,7 +43,7 @@ async fn restaurant_order(s: &dyn Store, n: u32) -> (String, i64, i64) {
     body["payload"]["originalOrderId"] = Value::String(reference.clone());
     body["payload"]["orderUUID"] = Value::String(format!("r:{n}"));
     let env = WebhookEnvelope::parse(body.to_string().as_bytes()).unwrap();
-    s.ingest_webhook(&env, Exchange::default(), &policy(), &respond).await.unwrap();
+    s.ingest_webhook(&env, Exchange::default(), &policy(), respond).await.unwrap();
     let o = s.find_order(&reference).await.unwrap().unwrap();
     (reference, o.id, o.created_at)
 }

@@ -1,8 +1,9 @@
-//! What both backends share: row mapping (through `sqlx::Row`, so one mapper serves SQLite and
-//! PostgreSQL rows) and the parts of each operation that decide without touching the database,
+//! What both backends share: row mapping (through [`Columns`], so one mapper serves sqlx's
+//! SQLite and PostgreSQL rows and the SQLite writer's rusqlite rows) and the parts of each operation that decide without touching the database,
 //! so the two backends cannot drift apart in behaviour.
 
 use crate::{
+    Respond,
     AttemptReport, EventRecord, Exchange, IngestResult, OutboxRecord, OutboxStatus, PickupVerification, Result,
     StoreError, StoredOrder,
 };
@@ -29,10 +30,17 @@ impl OperatorChange<'_> {
     }
 }
 
-/// The columns [`operator_from_row`] reads, in both backends' queries.
-pub(crate) const OPERATOR_COLUMNS: &str = "id, name, role, password_hash, disabled, created_at, updated_at";
+/// Reading a row's columns by name, whoever fetched it.
+pub(crate) trait Columns {
+    fn int(&self, column: &str) -> Result<i64>;
+    fn int_opt(&self, column: &str) -> Result<Option<i64>>;
+    fn text(&self, column: &str) -> Result<String>;
+    fn text_opt(&self, column: &str) -> Result<Option<String>>;
+    /// SQLite keeps 0/1 in an INTEGER, PostgreSQL a BOOLEAN; both read as bool.
+    fn flag(&self, column: &str) -> Result<bool>;
+}
 
-pub(crate) fn operator_from_row<R>(row: &R) -> Result<crate::Operator>
+impl<R> Columns for R
 where
     R: Row,
     for<'c> &'c str: ColumnIndex<R>,
@@ -40,34 +48,68 @@ where
     String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
     bool: Type<R::Database> + for<'r> Decode<'r, R::Database>,
 {
-    let role: String = row.try_get("role")?;
+    fn int(&self, column: &str) -> Result<i64> {
+        Ok(self.try_get(column)?)
+    }
+    fn int_opt(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(column)?)
+    }
+    fn text(&self, column: &str) -> Result<String> {
+        Ok(self.try_get(column)?)
+    }
+    fn text_opt(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.try_get(column)?)
+    }
+    fn flag(&self, column: &str) -> Result<bool> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+/// A row of the SQLite writer's connection.
+pub(crate) struct Lite<'a, 'r>(pub &'a rusqlite::Row<'r>);
+
+impl Columns for Lite<'_, '_> {
+    fn int(&self, column: &str) -> Result<i64> {
+        Ok(self.0.get(column)?)
+    }
+    fn int_opt(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.0.get(column)?)
+    }
+    fn text(&self, column: &str) -> Result<String> {
+        Ok(self.0.get(column)?)
+    }
+    fn text_opt(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.0.get(column)?)
+    }
+    fn flag(&self, column: &str) -> Result<bool> {
+        Ok(self.0.get(column)?)
+    }
+}
+
+/// The columns [`operator_from_row`] reads, in both backends' queries.
+pub(crate) const OPERATOR_COLUMNS: &str = "id, name, role, password_hash, disabled, created_at, updated_at";
+
+pub(crate) fn operator_from_row<R: Columns>(row: &R) -> Result<crate::Operator> {
+    let role = row.text("role")?;
     Ok(crate::Operator {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
+        id: row.int("id")?,
+        name: row.text("name")?,
         // The table's CHECK admits only the four slugs; anything else is a damaged database.
         role: crate::OperatorRole::parse(&role)
             .ok_or_else(|| StoreError::Unavailable(format!("operator row with unknown role {role:?}")))?,
-        password_hash: row.try_get("password_hash")?,
-        // SQLite keeps 0/1 in an INTEGER, PostgreSQL a BOOLEAN; sqlx reads both as bool.
-        disabled: row.try_get("disabled")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        password_hash: row.text("password_hash")?,
+        disabled: row.flag("disabled")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
     })
 }
 
-pub(crate) fn order_from_row<R>(row: &R) -> Result<StoredOrder>
-where
-    R: Row,
-    for<'c> &'c str: ColumnIndex<R>,
-    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
-    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
-{
-    let data: String = row.try_get("data")?;
+pub(crate) fn order_from_row<R: Columns>(row: &R) -> Result<StoredOrder> {
     Ok(StoredOrder {
-        id: row.try_get("id")?,
-        order: serde_json::from_str(&data)?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        id: row.int("id")?,
+        order: serde_json::from_str(&row.text("data")?)?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
     })
 }
 
@@ -76,37 +118,30 @@ where
 /// the record is promoted to the head of the queue (migration 0004 on SQLite, 0003 on PostgreSQL).
 pub(crate) const WAITING: i64 = 253_402_300_799_999;
 
-pub(crate) fn outbox_from_row<R>(row: &R) -> Result<OutboxRecord>
-where
-    R: Row,
-    for<'c> &'c str: ColumnIndex<R>,
-    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
-    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
-    bool: Type<R::Database> + for<'r> Decode<'r, R::Database>,
-{
-    let status: String = row.try_get("status")?;
-    let next_attempt_at: i64 = row.try_get("next_attempt_at")?;
+pub(crate) fn outbox_from_row<R: Columns>(row: &R) -> Result<OutboxRecord> {
+    let status = row.text("status")?;
+    let next_attempt_at = row.int("next_attempt_at")?;
+    let created_at = row.int("created_at")?;
     Ok(OutboxRecord {
-        id: row.try_get("id")?,
-        order_id: row.try_get("order_id")?,
-        kind: row.try_get("kind")?,
-        destination: row.try_get("destination")?,
-        event: row.try_get("event")?,
-        body: row.try_get("body")?,
+        id: row.int("id")?,
+        order_id: row.int("order_id")?,
+        kind: row.text("kind")?,
+        destination: row.text("destination")?,
+        event: row.text("event")?,
+        body: row.text("body")?,
         status: OutboxStatus::parse(&status)
             .ok_or_else(|| StoreError::Unavailable(format!("outbox row with unknown status {status:?}")))?,
-        attempts: row.try_get("attempts")?,
-        next_attempt_at: if next_attempt_at >= WAITING { row.try_get("created_at")? } else { next_attempt_at },
+        attempts: row.int("attempts")?,
+        next_attempt_at: if next_attempt_at >= WAITING { created_at } else { next_attempt_at },
         waiting: next_attempt_at >= WAITING,
-        // SQLite keeps 0/1 in an INTEGER, PostgreSQL a BOOLEAN; sqlx reads both as bool.
-        in_doubt: row.try_get("in_doubt")?,
-        lease: row.try_get("lease_owner")?,
-        retry_since: row.try_get::<Option<i64>, _>("retry_since")?.unwrap_or(row.try_get("created_at")?),
-        idempotency_key: row.try_get::<Option<String>, _>("idempotency_key")?.unwrap_or_default(),
-        last_status: row.try_get("last_status")?,
-        last_error: row.try_get("last_error")?,
-        created_at: row.try_get("created_at")?,
-        sent_at: row.try_get("sent_at")?,
+        in_doubt: row.flag("in_doubt")?,
+        lease: row.text_opt("lease_owner")?,
+        retry_since: row.int_opt("retry_since")?.unwrap_or(created_at),
+        idempotency_key: row.text_opt("idempotency_key")?.unwrap_or_default(),
+        last_status: row.int_opt("last_status")?,
+        last_error: row.text_opt("last_error")?,
+        created_at,
+        sent_at: row.int_opt("sent_at")?,
     })
 }
 
@@ -320,32 +355,6 @@ where
     q.push(")");
 }
 
-/// "Never" in `orders.deadline_check_at`: nothing to record until the order is written again.
-const NO_DEADLINE_CHECK: i64 = i64::MAX;
-
-/// One statement for a page of checks (both backends name a VALUES list's columns
-/// `column1`, `column2`, …). The `updated_at` condition leaves an order written since it was
-/// read due, as that write made it; an unchanged check is not rewritten (on PostgreSQL that
-/// would copy the whole row).
-pub(crate) fn push_deadline_checks<'a, DB>(q: &mut sqlx::QueryBuilder<'a, DB>, checks: &[crate::DeadlineCheck])
-where
-    DB: sqlx::Database,
-    i64: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-{
-    q.push("UPDATE orders SET deadline_check_at = v.column3 FROM (VALUES ");
-    let mut rows = q.separated(", ");
-    for c in checks {
-        rows.push("(")
-            .push_bind_unseparated(c.order_id)
-            .push_unseparated(", ")
-            .push_bind_unseparated(c.read_updated_at)
-            .push_unseparated(", ")
-            .push_bind_unseparated(c.next_at.unwrap_or(NO_DEADLINE_CHECK))
-            .push_unseparated(")");
-    }
-    q.push(") AS v WHERE orders.id = v.column1 AND orders.updated_at = v.column2 AND orders.deadline_check_at <> v.column3");
-}
-
 /// Open orders past a deadline they have not met, per kind. Which states meet which promise
 /// is the domain's rule; it arrives here as lists of states.
 pub(crate) fn push_past_due_counts<'a, DB>(q: &mut sqlx::QueryBuilder<'a, DB>)
@@ -371,7 +380,7 @@ where
 pub(crate) fn finish_ingest_exchange(
     exchange: &mut Exchange,
     result: &IngestResult,
-    respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+    respond: Respond,
 ) {
     let (status, response) = respond(result);
     exchange.status = Some(i64::from(status));

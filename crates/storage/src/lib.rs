@@ -3,7 +3,7 @@
 //! order, its outbox rows and its timeline entries in one transaction.
 
 mod common;
-mod group_commit;
+mod sqlite_writer;
 mod postgres;
 mod sqlite;
 mod statements;
@@ -50,6 +50,12 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         StoreError::Unavailable(format!("migration failed: {e}"))
@@ -63,6 +69,10 @@ impl From<serde_json::Error> for StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Turns a stored webhook's result into the HTTP answer written into its audit entry. A plain
+/// function: the unit of work that calls it may run on another thread (the SQLite writer).
+pub type Respond = fn(&IngestResult) -> (u16, String);
 
 /// An order as stored.
 #[derive(Debug, Clone, Serialize)]
@@ -522,7 +532,7 @@ pub trait Store: Send + Sync + 'static {
         env: &WebhookEnvelope,
         exchange: Exchange,
         policy: &Policy,
-        respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+        respond: Respond,
     ) -> Result<IngestResult> {
         self.ingest_webhook_with(env, exchange, policy, respond, None).await
     }
@@ -534,7 +544,7 @@ pub trait Store: Send + Sync + 'static {
         env: &WebhookEnvelope,
         exchange: Exchange,
         policy: &Policy,
-        respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+        respond: Respond,
         acceptance: Option<AcceptanceDecision>,
     ) -> Result<IngestResult>;
 

@@ -6,11 +6,12 @@
 //! replica's dispatcher through `NOTIFY`.
 
 use crate::common::{self, event_from_row, order_from_row, outbox_from_row};
-use crate::statements;
+use crate::statements::{self, Dialect::Postgres};
 use crate::units::{self, RecordChange, UnitTx};
 use crate::{
     now_ms, AcceptanceDecision, ActionRequest, ActionResult, AttemptReport, EventRecord, Exchange, IngestResult,
-    OrderFilter, OutboxRecord, OutboxStats, OutboxStatus, PickupVerification, Result, Store, StoreError, StoredOrder,
+    OrderFilter, OutboxRecord, OutboxStats, OutboxStatus, PickupVerification, Respond, Result, Store, StoreError,
+    StoredOrder,
 };
 use async_trait::async_trait;
 use kuper_bridge_domain::{Order, Policy};
@@ -208,8 +209,7 @@ impl UnitTx for PgUnit {
     }
 
     async fn number_taken(&mut self, number: &str) -> Result<bool> {
-        let taken: i64 =
-            statements::number_taken::<sqlx::Postgres>(number).build_query_scalar().fetch_one(&mut *self.0).await?;
+        let taken: i64 = statements::number_taken(Postgres, number).pg().fetch_one(&mut *self.0).await?.try_get(0)?;
         Ok(taken > 0)
     }
 
@@ -222,9 +222,10 @@ impl UnitTx for PgUnit {
     }
 
     async fn earlier_request(&mut self, key: &str) -> Result<Option<(String, i64, Vec<i64>)>> {
-        let earlier: Option<(String, i64, String)> =
-            statements::earlier_request::<sqlx::Postgres>(key).build_query_as().fetch_optional(&mut *self.0).await?;
-        earlier.map(|(hash, order_id, ids)| Ok((hash, order_id, serde_json::from_str(&ids)?))).transpose()
+        let q = statements::earlier_request(Postgres, key);
+        let Some(row) = q.pg().fetch_optional(&mut *self.0).await? else { return Ok(None) };
+        let ids: String = row.try_get(2)?;
+        Ok(Some((row.try_get(0)?, row.try_get(1)?, serde_json::from_str(&ids)?)))
     }
 
     async fn create_order(&mut self, draft: &Order, prefix: &str, now: i64) -> Result<Option<(i64, Order)>> {
@@ -264,10 +265,7 @@ impl UnitTx for PgUnit {
     }
 
     async fn change_record(&mut self, id: i64, change: &RecordChange, now: i64) -> Result<()> {
-        statements::record_change::<sqlx::Postgres>(id, &without_nul(change), now)
-            .build()
-            .execute(&mut *self.0)
-            .await?;
+        statements::record_change(Postgres, id, &without_nul(change), now).pg().execute(&mut *self.0).await?;
         Ok(())
     }
 
@@ -294,10 +292,8 @@ impl UnitTx for PgUnit {
     }
 
     async fn insert_deadline(&mut self, order_id: i64, kind: &str, stage: &str, due_at: i64, now: i64) -> Result<bool> {
-        let done = statements::insert_deadline::<sqlx::Postgres>(order_id, kind, stage, due_at, now)
-            .build()
-            .execute(&mut *self.0)
-            .await?;
+        let done =
+            statements::insert_deadline(Postgres, order_id, kind, stage, due_at, now).pg().execute(&mut *self.0).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -308,10 +304,7 @@ impl UnitTx for PgUnit {
         outbox_ids: &[i64],
         now: i64,
     ) -> Result<()> {
-        statements::remember_request::<sqlx::Postgres>(key, order_id, outbox_ids, now)?
-            .build()
-            .execute(&mut *self.0)
-            .await?;
+        statements::remember_request(Postgres, key, order_id, outbox_ids, now)?.pg().execute(&mut *self.0).await?;
         Ok(())
     }
 
@@ -446,7 +439,7 @@ async fn insert_event(
             crate::Actor::Cli => crate::Actor::Cli,
         }),
     };
-    statements::insert_event::<sqlx::Postgres>(order_id, outbox_id, at, e).build().execute(conn).await?;
+    statements::insert_event(Postgres, order_id, outbox_id, at, e).pg().execute(conn).await?;
     Ok(())
 }
 
@@ -563,10 +556,7 @@ async fn insert_outbox(
     let mut ids = Vec::with_capacity(rows.len());
     for row in rows {
         ids.push(
-            statements::insert_outbox::<sqlx::Postgres>(order_id, row, now)
-                .build_query_scalar()
-                .fetch_one(&mut *conn)
-                .await?,
+            statements::insert_outbox(Postgres, order_id, row, now).pg().fetch_one(&mut *conn).await?.try_get(0)?,
         );
     }
     Ok(ids)
@@ -575,14 +565,13 @@ async fn insert_outbox(
 /// Makes the first open record of the order due if it was waiting: called by every commit
 /// that may have made a record final (sent, skipped, dead letter skipped or superseded).
 async fn promote_queue_head(conn: &mut PgConnection, order_id: i64, destination: &str, now: i64) -> Result<()> {
-    statements::promote_queue_head::<sqlx::Postgres>(order_id, destination, now).build().execute(conn).await?;
+    statements::promote_queue_head(Postgres, order_id, destination, now).pg().execute(conn).await?;
     Ok(())
 }
 
 /// Kuper ended the order: queued notifications would only be refused (protocol.md §5).
 async fn supersede_pending(conn: &mut PgConnection, order_id: i64, now: i64, reason: &str) -> Result<u64> {
-    let done =
-        statements::supersede_pending::<sqlx::Postgres>(order_id, reason, now).build().execute(&mut *conn).await?;
+    let done = statements::supersede_pending(Postgres, order_id, reason, now).pg().execute(&mut *conn).await?;
     Ok(done.rows_affected())
 }
 
@@ -641,7 +630,7 @@ impl Store for PgStore {
         env: &WebhookEnvelope,
         exchange: Exchange,
         policy: &Policy,
-        respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+        respond: Respond,
         acceptance: Option<AcceptanceDecision>,
     ) -> Result<IngestResult> {
         let tx = self.unit().await?;
@@ -676,7 +665,7 @@ impl Store for PgStore {
         policy: &Policy,
         exchange: Exchange,
     ) -> Result<PickupVerification> {
-        units::verify_pickup_code(self.unit().await?, reference, code, policy, exchange, now_ms()).await
+        units::verify_pickup_code(self.unit().await?, reference, code, policy, exchange, now_ms()).await?
     }
 
     async fn find_order(&self, reference: &str) -> Result<Option<StoredOrder>> {
@@ -931,9 +920,7 @@ impl Store for PgStore {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
-        common::push_deadline_checks(&mut q, checks);
-        q.build().execute(&mut *tx).await?;
+        statements::deadline_checks(Postgres, checks).pg().execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1,21 +1,25 @@
-//! SQLite backend: WAL, `synchronous=FULL` (durable commits), one writer connection (SQLite
-//! has one writer anyway; queuing in-process avoids busy-waiting) and a small reader pool.
-//! Write transactions start with `BEGIN IMMEDIATE` so another process's writer is waited for
-//! (busy_timeout) instead of failing on lock upgrade.
+//! SQLite backend: WAL, `synchronous=FULL` (durable commits). Every write goes to one writer
+//! thread that owns the only write connection ([`SqliteWriter`]: a unit of work per crossing,
+//! group commit); reads go to a small sqlx pool. The writer's transactions start with
+//! `BEGIN IMMEDIATE` so another process's writer is waited for (busy_timeout) instead of
+//! failing on lock upgrade.
 
-use crate::common::{self, event_from_row, order_from_row, outbox_from_row};
-use crate::statements;
+use crate::common::{self, event_from_row, order_from_row, outbox_from_row, Lite};
+use crate::sqlite_writer::SqliteWriter;
+use crate::statements::{self, Dialect::Sqlite};
 use crate::units::{self, RecordChange, UnitTx};
 use crate::{
     now_ms, AcceptanceDecision, ActionRequest, ActionResult, AttemptReport, EventRecord, Exchange, IngestResult,
-    OrderFilter, OutboxRecord, OutboxStats, OutboxStatus, PickupVerification, Result, Store, StoreError, StoredOrder,
+    OrderFilter, OutboxRecord, OutboxStats, OutboxStatus, PickupVerification, Respond, Result, Store, StoreError,
+    StoredOrder,
 };
 use async_trait::async_trait;
 use kuper_bridge_domain::{Order, Policy};
 use kuper_bridge_wire::WebhookEnvelope;
-use rand::Rng;
+use rusqlite::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqlitePool};
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +28,9 @@ use tokio::sync::Notify;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
-    writer: SqlitePool,
-    /// Every write goes through here (group commit: one fsync for many writers).
-    group: crate::group_commit::GroupWriter,
+    /// sqlx's migrator's connection; nothing else writes through it.
+    admin: SqlitePool,
+    writer: SqliteWriter,
     reader: SqlitePool,
     signal: Arc<Notify>,
     forwarding: Arc<crate::Forwarding>,
@@ -34,9 +38,43 @@ pub struct SqliteStore {
 
 /// SQLite's default page size, which kuper-bridge never changes.
 const SQLITE_PAGE_SIZE: u64 = 4096;
-const ORDER_COLUMNS: &str = "id, data, created_at, updated_at";
-const OUTBOX_COLUMNS: &str =
-    "id, order_id, kind, destination, event, body, status, attempts, next_attempt_at, in_doubt, last_status, last_error, created_at, sent_at, lease_owner, retry_since, idempotency_key";
+macro_rules! order_columns {
+    () => {
+        "id, data, created_at, updated_at"
+    };
+}
+macro_rules! outbox_columns {
+    () => {
+        "id, order_id, kind, destination, event, body, status, attempts, next_attempt_at, in_doubt, last_status, last_error, created_at, sent_at, lease_owner, retry_since, idempotency_key"
+    };
+}
+const ORDER_COLUMNS: &str = order_columns!();
+const OUTBOX_COLUMNS: &str = outbox_columns!();
+const ORDER_BY_ID: &str = concat!("SELECT ", order_columns!(), " FROM orders WHERE id = ?1");
+const ORDER_BY_REFERENCE: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    " FROM orders WHERE original_order_id = ?1 OR order_uuid = ?1 OR number = ?1 ORDER BY id LIMIT 1"
+);
+const ORDER_BY_IDENTITY: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    " FROM orders WHERE (?1 IS NOT NULL AND original_order_id = ?1) OR (?2 IS NOT NULL AND order_uuid = ?2) ORDER BY id LIMIT 1"
+);
+const OUTBOX_BY_ID: &str = concat!("SELECT ", outbox_columns!(), " FROM outbox WHERE id = ?1");
+/// The id a new order gets: the writer is the only one, so nobody can take it before the insert
+/// in the same transaction (what SQLite would pick itself for an INTEGER PRIMARY KEY). Knowing it
+/// first lets the number `{prefix}{id}` go in with the row: one insert, not an insert and an
+/// update of the row and its name index.
+const NEXT_ORDER_ID: &str = "SELECT COALESCE(MAX(id), 0) + 1 FROM orders";
+const INSERT_ORDER: &str = "INSERT INTO orders (id, original_order_id, order_uuid, number, store_id, scheme, state, data, created_at, updated_at,
+         phone_key, customer_name, pickup_code, anomalies)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)";
+const SAVE_ORDER: &str = "UPDATE orders SET state = ?1, data = ?2, updated_at = ?3, original_order_id = COALESCE(original_order_id, ?4),
+     order_uuid = COALESCE(order_uuid, ?5), phone_key = ?6, customer_name = ?7, pickup_code = ?8, anomalies = ?9,
+     deadline_check_at = 0, number = ?10 WHERE id = ?11";
+const PICKUP_CODE_CLASH: &str = "SELECT COUNT(*) FROM orders WHERE store_id = ?1 AND id <> ?2 AND state NOT IN ('delivered', 'canceled')
+     AND json_extract(data, '$.pickup.code') = ?3";
 /// A pending record that is the head of its order's queue (no earlier pending or dead record:
 /// per-order FIFO, protocol.md §9), due, and not under a live lease. Binds ?1 = now.
 /// Without statistics SQLite would rather walk `outbox_status_id` over every pending record
@@ -46,31 +84,59 @@ pub(crate) const HEAD_DUE: &str = "o.status = 'pending' AND o.next_attempt_at <=
     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.destination = o.destination AND p.id < o.id AND p.status IN ('pending', 'dead'))";
 const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id, actor";
 
+/// Runs a unit of work (`units`) on the writer's connection. Its primitives are synchronous
+/// (rusqlite), so the unit never waits and one poll completes it.
+fn run_unit<T>(unit: impl Future<Output = Result<T>>) -> Result<T> {
+    let mut unit = std::pin::pin!(unit);
+    match unit.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(done) => done,
+        std::task::Poll::Pending => Err(StoreError::Unavailable("a SQLite unit of work waited inside the writer".into())),
+    }
+}
+
+/// Opens the writer's connection with the pragmas every SQLite connection here gets.
+fn writer_connection(file: &std::path::Path, store_options: &crate::StoreOptions) -> Result<Connection> {
+    let conn = Connection::open(file)?;
+    conn.busy_timeout(store_options.busy_timeout)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON")?;
+    if let Some(bytes) = store_options.sqlite_max_size_bytes {
+        conn.execute_batch(&format!("PRAGMA max_page_count = {}", (bytes / SQLITE_PAGE_SIZE).max(1)))?;
+    }
+    // Every statement of the units, claims and sweeps stays compiled.
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
 impl SqliteStore {
     async fn change_operator(&self, name: &str, change: common::OperatorChange<'_>) -> Result<crate::Operator> {
-        let mut tx = self.begin().await?;
-        // A disabled account or a changed password ends every session of the account.
-        sqlx::query("DELETE FROM sessions WHERE operator_id IN (SELECT id FROM operators WHERE name = ?1)")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        let query = format!(
+        let update = format!(
             "UPDATE operators SET {} = ?2, updated_at = ?3 WHERE name = ?1 RETURNING {}",
             change.column(),
             common::OPERATOR_COLUMNS
         );
-        let query = sqlx::query(&query).bind(name);
-        let query = match change {
-            common::OperatorChange::Disabled(disabled) => query.bind(disabled),
-            common::OperatorChange::PasswordHash(hash) => query.bind(hash),
+        let value: statements::Arg = match change {
+            common::OperatorChange::Disabled(disabled) => disabled.into(),
+            common::OperatorChange::PasswordHash(hash) => hash.into(),
         };
-        let row = query.bind(now_ms()).fetch_optional(&mut *tx).await?;
-        let updated = row.as_ref().map(common::operator_from_row).transpose()?;
-        tx.commit().await?;
+        let owned = name.to_string();
+        let updated = self
+            .writer
+            .write(move |c| {
+                // A disabled account or a changed password ends every session of the account.
+                c.prepare_cached("DELETE FROM sessions WHERE operator_id IN (SELECT id FROM operators WHERE name = ?1)")?
+                    .execute([&owned])?;
+                let mut st = c.prepare_cached(&update)?;
+                let mut rows = st.query(rusqlite::params![owned, value, now_ms()])?;
+                rows.next()?.map(|row| common::operator_from_row(&Lite(row))).transpose()
+            })
+            .await?;
         updated.ok_or_else(|| StoreError::OperatorNotFound(name.to_string()))
     }
 
     pub async fn open(url: &str, store_options: &crate::StoreOptions) -> Result<Self> {
+        let file = crate::sqlite_file(url).ok_or_else(|| {
+            StoreError::Config("database.url: SQLite needs a database file (an in-memory database is lost at exit)".into())
+        })?;
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("database.url: {e}")))?
             .create_if_missing(true)
@@ -84,8 +150,12 @@ impl SqliteStore {
             Some(bytes) => options.pragma("max_page_count", (bytes / SQLITE_PAGE_SIZE).max(1).to_string()),
             None => options,
         };
-        let writer = SqlitePoolOptions::new()
+        // This first connection creates the file (and switches it to WAL) before the writer
+        // opens it.
+        let admin = SqlitePoolOptions::new()
             .max_connections(1)
+            .min_connections(0)
+            .idle_timeout(Duration::from_secs(60))
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await?;
@@ -94,8 +164,9 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
+        let writer = SqliteWriter::start(writer_connection(&file, store_options)?)?;
         Ok(Self {
-            group: crate::group_commit::GroupWriter::new(writer.clone()),
+            admin,
             writer,
             reader,
             signal: Arc::new(Notify::new()),
@@ -103,14 +174,18 @@ impl SqliteStore {
         })
     }
 
-    /// A write: its own savepoint in the shared group-commit transaction.
-    async fn begin(&self) -> Result<crate::group_commit::GroupTx> {
-        self.group.begin().await
-    }
-
-    /// A unit of work (`units`) in its own savepoint.
-    async fn unit(&self) -> Result<SqliteUnit> {
-        Ok(SqliteUnit(self.begin().await?))
+    async fn operator_decision(
+        &self,
+        outbox_id: i64,
+        exchange: Exchange,
+        to: OutboxStatus,
+        note: &'static str,
+    ) -> Result<OutboxRecord> {
+        let done = self
+            .writer
+            .write(move |c| run_unit(units::operator_decision(SqliteUnit(c), outbox_id, exchange, to, note, now_ms())))
+            .await?;
+        Ok(self.woken(done))
     }
 
     /// A unit's answer, after waking the dispatcher if it queued or freed a notification.
@@ -122,99 +197,126 @@ impl SqliteStore {
     }
 }
 
-/// The primitives of the units of work on SQLite. One writer at a time holds the write
-/// connection, so nothing needs a row lock.
-struct SqliteUnit(crate::group_commit::GroupTx);
+/// The primitives of the units of work on the writer's connection, inside the writer's
+/// transaction. One writer, so nothing needs a row lock; the writer commits, so `commit` has
+/// nothing left to do.
+struct SqliteUnit<'c>(&'c mut Connection);
+
+impl SqliteUnit<'_> {
+    fn order(&self, sql: &str, params: impl rusqlite::Params) -> Result<Option<StoredOrder>> {
+        let mut st = self.0.prepare_cached(sql)?;
+        let mut rows = st.query(params)?;
+        rows.next()?.map(|row| order_from_row(&Lite(row))).transpose()
+    }
+
+    fn outbox(&self, id: i64) -> Result<OutboxRecord> {
+        let mut st = self.0.prepare_cached(OUTBOX_BY_ID)?;
+        let mut rows = st.query([id])?;
+        match rows.next()? {
+            Some(row) => outbox_from_row(&Lite(row)),
+            None => Err(StoreError::OutboxNotFound(id)),
+        }
+    }
+}
 
 #[async_trait]
-impl UnitTx for SqliteUnit {
+impl UnitTx for SqliteUnit<'_> {
     async fn order_by_identity(&mut self, env: &WebhookEnvelope) -> Result<Option<StoredOrder>> {
-        find_by_identity(&mut self.0, env).await
+        let identity = (env.identity.original_order_id.as_deref(), env.identity.order_uuid.as_deref());
+        self.order(ORDER_BY_IDENTITY, identity)
     }
 
     async fn order_by_reference(&mut self, reference: &str) -> Result<Option<StoredOrder>> {
-        find_order_in(&mut self.0, reference).await
+        self.order(ORDER_BY_REFERENCE, [reference])
     }
 
     async fn order_by_id(&mut self, id: i64) -> Result<Option<StoredOrder>> {
-        let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&mut *self.0)
-            .await?;
-        row.as_ref().map(order_from_row).transpose()
+        self.order(ORDER_BY_ID, [id])
     }
 
     async fn record_and_order(&mut self, outbox_id: i64) -> Result<(OutboxRecord, StoredOrder)> {
-        let record = fetch_outbox(&mut self.0, outbox_id).await?;
-        let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?"))
-            .bind(record.order_id)
-            .fetch_one(&mut *self.0)
-            .await?;
-        Ok((record, order_from_row(&row)?))
+        let record = self.outbox(outbox_id)?;
+        let order = self
+            .order(ORDER_BY_ID, [record.order_id])?
+            .ok_or_else(|| StoreError::Unavailable(format!("outbox record {outbox_id} has no order")))?;
+        Ok((record, order))
     }
 
     async fn record(&mut self, outbox_id: i64) -> Result<OutboxRecord> {
-        fetch_outbox(&mut self.0, outbox_id).await
+        self.outbox(outbox_id)
     }
 
     async fn number_taken(&mut self, number: &str) -> Result<bool> {
-        let taken: i64 =
-            statements::number_taken::<sqlx::Sqlite>(number).build_query_scalar().fetch_one(&mut *self.0).await?;
-        Ok(taken > 0)
+        Ok(statements::number_taken(Sqlite, number).query_row::<i64>(self.0)? > 0)
     }
 
     async fn pickup_code_in_use(&mut self, store_id: &str, code: &str, except_order: i64) -> Result<bool> {
-        pickup_code_in_use(&mut self.0, store_id, code, except_order).await
+        let clash: i64 =
+            self.0.prepare_cached(PICKUP_CODE_CLASH)?.query_row(rusqlite::params![store_id, except_order, code], |r| {
+                r.get(0)
+            })?;
+        Ok(clash > 0)
     }
 
     async fn earlier_request(&mut self, key: &str) -> Result<Option<(String, i64, Vec<i64>)>> {
-        let earlier: Option<(String, i64, String)> =
-            statements::earlier_request::<sqlx::Sqlite>(key).build_query_as().fetch_optional(&mut *self.0).await?;
-        earlier.map(|(hash, order_id, ids)| Ok((hash, order_id, serde_json::from_str(&ids)?))).transpose()
+        let q = statements::earlier_request(Sqlite, key);
+        let mut st = self.0.prepare_cached(&q.sql)?;
+        let mut rows = st.query(rusqlite::params_from_iter(q.args.iter()))?;
+        match rows.next()? {
+            Some(row) => {
+                let ids: String = row.get(2)?;
+                Ok(Some((row.get(0)?, row.get(1)?, serde_json::from_str(&ids)?)))
+            }
+            None => Ok(None),
+        }
     }
 
     async fn create_order(&mut self, draft: &Order, prefix: &str, now: i64) -> Result<Option<(i64, Order)>> {
-        // The number is `{prefix}{id}` and the id comes from the insert; a unique placeholder
-        // holds the number's place until the update in the same transaction.
-        let placeholder = format!("pending-{now}-{}", rand::rng().random::<u64>());
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO orders (original_order_id, order_uuid, number, store_id, scheme, state, data, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?) RETURNING id",
-        )
-        .bind(&draft.original_order_id)
-        .bind(&draft.order_uuid)
-        .bind(&placeholder)
-        .bind(&draft.store_id)
-        .bind(draft.scheme.as_str())
-        .bind(draft.state.as_str())
-        .bind(now)
-        .bind(now)
-        .fetch_one(&mut *self.0)
-        .await?;
+        let id: i64 = self.0.prepare_cached(NEXT_ORDER_ID)?.query_row([], |r| r.get(0))?;
         let order = Order { number: format!("{prefix}{id}"), ..draft.clone() };
-        save_order(&mut self.0, id, &order, now).await?;
+        let keys = common::search_keys(&order);
+        self.0.prepare_cached(INSERT_ORDER)?.execute(rusqlite::params![
+            id,
+            order.original_order_id,
+            order.order_uuid,
+            order.number,
+            order.store_id,
+            order.scheme.as_str(),
+            order.state.as_str(),
+            serde_json::to_string(&order)?,
+            now,
+            keys.phone_key,
+            keys.customer_name,
+            keys.pickup_code,
+            keys.anomalies
+        ])?;
         Ok(Some((id, order)))
     }
 
     async fn save_order(&mut self, id: i64, order: &Order, now: i64) -> Result<()> {
-        save_order(&mut self.0, id, order, now).await
+        save_order(self.0, id, order, now)
     }
 
     async fn change_record(&mut self, id: i64, change: &RecordChange, now: i64) -> Result<()> {
-        statements::record_change::<sqlx::Sqlite>(id, change, now).build().execute(&mut *self.0).await?;
+        statements::record_change(Sqlite, id, change, now).execute(self.0)?;
         Ok(())
     }
 
     async fn supersede_pending(&mut self, order_id: i64, reason: &str, now: i64) -> Result<u64> {
-        supersede_pending(&mut self.0, order_id, now, reason).await
+        Ok(statements::supersede_pending(Sqlite, order_id, reason, now).execute(self.0)? as u64)
     }
 
     async fn promote_queue_head(&mut self, order_id: i64, destination: &str, now: i64) -> Result<()> {
-        promote_queue_head(&mut self.0, order_id, destination, now).await
+        statements::promote_queue_head(Sqlite, order_id, destination, now).execute(self.0)?;
+        Ok(())
     }
 
     async fn insert_outbox(&mut self, order_id: i64, rows: &[common::OutboxRow], now: i64) -> Result<Vec<i64>> {
-        insert_outbox(&mut self.0, order_id, rows, now).await
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in rows {
+            ids.push(statements::insert_outbox(Sqlite, order_id, row, now).query_row(self.0)?);
+        }
+        Ok(ids)
     }
 
     async fn insert_event(
@@ -224,15 +326,12 @@ impl UnitTx for SqliteUnit {
         exchange: &Exchange,
         now: i64,
     ) -> Result<()> {
-        insert_event(&mut self.0, order_id, outbox_id, now, exchange).await
+        statements::insert_event(Sqlite, order_id, outbox_id, now, exchange).execute(self.0)?;
+        Ok(())
     }
 
     async fn insert_deadline(&mut self, order_id: i64, kind: &str, stage: &str, due_at: i64, now: i64) -> Result<bool> {
-        let done = statements::insert_deadline::<sqlx::Sqlite>(order_id, kind, stage, due_at, now)
-            .build()
-            .execute(&mut *self.0)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(statements::insert_deadline(Sqlite, order_id, kind, stage, due_at, now).execute(self.0)? == 1)
     }
 
     async fn remember_request(
@@ -242,69 +341,30 @@ impl UnitTx for SqliteUnit {
         outbox_ids: &[i64],
         now: i64,
     ) -> Result<()> {
-        statements::remember_request::<sqlx::Sqlite>(key, order_id, outbox_ids, now)?
-            .build()
-            .execute(&mut *self.0)
-            .await?;
+        statements::remember_request(Sqlite, key, order_id, outbox_ids, now)?.execute(self.0)?;
         Ok(())
     }
 
     async fn commit(self) -> Result<()> {
-        self.0.commit().await
+        Ok(())
     }
 }
 
-async fn insert_event(
-    conn: &mut SqliteConnection,
-    order_id: Option<i64>,
-    outbox_id: Option<i64>,
-    at: i64,
-    e: &Exchange,
-) -> Result<()> {
-    statements::insert_event::<sqlx::Sqlite>(order_id, outbox_id, at, e).build().execute(conn).await?;
-    Ok(())
-}
-
-async fn find_order_in(conn: &mut SqliteConnection, reference: &str) -> Result<Option<StoredOrder>> {
-    let row = sqlx::query(&format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE original_order_id = ?1 OR order_uuid = ?1 OR number = ?1 ORDER BY id LIMIT 1"
-    ))
-    .bind(reference)
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(order_from_row).transpose()
-}
-
-async fn find_by_identity(conn: &mut SqliteConnection, env: &WebhookEnvelope) -> Result<Option<StoredOrder>> {
-    let row = sqlx::query(&format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE (?1 IS NOT NULL AND original_order_id = ?1) OR (?2 IS NOT NULL AND order_uuid = ?2) ORDER BY id LIMIT 1"
-    ))
-    .bind(&env.identity.original_order_id)
-    .bind(&env.identity.order_uuid)
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(order_from_row).transpose()
-}
-
-async fn save_order(conn: &mut SqliteConnection, id: i64, order: &Order, now: i64) -> Result<()> {
+fn save_order(conn: &Connection, id: i64, order: &Order, now: i64) -> Result<()> {
     let keys = common::search_keys(order);
-    sqlx::query(
-        "UPDATE orders SET state = ?, data = ?, updated_at = ?, original_order_id = COALESCE(original_order_id, ?), order_uuid = COALESCE(order_uuid, ?),
-             phone_key = ?, customer_name = ?, pickup_code = ?, anomalies = ?, deadline_check_at = 0, number = ? WHERE id = ?",
-    )
-    .bind(order.state.as_str())
-    .bind(serde_json::to_string(order)?)
-    .bind(now)
-    .bind(&order.original_order_id)
-    .bind(&order.order_uuid)
-    .bind(&keys.phone_key)
-    .bind(&keys.customer_name)
-    .bind(&keys.pickup_code)
-    .bind(keys.anomalies)
-    .bind(&order.number)
-    .bind(id)
-    .execute(conn)
-    .await?;
+    conn.prepare_cached(SAVE_ORDER)?.execute(rusqlite::params![
+        order.state.as_str(),
+        serde_json::to_string(order)?,
+        now,
+        order.original_order_id,
+        order.order_uuid,
+        keys.phone_key,
+        keys.customer_name,
+        keys.pickup_code,
+        keys.anomalies,
+        order.number,
+        id
+    ])?;
     Ok(())
 }
 
@@ -319,84 +379,25 @@ async fn backfill_search_keys(store: &SqliteStore) -> Result<u64> {
         if rows.is_empty() {
             return Ok(done);
         }
-        let mut tx = store.begin().await?;
+        let mut page = Vec::with_capacity(rows.len());
         for row in &rows {
             let stored = order_from_row(row)?;
-            let keys = common::search_keys(&stored.order);
-            sqlx::query(
-                "UPDATE orders SET phone_key = ?, customer_name = ?, pickup_code = ?, anomalies = ? WHERE id = ?",
-            )
-            .bind(&keys.phone_key)
-            .bind(&keys.customer_name)
-            .bind(&keys.pickup_code)
-            .bind(keys.anomalies)
-            .bind(stored.id)
-            .execute(&mut *tx)
-            .await?;
+            page.push((stored.id, common::search_keys(&stored.order)));
         }
-        tx.commit().await?;
-        done += rows.len() as u64;
+        done += page.len() as u64;
+        store
+            .writer
+            .write(move |c| {
+                let mut st = c.prepare_cached(
+                    "UPDATE orders SET phone_key = ?1, customer_name = ?2, pickup_code = ?3, anomalies = ?4 WHERE id = ?5",
+                )?;
+                for (id, keys) in page {
+                    st.execute(rusqlite::params![keys.phone_key, keys.customer_name, keys.pickup_code, keys.anomalies, id])?;
+                }
+                Ok(())
+            })
+            .await?;
     }
-}
-
-async fn fetch_outbox(conn: &mut SqliteConnection, id: i64) -> Result<OutboxRecord> {
-    let row = sqlx::query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(StoreError::OutboxNotFound(id))?;
-    outbox_from_row(&row)
-}
-
-/// Queues rows behind the order's open records of the same destination (or at the head of
-/// an empty queue); returns their ids.
-async fn insert_outbox(
-    conn: &mut SqliteConnection,
-    order_id: i64,
-    rows: &[common::OutboxRow],
-    now: i64,
-) -> Result<Vec<i64>> {
-    let mut ids = Vec::with_capacity(rows.len());
-    for row in rows {
-        ids.push(
-            statements::insert_outbox::<sqlx::Sqlite>(order_id, row, now)
-                .build_query_scalar()
-                .fetch_one(&mut *conn)
-                .await?,
-        );
-    }
-    Ok(ids)
-}
-
-/// Makes the first open record of the order due if it was waiting: called by every commit
-/// that may have made a record final (sent, skipped, dead letter skipped or superseded).
-async fn promote_queue_head(conn: &mut SqliteConnection, order_id: i64, destination: &str, now: i64) -> Result<()> {
-    statements::promote_queue_head::<sqlx::Sqlite>(order_id, destination, now).build().execute(conn).await?;
-    Ok(())
-}
-
-/// Kuper ended the order: queued notifications would only be refused (protocol.md §5).
-async fn supersede_pending(conn: &mut SqliteConnection, order_id: i64, now: i64, reason: &str) -> Result<u64> {
-    let done = statements::supersede_pending::<sqlx::Sqlite>(order_id, reason, now).build().execute(&mut *conn).await?;
-    Ok(done.rows_affected())
-}
-
-async fn pickup_code_in_use(
-    conn: &mut SqliteConnection,
-    store_id: &str,
-    code: &str,
-    except_order: i64,
-) -> Result<bool> {
-    let clash: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM orders WHERE store_id = ? AND id <> ? AND state NOT IN ('delivered', 'canceled')
-         AND json_extract(data, '$.pickup.code') = ?",
-    )
-    .bind(store_id)
-    .bind(except_order)
-    .bind(code)
-    .fetch_one(conn)
-    .await?;
-    Ok(clash > 0)
 }
 
 #[async_trait]
@@ -405,7 +406,7 @@ impl Store for SqliteStore {
         // Unknown applied migrations (a newer release ran first) are not an error.
         let mut migrator = sqlx::migrate!("./migrations/sqlite");
         migrator.set_ignore_missing(true);
-        migrator.run(&self.writer).await?;
+        migrator.run(&self.admin).await?;
         let filled = backfill_search_keys(self).await?;
         if filled > 0 {
             tracing::info!(orders = filled, "filled in the search columns of orders stored by an older version");
@@ -433,19 +434,35 @@ impl Store for SqliteStore {
         env: &WebhookEnvelope,
         exchange: Exchange,
         policy: &Policy,
-        respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+        respond: Respond,
         acceptance: Option<AcceptanceDecision>,
     ) -> Result<IngestResult> {
-        let tx = self.unit().await?;
-        let done = units::ingest(tx, &self.forwarding, env, exchange, policy, respond, acceptance, now_ms()).await?;
+        let (forwarding, env, policy) = (self.forwarding.clone(), env.clone(), policy.clone());
+        let done = self
+            .writer
+            .write(move |c| {
+                run_unit(units::ingest(
+                    SqliteUnit(c),
+                    &forwarding,
+                    &env,
+                    exchange,
+                    &policy,
+                    respond,
+                    acceptance,
+                    now_ms(),
+                ))
+            })
+            .await?;
         Ok(self.woken(done))
     }
 
     async fn record_exchange(&self, order_id: Option<i64>, exchange: Exchange) -> Result<()> {
-        let mut tx = self.begin().await?;
-        insert_event(&mut tx, order_id, None, now_ms(), &exchange).await?;
-        tx.commit().await?;
-        Ok(())
+        self.writer
+            .write(move |c| {
+                statements::insert_event(Sqlite, order_id, None, now_ms(), &exchange).execute(c)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn apply_action_keyed(
@@ -456,10 +473,22 @@ impl Store for SqliteStore {
         exchange: Exchange,
         idempotency: Option<crate::IdempotencyKey>,
     ) -> Result<ActionResult> {
-        let tx = self.unit().await?;
-        let done =
-            units::apply_action(tx, &self.forwarding, reference, request, policy, exchange, idempotency, now_ms())
-                .await?;
+        let (forwarding, reference, policy) = (self.forwarding.clone(), reference.to_string(), policy.clone());
+        let done = self
+            .writer
+            .write(move |c| {
+                run_unit(units::apply_action(
+                    SqliteUnit(c),
+                    &forwarding,
+                    &reference,
+                    request,
+                    &policy,
+                    exchange,
+                    idempotency,
+                    now_ms(),
+                ))
+            })
+            .await?;
         Ok(self.woken(done))
     }
 
@@ -470,12 +499,17 @@ impl Store for SqliteStore {
         policy: &Policy,
         exchange: Exchange,
     ) -> Result<PickupVerification> {
-        units::verify_pickup_code(self.unit().await?, reference, code, policy, exchange, now_ms()).await
+        let (reference, code, policy) = (reference.to_string(), code.to_string(), policy.clone());
+        self.writer
+            .write(move |c| {
+                run_unit(units::verify_pickup_code(SqliteUnit(c), &reference, &code, &policy, exchange, now_ms()))
+            })
+            .await?
     }
 
     async fn find_order(&self, reference: &str) -> Result<Option<StoredOrder>> {
-        let mut conn = self.reader.acquire().await?;
-        find_order_in(&mut conn, reference).await
+        let row = sqlx::query(ORDER_BY_REFERENCE).bind(reference).fetch_optional(&self.reader).await?;
+        row.as_ref().map(order_from_row).transpose()
     }
 
     async fn list_orders(&self, f: &OrderFilter) -> Result<Vec<StoredOrder>> {
@@ -504,31 +538,40 @@ impl Store for SqliteStore {
         if due.is_none() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin().await?;
-        // Each claim gets its own lease token (owner/id/attempt), so a result that comes back
-        // after its lease expired and the record was claimed again is recognised as late.
-        let rows = sqlx::query(&format!(
-            "UPDATE outbox SET lease_until = ?1 + ?2, lease_owner = ?3 || '/' || id || '/' || ?1, attempts = attempts + 1,
-                 in_doubt = CASE WHEN lease_until IS NOT NULL THEN 1 ELSE in_doubt END, updated_at = ?1
-             WHERE id IN (SELECT o.id FROM {CLAIM_FROM} WHERE {HEAD_DUE} ORDER BY o.next_attempt_at, o.id LIMIT ?4)
-             RETURNING {OUTBOX_COLUMNS}"
-        ))
-        .bind(now)
-        .bind(lease_ms)
-        .bind(owner)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let owner = owner.to_string();
+        let mut records = self
+            .writer
+            .write(move |c| {
+                // Each claim gets its own lease token (owner/id/attempt), so a result that comes
+                // back after its lease expired and the record was claimed again is recognised as late.
+                let claim = format!(
+                    "UPDATE outbox SET lease_until = ?1 + ?2, lease_owner = ?3 || '/' || id || '/' || ?1, attempts = attempts + 1,
+                         in_doubt = CASE WHEN lease_until IS NOT NULL THEN 1 ELSE in_doubt END, updated_at = ?1
+                     WHERE id IN (SELECT o.id FROM {CLAIM_FROM} WHERE {HEAD_DUE} ORDER BY o.next_attempt_at, o.id LIMIT ?4)
+                     RETURNING {OUTBOX_COLUMNS}"
+                );
+                let mut st = c.prepare_cached(&claim)?;
+                let mut rows = st.query(rusqlite::params![now, lease_ms, owner, limit])?;
+                let mut records = Vec::new();
+                while let Some(row) = rows.next()? {
+                    records.push(outbox_from_row(&Lite(row))?);
+                }
+                Ok(records)
+            })
+            .await?;
         // RETURNING has no order in SQLite; oldest due first, as on PostgreSQL.
-        let mut records = rows.iter().map(outbox_from_row).collect::<Result<Vec<_>>>()?;
         records.sort_by_key(|r| (r.next_attempt_at, r.id));
         Ok(records)
     }
 
     async fn complete_attempt(&self, id: i64, lease: &str, report: AttemptReport) -> Result<()> {
-        let tx = self.unit().await?;
-        let done = units::complete_attempt(tx, &self.forwarding, id, lease, report, now_ms()).await?;
+        let (forwarding, lease) = (self.forwarding.clone(), lease.to_string());
+        let done = self
+            .writer
+            .write(move |c| {
+                run_unit(units::complete_attempt(SqliteUnit(c), &forwarding, id, &lease, report, now_ms()))
+            })
+            .await?;
         self.woken(done);
         Ok(())
     }
@@ -560,16 +603,18 @@ impl Store for SqliteStore {
         .await?;
         let mut repaired = 0;
         for id in stranded {
-            let mut tx = self.begin().await?;
-            let queue: Option<(i64, String)> = sqlx::query_as("SELECT order_id, destination FROM outbox WHERE id = ?1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
+            let promoted = self
+                .writer
+                .write(move |c| {
+                    let mut st = c.prepare_cached("SELECT order_id, destination FROM outbox WHERE id = ?1")?;
+                    let mut rows = st.query([id])?;
+                    let Some(row) = rows.next()? else { return Ok(false) };
+                    let (order_id, destination): (i64, String) = (row.get(0)?, row.get(1)?);
+                    statements::promote_queue_head(Sqlite, order_id, &destination, now).execute(c)?;
+                    Ok(true)
+                })
                 .await?;
-            if let Some((order_id, destination)) = queue {
-                promote_queue_head(&mut tx, order_id, &destination, now).await?;
-                repaired += 1;
-            }
-            tx.commit().await?;
+            repaired += u64::from(promoted);
         }
         if repaired > 0 {
             self.signal.notify_one();
@@ -578,17 +623,18 @@ impl Store for SqliteStore {
     }
 
     async fn release_stale_leases(&self, owner: &str) -> Result<u64> {
-        let mut tx = self.begin().await?;
         let prefix = format!("{owner}/");
-        let done = sqlx::query(
-            "UPDATE outbox SET lease_until = NULL, lease_owner = NULL, in_doubt = 1
-             WHERE status = 'pending' AND lease_owner IS NOT NULL AND substr(lease_owner, 1, length(?1)) <> ?1",
-        )
-        .bind(&prefix)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
+        self.writer
+            .write(move |c| {
+                let released = c
+                    .prepare_cached(
+                        "UPDATE outbox SET lease_until = NULL, lease_owner = NULL, in_doubt = 1
+                         WHERE status = 'pending' AND lease_owner IS NOT NULL AND substr(lease_owner, 1, length(?1)) <> ?1",
+                    )?
+                    .execute([&prefix])?;
+                Ok(released as u64)
+            })
+            .await
     }
 
     async fn list_outbox(&self, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxRecord>> {
@@ -618,48 +664,45 @@ impl Store for SqliteStore {
     }
 
     async fn replay(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord> {
-        let tx = self.unit().await?;
-        let done =
-            units::operator_decision(tx, outbox_id, exchange, OutboxStatus::Pending, "replayed by operator", now_ms())
-                .await?;
-        Ok(self.woken(done))
+        self.operator_decision(outbox_id, exchange, OutboxStatus::Pending, "replayed by operator").await
     }
 
     async fn skip(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord> {
-        let tx = self.unit().await?;
-        let done =
-            units::operator_decision(tx, outbox_id, exchange, OutboxStatus::Skipped, "skipped by operator", now_ms())
-                .await?;
-        Ok(self.woken(done))
+        self.operator_decision(outbox_id, exchange, OutboxStatus::Skipped, "skipped by operator").await
     }
 
     async fn purge_events(&self, before_ms: i64) -> Result<u64> {
         // Idempotency keys live a day, whatever the audit retention.
-        let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
-            .bind(now_ms() - crate::IDEMPOTENCY_TTL_MS)
-            .execute(&mut *tx)
+        self.writer
+            .write(|c| {
+                c.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
+                    .execute([now_ms() - crate::IDEMPOTENCY_TTL_MS])?;
+                Ok(())
+            })
             .await?;
-        tx.commit().await?;
         let (mut total, mut batches) = (0, 0);
         loop {
-            // The history of an open order or of a notification still waiting stays.
-            let mut tx = self.begin().await?;
-            let done = sqlx::query(
-                "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.at < ?
-                   AND (e.order_id IS NULL OR e.order_id IN (SELECT o.id FROM orders o WHERE o.state IN ('delivered', 'canceled')))
-                   AND (e.outbox_id IS NULL OR e.outbox_id NOT IN (SELECT x.id FROM outbox x WHERE x.status IN ('pending', 'dead')))
-                   LIMIT 2000)",
-            )
-            .bind(before_ms)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            total += done.rows_affected();
+            // The history of an open order or of a notification still waiting stays. One
+            // batch per unit: the writer serves others between batches.
+            let deleted = self
+                .writer
+                .write(move |c| {
+                    let deleted = c
+                        .prepare_cached(
+                            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.at < ?1
+                               AND (e.order_id IS NULL OR e.order_id IN (SELECT o.id FROM orders o WHERE o.state IN ('delivered', 'canceled')))
+                               AND (e.outbox_id IS NULL OR e.outbox_id NOT IN (SELECT x.id FROM outbox x WHERE x.status IN ('pending', 'dead')))
+                               LIMIT 2000)",
+                        )?
+                        .execute([before_ms])?;
+                    Ok(deleted as u64)
+                })
+                .await?;
+            total += deleted;
             batches += 1;
             // Bounded per call: the hourly task comes back for the rest, and shutdown never
             // waits behind a long backlog.
-            if done.rows_affected() < 2000 || batches >= 50 {
+            if deleted < 2000 || batches >= 50 {
                 return Ok(total);
             }
             tokio::task::yield_now().await;
@@ -723,12 +766,13 @@ impl Store for SqliteStore {
         if checks.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
-        common::push_deadline_checks(&mut q, checks);
-        q.build().execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
+        let update = statements::deadline_checks(Sqlite, checks);
+        self.writer
+            .write(move |c| {
+                update.execute(c)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn past_due_counts(&self) -> Result<Vec<(kuper_bridge_domain::deadlines::DeadlineKind, i64)>> {
@@ -753,30 +797,41 @@ impl Store for SqliteStore {
         due_at: i64,
         exchange: Exchange,
     ) -> Result<bool> {
-        let tx = self.unit().await?;
-        let done =
-            units::record_deadline(tx, &self.forwarding, order_id, kind, stage, due_at, exchange, now_ms()).await?;
+        let (forwarding, kind, stage) = (self.forwarding.clone(), kind.to_string(), stage.to_string());
+        let done = self
+            .writer
+            .write(move |c| {
+                run_unit(units::record_deadline(
+                    SqliteUnit(c),
+                    &forwarding,
+                    order_id,
+                    &kind,
+                    &stage,
+                    due_at,
+                    exchange,
+                    now_ms(),
+                ))
+            })
+            .await?;
         Ok(self.woken(done))
     }
 
     async fn create_operator(&self, new: &crate::NewOperator) -> Result<crate::Operator> {
-        let now = now_ms();
-        let mut tx = self.begin().await?;
-        // DO NOTHING, not an error: a unique violation would poison the shared group-commit
-        // transaction's savepoint handling for nothing; an empty RETURNING says "taken".
-        let row = sqlx::query(&format!(
+        let insert = format!(
             "INSERT INTO operators (name, role, password_hash, disabled, created_at, updated_at)
              VALUES (?1, ?2, ?3, 0, ?4, ?4) ON CONFLICT (name) DO NOTHING RETURNING {}",
             common::OPERATOR_COLUMNS
-        ))
-        .bind(&new.name)
-        .bind(new.role.as_str())
-        .bind(&new.password_hash)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let created = row.as_ref().map(common::operator_from_row).transpose()?;
-        tx.commit().await?;
+        );
+        let (name, role, hash) = (new.name.clone(), new.role.as_str(), new.password_hash.clone());
+        // DO NOTHING, not an error: an empty RETURNING says "taken".
+        let created = self
+            .writer
+            .write(move |c| {
+                let mut st = c.prepare_cached(&insert)?;
+                let mut rows = st.query(rusqlite::params![name, role, hash, now_ms()])?;
+                rows.next()?.map(|row| common::operator_from_row(&Lite(row))).transpose()
+            })
+            .await?;
         created.ok_or_else(|| StoreError::OperatorExists(new.name.clone()))
     }
 
@@ -883,15 +938,16 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, token_hash: &str, operator_id: i64, now: i64) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO sessions (token_hash, operator_id, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)")
-            .bind(token_hash)
-            .bind(operator_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let token_hash = token_hash.to_string();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO sessions (token_hash, operator_id, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)",
+                )?
+                .execute(rusqlite::params![token_hash, operator_id, now])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn find_session(&self, token_hash: &str) -> Result<Option<crate::SessionRecord>> {
@@ -903,31 +959,34 @@ impl Store for SqliteStore {
     }
 
     async fn touch_session(&self, token_hash: &str, now: i64) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE sessions SET last_seen_at = ?2 WHERE token_hash = ?1")
-            .bind(token_hash)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let token_hash = token_hash.to_string();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached("UPDATE sessions SET last_seen_at = ?2 WHERE token_hash = ?1")?
+                    .execute(rusqlite::params![token_hash, now])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn delete_session(&self, token_hash: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM sessions WHERE token_hash = ?1").bind(token_hash).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
+        let token_hash = token_hash.to_string();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?.execute([token_hash])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn purge_sessions(&self, created_before: i64, seen_before: i64) -> Result<u64> {
-        let mut tx = self.begin().await?;
-        let done = sqlx::query("DELETE FROM sessions WHERE created_at < ?1 OR last_seen_at < ?2")
-            .bind(created_before)
-            .bind(seen_before)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
+        self.writer
+            .write(move |c| {
+                let purged = c
+                    .prepare_cached("DELETE FROM sessions WHERE created_at < ?1 OR last_seen_at < ?2")?
+                    .execute([created_before, seen_before])?;
+                Ok(purged as u64)
+            })
+            .await
     }
 }

@@ -10,6 +10,7 @@
 
 use crate::common::{self, OutboxRow, PickupCheck};
 use crate::{
+    Respond,
     AcceptanceDecision, ActionRequest, ActionResult, AttemptOutcome, AttemptReport, Exchange, Forwarding,
     IdempotencyKey, IngestResult, OutboxRecord, OutboxStatus, PickupVerification, Result, StoreError, StoredOrder,
 };
@@ -264,7 +265,7 @@ pub(crate) async fn ingest<T: UnitTx>(
     env: &WebhookEnvelope,
     mut exchange: Exchange,
     policy: &Policy,
-    respond: &(dyn for<'r> Fn(&'r IngestResult) -> (u16, String) + Send + Sync),
+    respond: Respond,
     acceptance: Option<AcceptanceDecision>,
     now: i64,
 ) -> Result<Done<IngestResult>> {
@@ -434,7 +435,8 @@ pub(crate) async fn apply_action<T: UnitTx>(
 }
 
 /// A code typed at the pickup desk: counted (wrong codes lock the order for a while) and kept
-/// in the timeline.
+/// in the timeline. The outer error: nothing was stored; the inner one is the committed answer
+/// (a locked order's refusal is audited too).
 pub(crate) async fn verify_pickup_code<T: UnitTx>(
     mut tx: T,
     reference: &str,
@@ -442,7 +444,7 @@ pub(crate) async fn verify_pickup_code<T: UnitTx>(
     policy: &Policy,
     mut exchange: Exchange,
     now: i64,
-) -> Result<PickupVerification> {
+) -> Result<Result<PickupVerification>> {
     // Locked on PostgreSQL: two replicas counting wrong codes of one order must not lose a count.
     let found = tx.order_by_reference(reference).await?.ok_or_else(|| StoreError::OrderNotFound(reference.into()))?;
     let (ws, outcome) = match common::check_pickup_code(&found.order, code, policy, now / 1000, &mut exchange)? {
@@ -452,7 +454,8 @@ pub(crate) async fn verify_pickup_code<T: UnitTx>(
     let ws = WriteSet { timeline: vec![(None, exchange)], ..ws };
     let applied = apply(&mut tx, found.id, ws, now).await?;
     finish(tx, applied.wake).await?;
-    outcome
+    // Committed either way: a lock-out's refusal is audited and answered as an error.
+    Ok(outcome)
 }
 
 /// The result of one delivery attempt.

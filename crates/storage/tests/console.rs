@@ -28,7 +28,7 @@ async fn created(s: &dyn Store, n: u32, name: &str, phone: &str) -> String {
     body["payload"]["orderUUID"] = Value::String(format!("uuid-{n}"));
     body["payload"]["customer"] = serde_json::json!({"name": name, "phone": phone});
     let env = WebhookEnvelope::parse(body.to_string().as_bytes()).unwrap();
-    s.ingest_webhook(&env, Exchange::default(), &Policy::default(), &respond).await.unwrap();
+    s.ingest_webhook(&env, Exchange::default(), &Policy::default(), respond).await.unwrap();
     id
 }
 

@@ -35,7 +35,7 @@ fn created_envelope(n: u32) -> (String, WebhookEnvelope) {
 /// A new order in `new` (nothing queued yet); returns its Kuper id.
 async fn created(s: &dyn Store, n: u32) -> String {
     let (id, env) = created_envelope(n);
-    s.ingest_webhook(&env, Exchange::default(), &Policy::default(), &respond).await.unwrap();
+    s.ingest_webhook(&env, Exchange::default(), &Policy::default(), respond).await.unwrap();
     id
 }
 
@@ -178,7 +178,7 @@ async fn kupers_cancel_drops_what_is_queued(s: &dyn Store) {
     act(s, &a, Action::Ready { positions: None }).await;
     let body = format!(r#"{{"event_type":"order.canceled","payload":{{"originalOrderId":"{a}"}}}}"#);
     let env = WebhookEnvelope::parse(body.as_bytes()).unwrap();
-    s.ingest_webhook(&env, Exchange::default(), &Policy::default(), &respond).await.unwrap();
+    s.ingest_webhook(&env, Exchange::default(), &Policy::default(), respond).await.unwrap();
     let records = s.list_outbox(None, 100).await.unwrap();
     assert_eq!(records.len(), 3);
     assert!(records.iter().all(|r| r.status == OutboxStatus::Skipped), "{records:?}");
@@ -199,8 +199,8 @@ async fn every_notification_has_its_own_idempotency_key(s: &dyn Store) {
 async fn a_duplicate_order_created_gets_the_same_number(s: &dyn Store) {
     let (_, env) = created_envelope(5);
     let policy = Policy::default();
-    let first = s.ingest_webhook(&env, Exchange::default(), &policy, &respond).await.unwrap();
-    let again = s.ingest_webhook(&env, Exchange::default(), &policy, &respond).await.unwrap();
+    let first = s.ingest_webhook(&env, Exchange::default(), &policy, respond).await.unwrap();
+    let again = s.ingest_webhook(&env, Exchange::default(), &policy, respond).await.unwrap();
     let (
         IngestResult::Created { order_id: id1, answer: a1, duplicate: false },
         IngestResult::Created { order_id: id2, answer: a2, duplicate: true },
@@ -368,7 +368,7 @@ async fn postgres_concurrent_duplicate_order_created_makes_one_order() {
         let (s, env, start) = (replicas[i % 2].clone(), env.clone(), start.clone());
         tasks.spawn(async move {
             start.wait().await;
-            s.ingest_webhook(&env, Exchange::default(), &Policy::default(), &respond).await.unwrap()
+            s.ingest_webhook(&env, Exchange::default(), &Policy::default(), respond).await.unwrap()
         });
     }
     let mut answers = Vec::new();
@@ -492,7 +492,7 @@ async fn the_audit_log_is_purged_past_its_retention(s: &dyn Store) {
     // Kuper cancels: the order is final and its queued notification skipped.
     let body = format!(r#"{{"event_type":"order.canceled","payload":{{"originalOrderId":"{a}"}}}}"#);
     let env = WebhookEnvelope::parse(body.as_bytes()).unwrap();
-    s.ingest_webhook(&env, Exchange::default(), &Policy::default(), &respond).await.unwrap();
+    s.ingest_webhook(&env, Exchange::default(), &Policy::default(), respond).await.unwrap();
     assert!(s.purge_events(now() + 1).await.unwrap() > before as u64);
     assert!(s.order_events(id).await.unwrap().is_empty());
     assert!(s.find_order(&a).await.unwrap().is_some(), "orders stay; only their history goes");

@@ -93,8 +93,8 @@ mod tests {
         body["payload"]["originalOrderId"] = format!("C9{n:010}").into();
         body["payload"]["orderUUID"] = format!("uuid-{n}").into();
         let env = WebhookEnvelope::parse(body.to_string().as_bytes()).unwrap();
-        let respond = |_: &IngestResult| (200, String::new());
-        store.ingest_webhook(&env, Exchange::default(), &Policy::default(), &respond).await.unwrap();
+        let respond: kuper_bridge_storage::Respond = |_| (200, String::new());
+        store.ingest_webhook(&env, Exchange::default(), &Policy::default(), respond).await.unwrap();
     }
 
     async fn created(counts: &Arc<StateCounts>, store: &Arc<dyn Store>) -> i64 {
