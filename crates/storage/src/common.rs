@@ -3,9 +3,8 @@
 //! so the two backends cannot drift apart in behaviour.
 
 use crate::{
-    Respond,
-    AttemptReport, EventRecord, Exchange, IngestResult, OutboxRecord, OutboxStatus, PickupVerification, Result,
-    StoreError, StoredOrder,
+    AttemptReport, EventRecord, Exchange, IngestResult, OutboxRecord, OutboxStatus, PickupVerification, Respond,
+    Result, StoreError, StoredOrder,
 };
 use kuper_bridge_domain::engine;
 use kuper_bridge_domain::{Order, OrderState, Policy};
@@ -377,11 +376,7 @@ where
 }
 
 /// Completes a webhook's audit entry with the answer given.
-pub(crate) fn finish_ingest_exchange(
-    exchange: &mut Exchange,
-    result: &IngestResult,
-    respond: Respond,
-) {
+pub(crate) fn finish_ingest_exchange(exchange: &mut Exchange, result: &IngestResult, respond: Respond) {
     let (status, response) = respond(result);
     exchange.status = Some(i64::from(status));
     exchange.response = Some(response);

@@ -3,9 +3,9 @@
 //! order, its outbox rows and its timeline entries in one transaction.
 
 mod common;
-mod sqlite_writer;
 mod postgres;
 mod sqlite;
+mod sqlite_writer;
 mod statements;
 mod units;
 

@@ -292,8 +292,10 @@ impl UnitTx for PgUnit {
     }
 
     async fn insert_deadline(&mut self, order_id: i64, kind: &str, stage: &str, due_at: i64, now: i64) -> Result<bool> {
-        let done =
-            statements::insert_deadline(Postgres, order_id, kind, stage, due_at, now).pg().execute(&mut *self.0).await?;
+        let done = statements::insert_deadline(Postgres, order_id, kind, stage, due_at, now)
+            .pg()
+            .execute(&mut *self.0)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -555,9 +557,7 @@ async fn insert_outbox(
 ) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(rows.len());
     for row in rows {
-        ids.push(
-            statements::insert_outbox(Postgres, order_id, row, now).pg().fetch_one(&mut *conn).await?.try_get(0)?,
-        );
+        ids.push(statements::insert_outbox(Postgres, order_id, row, now).pg().fetch_one(&mut *conn).await?.try_get(0)?);
     }
     Ok(ids)
 }

@@ -70,10 +70,12 @@ const NEXT_ORDER_ID: &str = "SELECT COALESCE(MAX(id), 0) + 1 FROM orders";
 const INSERT_ORDER: &str = "INSERT INTO orders (id, original_order_id, order_uuid, number, store_id, scheme, state, data, created_at, updated_at,
          phone_key, customer_name, pickup_code, anomalies)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)";
-const SAVE_ORDER: &str = "UPDATE orders SET state = ?1, data = ?2, updated_at = ?3, original_order_id = COALESCE(original_order_id, ?4),
+const SAVE_ORDER: &str =
+    "UPDATE orders SET state = ?1, data = ?2, updated_at = ?3, original_order_id = COALESCE(original_order_id, ?4),
      order_uuid = COALESCE(order_uuid, ?5), phone_key = ?6, customer_name = ?7, pickup_code = ?8, anomalies = ?9,
      deadline_check_at = 0, number = ?10 WHERE id = ?11";
-const PICKUP_CODE_CLASH: &str = "SELECT COUNT(*) FROM orders WHERE store_id = ?1 AND id <> ?2 AND state NOT IN ('delivered', 'canceled')
+const PICKUP_CODE_CLASH: &str =
+    "SELECT COUNT(*) FROM orders WHERE store_id = ?1 AND id <> ?2 AND state NOT IN ('delivered', 'canceled')
      AND json_extract(data, '$.pickup.code') = ?3";
 /// A pending record that is the head of its order's queue (no earlier pending or dead record:
 /// per-order FIFO, protocol.md §9), due, and not under a live lease. Binds ?1 = now.
@@ -90,7 +92,9 @@ fn run_unit<T>(unit: impl Future<Output = Result<T>>) -> Result<T> {
     let mut unit = std::pin::pin!(unit);
     match unit.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
         std::task::Poll::Ready(done) => done,
-        std::task::Poll::Pending => Err(StoreError::Unavailable("a SQLite unit of work waited inside the writer".into())),
+        std::task::Poll::Pending => {
+            Err(StoreError::Unavailable("a SQLite unit of work waited inside the writer".into()))
+        }
     }
 }
 
@@ -123,8 +127,10 @@ impl SqliteStore {
             .writer
             .write(move |c| {
                 // A disabled account or a changed password ends every session of the account.
-                c.prepare_cached("DELETE FROM sessions WHERE operator_id IN (SELECT id FROM operators WHERE name = ?1)")?
-                    .execute([&owned])?;
+                c.prepare_cached(
+                    "DELETE FROM sessions WHERE operator_id IN (SELECT id FROM operators WHERE name = ?1)",
+                )?
+                .execute([&owned])?;
                 let mut st = c.prepare_cached(&update)?;
                 let mut rows = st.query(rusqlite::params![owned, value, now_ms()])?;
                 rows.next()?.map(|row| common::operator_from_row(&Lite(row))).transpose()
@@ -135,7 +141,9 @@ impl SqliteStore {
 
     pub async fn open(url: &str, store_options: &crate::StoreOptions) -> Result<Self> {
         let file = crate::sqlite_file(url).ok_or_else(|| {
-            StoreError::Config("database.url: SQLite needs a database file (an in-memory database is lost at exit)".into())
+            StoreError::Config(
+                "database.url: SQLite needs a database file (an in-memory database is lost at exit)".into(),
+            )
         })?;
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("database.url: {e}")))?
@@ -251,10 +259,10 @@ impl UnitTx for SqliteUnit<'_> {
     }
 
     async fn pickup_code_in_use(&mut self, store_id: &str, code: &str, except_order: i64) -> Result<bool> {
-        let clash: i64 =
-            self.0.prepare_cached(PICKUP_CODE_CLASH)?.query_row(rusqlite::params![store_id, except_order, code], |r| {
-                r.get(0)
-            })?;
+        let clash: i64 = self
+            .0
+            .prepare_cached(PICKUP_CODE_CLASH)?
+            .query_row(rusqlite::params![store_id, except_order, code], |r| r.get(0))?;
         Ok(clash > 0)
     }
 
@@ -568,9 +576,7 @@ impl Store for SqliteStore {
         let (forwarding, lease) = (self.forwarding.clone(), lease.to_string());
         let done = self
             .writer
-            .write(move |c| {
-                run_unit(units::complete_attempt(SqliteUnit(c), &forwarding, id, &lease, report, now_ms()))
-            })
+            .write(move |c| run_unit(units::complete_attempt(SqliteUnit(c), &forwarding, id, &lease, report, now_ms())))
             .await?;
         self.woken(done);
         Ok(())

@@ -135,8 +135,7 @@ pub(crate) fn record_change(d: Dialect, id: i64, change: &RecordChange, now: i64
     match change {
         RecordChange::Sent { last_status } => {
             q.push(", status = 'sent', sent_at = ").bind(now);
-            q.push(", lease_until = NULL, lease_owner = NULL, last_error = NULL, last_status = ")
-                .bind(*last_status);
+            q.push(", lease_until = NULL, lease_owner = NULL, last_error = NULL, last_status = ").bind(*last_status);
         }
         RecordChange::Retry { next_attempt_at, in_doubt, last_status, error } => {
             q.push(", next_attempt_at = ").bind(*next_attempt_at);
@@ -245,7 +244,13 @@ pub(crate) fn insert_outbox(d: Dialect, order_id: i64, row: &crate::common::Outb
 
 /// A timeline entry. The exchange must already be redacted by the caller (and, on
 /// PostgreSQL, without NUL).
-pub(crate) fn insert_event(d: Dialect, order_id: Option<i64>, outbox_id: Option<i64>, at: i64, e: &crate::Exchange) -> Stmt {
+pub(crate) fn insert_event(
+    d: Dialect,
+    order_id: Option<i64>,
+    outbox_id: Option<i64>,
+    at: i64,
+    e: &crate::Exchange,
+) -> Stmt {
     let mut q = Stmt::new(
         d,
         "INSERT INTO events (order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id, actor) VALUES (",

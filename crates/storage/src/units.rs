@@ -10,9 +10,9 @@
 
 use crate::common::{self, OutboxRow, PickupCheck};
 use crate::{
-    Respond,
     AcceptanceDecision, ActionRequest, ActionResult, AttemptOutcome, AttemptReport, Exchange, Forwarding,
-    IdempotencyKey, IngestResult, OutboxRecord, OutboxStatus, PickupVerification, Result, StoreError, StoredOrder,
+    IdempotencyKey, IngestResult, OutboxRecord, OutboxStatus, PickupVerification, Respond, Result, StoreError,
+    StoredOrder,
 };
 use async_trait::async_trait;
 use kuper_bridge_domain::engine::{self, kuper_state_after_ack};

@@ -83,7 +83,7 @@ fn total(counts: &[(String, i64)]) -> i64 {
 mod tests {
     use super::*;
     use kuper_bridge_domain::Policy;
-    use kuper_bridge_storage::{Exchange, IngestResult, StoreOptions};
+    use kuper_bridge_storage::{Exchange, StoreOptions};
     use kuper_bridge_wire::WebhookEnvelope;
 
     const CREATED: &str = include_str!("../../../../fixtures/webhooks/order.created.kuper-delivery.json");
