@@ -1,3 +1,4 @@
+mod backup;
 mod commands;
 mod sandbox;
 
@@ -55,6 +56,23 @@ enum Command {
         #[command(subcommand)]
         command: OperatorsCommand,
     },
+    /// Copy the SQLite database to PATH; safe while the gateway runs (PostgreSQL: pg_dump).
+    ///
+    /// A consistent snapshot taken with SQLite's online backup API: the gateway keeps taking
+    /// webhooks and actions meanwhile. The copy is checked and fsynced before it appears at
+    /// PATH, so PATH never holds a partial backup; an existing PATH is refused unless
+    /// --overwrite. Prints the copy's size, orders and outbox. Run it as the service's user.
+    /// Exit 0 written, 1 refused or failed (nothing written), 2 not a SQLite configuration.
+    Backup(backup::BackupArgs),
+    /// Replace the SQLite database with a backup; only while no gateway runs on it.
+    ///
+    /// Refused, with nothing changed, while any process has the database open (a gateway, a
+    /// command, an sqlite3 session) and when PATH is not a whole kuper-bridge database
+    /// (migrations, integrity_check) this version can run. The replacement is atomic; the
+    /// replaced database is kept as <file>.before-restore-<UTC time> unless --no-keep.
+    /// Notifications pending in the backup are sent again when the gateway starts. Exit 0
+    /// restored, 1 refused or failed, 2 not a SQLite configuration (PostgreSQL: pg_restore).
+    Restore(backup::RestoreArgs),
     /// Print the Mermaid state and sequence diagrams generated from the state machines.
     Diagrams,
 }
@@ -322,6 +340,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Orders { command } => commands::orders(cli.config.as_deref(), command).await,
         Command::Outbox { command } => commands::outbox(cli.config.as_deref(), command).await,
         Command::Operators { command } => commands::operators(cli.config.as_deref(), command).await,
+        Command::Backup(args) => backup::backup(cli.config.as_deref(), args).await,
+        Command::Restore(args) => backup::restore(cli.config.as_deref(), args).await,
     }
 }
 

@@ -2,6 +2,7 @@
 //! outbox. Backends implement [`Store`]; every operation that changes an order writes the
 //! order, its outbox rows and its timeline entries in one transaction.
 
+pub mod backup;
 mod common;
 mod postgres;
 mod sqlite;
