@@ -82,7 +82,16 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "order_not_found", format!("order {r} not found"))
             }
             StoreError::OutboxNotFound(id) => ApiError::not_found(format!("outbox record {id} not found")),
-            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::IdempotencyKeyReused => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency_key_reused", e.to_string())
+            }
+            StoreError::NoFreePickupCode => {
+                ApiError::new(StatusCode::CONFLICT, "pickup_codes_exhausted", e.to_string())
+            }
+            StoreError::PickupCodeInUse => ApiError::new(StatusCode::CONFLICT, "pickup_code_in_use", e.to_string()),
+            StoreError::NoPickupCode => ApiError::new(StatusCode::CONFLICT, "no_pickup_code", e.to_string()),
+            StoreError::OrderClosed(_) => ApiError::new(StatusCode::CONFLICT, "order_closed", e.to_string()),
+            StoreError::NotDeadLetter { .. } => ApiError::new(StatusCode::CONFLICT, "not_dead_letter", e.to_string()),
             StoreError::Domain(d) => d.into(),
             StoreError::PickupLocked { until } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -91,12 +100,20 @@ impl From<StoreError> for ApiError {
             )
             // Unix milliseconds, like every time of the API (storage keeps seconds).
             .with_details(json!({"lockedUntil": until.saturating_mul(1000)})),
-            StoreError::Unavailable(m) => {
-                tracing::error!(error = %m, "storage unavailable");
+            StoreError::Database(_) | StoreError::Sqlite(_) | StoreError::Unavailable(_) => {
+                tracing::error!(error = %e, "storage unavailable");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage_unavailable",
                     "storage is unavailable; retry later",
+                )
+            }
+            StoreError::Document(_) => {
+                tracing::error!(error = %e, "a stored document does not read back, or one could not be written");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "stored_document_unreadable",
+                    "a stored document could not be read or written; see the gateway's log",
                 )
             }
             StoreError::Config(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "configuration", m),

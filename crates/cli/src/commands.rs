@@ -456,8 +456,8 @@ pub async fn outbox(path: Option<&Path>, command: OutboxCommand) -> anyhow::Resu
             Ok(ExitCode::from(NOT_FOUND))
         }
         // Not a dead letter, say: the operator's decision does not apply.
-        Err(StoreError::Conflict(m)) => {
-            eprintln!("error: {m}");
+        Err(e @ StoreError::NotDeadLetter { .. }) => {
+            eprintln!("error: {e}");
             Ok(ExitCode::from(ERROR))
         }
         Err(e) => Err(e.into()),

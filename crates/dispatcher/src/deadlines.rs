@@ -149,7 +149,7 @@ impl DeadlineSweeper {
             for candidate in &page {
                 let handled = self.judge(candidate, now_ms, &mut report).await?;
                 let recorded = |kind: DeadlineKind, stage: DeadlineStage| {
-                    handled.contains(&(kind, stage)) || candidate.has_recorded(kind.as_str(), stage.as_str())
+                    handled.contains(&(kind, stage)) || candidate.has_recorded(kind, stage)
                 };
                 let order = &candidate.order;
                 checks.push(DeadlineCheck {
@@ -188,7 +188,7 @@ impl DeadlineSweeper {
                 DeadlineStage::Pending => continue,
                 DeadlineStage::Warning | DeadlineStage::Missed => stage.as_str(),
             };
-            if c.has_recorded(d.kind.as_str(), stage_name) {
+            if c.has_recorded(d.kind, stage) {
                 continue;
             }
             handled.push((d.kind, stage));
@@ -213,7 +213,7 @@ impl DeadlineSweeper {
                 detail: Some(detail),
                 ..Default::default()
             };
-            if !self.store.record_deadline(c.order.id, d.kind.as_str(), stage_name, d.due_at, exchange).await? {
+            if !self.store.record_deadline(c.order.id, d.kind, stage, d.due_at, exchange).await? {
                 // Another replica (or an earlier sweep whose page we read before it committed)
                 // recorded it.
                 continue;

@@ -82,6 +82,10 @@ impl DeadlineStage {
             Self::Missed => "missed",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Warning, Self::Missed].into_iter().find(|stage| stage.as_str() == s)
+    }
 }
 
 /// The deadline settings of a deployment (config `[deadlines]`; the defaults are the

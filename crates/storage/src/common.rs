@@ -327,9 +327,18 @@ pub(crate) fn deadline_candidates(
     orders: Vec<(StoredOrder, i64)>,
     recorded: Vec<(i64, String, String)>,
 ) -> Vec<crate::DeadlineCandidate> {
-    let mut by_order: std::collections::HashMap<i64, Vec<(String, String)>> = std::collections::HashMap::new();
+    let mut by_order: std::collections::HashMap<
+        i64,
+        Vec<(kuper_bridge_domain::deadlines::DeadlineKind, kuper_bridge_domain::deadlines::DeadlineStage)>,
+    > = std::collections::HashMap::new();
     for (order_id, kind, stage) in recorded {
-        by_order.entry(order_id).or_default().push((kind, stage));
+        // A kind or stage this version does not know (a newer one wrote it) is not ours to judge.
+        if let (Some(kind), Some(stage)) = (
+            kuper_bridge_domain::deadlines::DeadlineKind::parse(&kind),
+            kuper_bridge_domain::deadlines::DeadlineStage::parse(&stage),
+        ) {
+            by_order.entry(order_id).or_default().push((kind, stage));
+        }
     }
     orders
         .into_iter()
@@ -425,10 +434,10 @@ pub(crate) fn check_pickup_code(
 ) -> Result<PickupCheck> {
     let mut order = found.clone();
     let Some(pickup) = order.pickup.as_mut() else {
-        return Err(StoreError::Conflict("no pickup code was issued for this order".into()));
+        return Err(StoreError::NoPickupCode);
     };
     if order.state.is_final() {
-        return Err(StoreError::Conflict(format!("the order is {}", order.state)));
+        return Err(StoreError::OrderClosed(order.state));
     }
     if let Some(until) = pickup.locked_until {
         if until > now_s {
@@ -498,11 +507,7 @@ pub(crate) fn give_up(record: &OutboxRecord, order: &Order, report: &AttemptRepo
 /// Only dead letters can be replayed or skipped.
 pub(crate) fn require_dead(record: &OutboxRecord) -> Result<()> {
     if record.status != OutboxStatus::Dead {
-        return Err(StoreError::Conflict(format!(
-            "outbox record {} is {}; only dead letters can be replayed or skipped",
-            record.id,
-            record.status.as_str()
-        )));
+        return Err(StoreError::NotDeadLetter { id: record.id, status: record.status });
     }
     Ok(())
 }
@@ -701,13 +706,14 @@ pub(crate) fn apply_acceptance(
 pub(crate) fn deadline_forwards(
     forwarding: &crate::Forwarding,
     order: &Order,
-    kind: &str,
-    stage: &str,
+    kind: kuper_bridge_domain::deadlines::DeadlineKind,
+    stage: kuper_bridge_domain::deadlines::DeadlineStage,
     due_at: i64,
     now: i64,
 ) -> Result<Vec<OutboxRow>> {
-    let event = serde_json::json!({ "source": "gateway", "kind": kind, "stage": stage, "dueAt": due_at });
-    forwards(forwarding, order, &format!("order.deadline_{stage}"), || event, now)
+    let event =
+        serde_json::json!({ "source": "gateway", "kind": kind.as_str(), "stage": stage.as_str(), "dueAt": due_at });
+    forwards(forwarding, order, &format!("order.deadline_{}", stage.as_str()), || event, now)
 }
 
 /// Orders that need attention: a dead letter (until an operator resolves it), and for open

@@ -27,15 +27,37 @@ pub enum StoreError {
     OrderNotFound(String),
     #[error("outbox record {0} not found")]
     OutboxNotFound(i64),
-    #[error("{0}")]
-    Conflict(String),
+    /// The same Idempotency-Key with another request (or another order).
+    #[error("this Idempotency-Key was used for another request; use a new key for a new request")]
+    IdempotencyKeyReused,
+    #[error("no free pickup code found; the store has too many active codes for pickup.code_length")]
+    NoFreePickupCode,
+    #[error("this pickup code is in use by another active order of the store")]
+    PickupCodeInUse,
+    #[error("no pickup code was issued for this order")]
+    NoPickupCode,
+    /// A code typed at the desk for an order that is already delivered or canceled.
+    #[error("the order is {0}")]
+    OrderClosed(kuper_bridge_domain::OrderState),
+    /// Only dead letters can be replayed or skipped.
+    #[error("outbox record {id} is {}; only dead letters can be replayed or skipped", status.as_str())]
+    NotDeadLetter { id: i64, status: OutboxStatus },
     #[error(transparent)]
     Domain(#[from] DomainError),
     #[error("pickup code verification locked until {until}")]
     PickupLocked { until: i64 },
-    /// The database is unreachable, locked, full or broken: callers answer 503.
+    /// The database is unreachable, locked, full or broken: callers answer 503 (see
+    /// [`StoreError::is_unavailable`]).
+    #[error("storage unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("storage unavailable: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A stored document that does not read back (a damaged database or a bug), or one that
+    /// cannot be written: no retry fixes it, so it is not answered "retry later".
+    #[error("stored document unreadable: {0}")]
+    Document(#[from] serde_json::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("operator {0} not found")]
@@ -45,27 +67,16 @@ pub enum StoreError {
     OperatorExists(String),
 }
 
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+impl StoreError {
+    /// The database failed or could not be reached: a retry later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Database(_) | StoreError::Sqlite(_) | StoreError::Unavailable(_))
     }
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         StoreError::Unavailable(format!("migration failed: {e}"))
-    }
-}
-
-impl From<serde_json::Error> for StoreError {
-    fn from(e: serde_json::Error) -> Self {
-        StoreError::Unavailable(format!("stored document unreadable: {e}"))
     }
 }
 
@@ -634,8 +645,8 @@ pub trait Store: Send + Sync + 'static {
     async fn record_deadline(
         &self,
         order_id: i64,
-        kind: &str,
-        stage: &str,
+        kind: kuper_bridge_domain::deadlines::DeadlineKind,
+        stage: kuper_bridge_domain::deadlines::DeadlineStage,
         due_at: i64,
         exchange: Exchange,
     ) -> Result<bool>;
@@ -706,12 +717,16 @@ pub struct DeadlineCandidate {
     /// When this check was due (`orders.deadline_check_at`; 0 after a write of the order).
     pub check_at: i64,
     /// (kind, stage) pairs already recorded.
-    pub recorded: Vec<(String, String)>,
+    pub recorded: Vec<(kuper_bridge_domain::deadlines::DeadlineKind, kuper_bridge_domain::deadlines::DeadlineStage)>,
 }
 
 impl DeadlineCandidate {
-    pub fn has_recorded(&self, kind: &str, stage: &str) -> bool {
-        self.recorded.iter().any(|(k, s)| k == kind && s == stage)
+    pub fn has_recorded(
+        &self,
+        kind: kuper_bridge_domain::deadlines::DeadlineKind,
+        stage: kuper_bridge_domain::deadlines::DeadlineStage,
+    ) -> bool {
+        self.recorded.contains(&(kind, stage))
     }
 }
 

@@ -291,7 +291,14 @@ impl UnitTx for PgUnit {
         insert_event(&mut self.0, order_id, outbox_id, now, exchange).await
     }
 
-    async fn insert_deadline(&mut self, order_id: i64, kind: &str, stage: &str, due_at: i64, now: i64) -> Result<bool> {
+    async fn insert_deadline(
+        &mut self,
+        order_id: i64,
+        kind: kuper_bridge_domain::deadlines::DeadlineKind,
+        stage: kuper_bridge_domain::deadlines::DeadlineStage,
+        due_at: i64,
+        now: i64,
+    ) -> Result<bool> {
         let done = statements::insert_deadline(Postgres, order_id, kind, stage, due_at, now)
             .pg()
             .execute(&mut *self.0)
@@ -942,8 +949,8 @@ impl Store for PgStore {
     async fn record_deadline(
         &self,
         order_id: i64,
-        kind: &str,
-        stage: &str,
+        kind: kuper_bridge_domain::deadlines::DeadlineKind,
+        stage: kuper_bridge_domain::deadlines::DeadlineStage,
         due_at: i64,
         exchange: Exchange,
     ) -> Result<bool> {

@@ -338,7 +338,14 @@ impl UnitTx for SqliteUnit<'_> {
         Ok(())
     }
 
-    async fn insert_deadline(&mut self, order_id: i64, kind: &str, stage: &str, due_at: i64, now: i64) -> Result<bool> {
+    async fn insert_deadline(
+        &mut self,
+        order_id: i64,
+        kind: kuper_bridge_domain::deadlines::DeadlineKind,
+        stage: kuper_bridge_domain::deadlines::DeadlineStage,
+        due_at: i64,
+        now: i64,
+    ) -> Result<bool> {
         Ok(statements::insert_deadline(Sqlite, order_id, kind, stage, due_at, now).execute(self.0)? == 1)
     }
 
@@ -798,12 +805,12 @@ impl Store for SqliteStore {
     async fn record_deadline(
         &self,
         order_id: i64,
-        kind: &str,
-        stage: &str,
+        kind: kuper_bridge_domain::deadlines::DeadlineKind,
+        stage: kuper_bridge_domain::deadlines::DeadlineStage,
         due_at: i64,
         exchange: Exchange,
     ) -> Result<bool> {
-        let (forwarding, kind, stage) = (self.forwarding.clone(), kind.to_string(), stage.to_string());
+        let forwarding = self.forwarding.clone();
         let done = self
             .writer
             .write(move |c| {
@@ -811,8 +818,8 @@ impl Store for SqliteStore {
                     SqliteUnit(c),
                     &forwarding,
                     order_id,
-                    &kind,
-                    &stage,
+                    kind,
+                    stage,
                     due_at,
                     exchange,
                     now_ms(),

@@ -163,9 +163,24 @@ pub(crate) fn record_change(d: Dialect, id: i64, change: &RecordChange, now: i64
 
 /// A deadline stage reached, once: a concurrent sweep inserting the same stage waits for the
 /// first transaction and then inserts nothing.
-pub(crate) fn insert_deadline(d: Dialect, order_id: i64, kind: &str, stage: &str, due_at: i64, now: i64) -> Stmt {
+pub(crate) fn insert_deadline(
+    d: Dialect,
+    order_id: i64,
+    kind: kuper_bridge_domain::deadlines::DeadlineKind,
+    stage: kuper_bridge_domain::deadlines::DeadlineStage,
+    due_at: i64,
+    now: i64,
+) -> Stmt {
     let mut q = Stmt::new(d, "INSERT INTO order_deadlines (order_id, kind, stage, due_at, at) VALUES (");
-    q.bind(order_id).push(", ").bind(kind).push(", ").bind(stage).push(", ").bind(due_at).push(", ").bind(now);
+    q.bind(order_id)
+        .push(", ")
+        .bind(kind.as_str())
+        .push(", ")
+        .bind(stage.as_str())
+        .push(", ")
+        .bind(due_at)
+        .push(", ")
+        .bind(now);
     q.push(") ON CONFLICT (order_id, kind, stage) DO NOTHING");
     q
 }

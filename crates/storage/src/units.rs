@@ -95,7 +95,14 @@ pub(crate) trait UnitTx: Send {
         now: i64,
     ) -> Result<()>;
     /// Records that a deadline stage was reached; false if it already was.
-    async fn insert_deadline(&mut self, order_id: i64, kind: &str, stage: &str, due_at: i64, now: i64) -> Result<bool>;
+    async fn insert_deadline(
+        &mut self,
+        order_id: i64,
+        kind: kuper_bridge_domain::deadlines::DeadlineKind,
+        stage: kuper_bridge_domain::deadlines::DeadlineStage,
+        due_at: i64,
+        now: i64,
+    ) -> Result<bool>;
     async fn remember_request(
         &mut self,
         key: &IdempotencyKey,
@@ -369,9 +376,7 @@ pub(crate) async fn apply_action<T: UnitTx>(
         // for this one and then finds its record.
         if let Some((hash, order_id, ids)) = tx.earlier_request(&key.key).await? {
             if hash != key.request_hash || order_id != found.id {
-                return Err(StoreError::Conflict(
-                    "this Idempotency-Key was used for another request; use a new key for a new request".into(),
-                ));
+                return Err(StoreError::IdempotencyKeyReused);
             }
             let mut notifications = Vec::with_capacity(ids.len());
             for id in ids {
@@ -392,9 +397,7 @@ pub(crate) async fn apply_action<T: UnitTx>(
             while tx.pickup_code_in_use(&found.order.store_id, &code, found.id).await? {
                 tries += 1;
                 if tries >= 20 {
-                    return Err(StoreError::Conflict(
-                        "no free pickup code found; the store has too many active codes for pickup.code_length".into(),
-                    ));
+                    return Err(StoreError::NoFreePickupCode);
                 }
                 code = common::generate_code(policy.pickup_code_length);
             }
@@ -408,7 +411,7 @@ pub(crate) async fn apply_action<T: UnitTx>(
         let code = decision.order.pickup.as_ref().map(|p| p.code.clone()).unwrap_or_default();
         tx.lock_pickup_codes(&found.order.store_id).await?;
         if tx.pickup_code_in_use(&found.order.store_id, &code, found.id).await? {
-            return Err(StoreError::Conflict("this pickup code is in use by another active order of the store".into()));
+            return Err(StoreError::PickupCodeInUse);
         }
     }
     let cause = serde_json::json!({ "kind": "merchant", "action": action_name });
@@ -499,8 +502,8 @@ pub(crate) async fn record_deadline<T: UnitTx>(
     mut tx: T,
     forwarding: &Forwarding,
     order_id: i64,
-    kind: &str,
-    stage: &str,
+    kind: kuper_bridge_domain::deadlines::DeadlineKind,
+    stage: kuper_bridge_domain::deadlines::DeadlineStage,
     due_at: i64,
     exchange: Exchange,
     now: i64,
@@ -723,7 +726,7 @@ mod tests {
         let pending = record("kuper", "order.in_work");
         assert!(matches!(
             plan_operator_decision(&pending, OutboxStatus::Skipped, "skipped by operator", Exchange::default()),
-            Err(StoreError::Conflict(_))
+            Err(StoreError::NotDeadLetter { id: 7, status: OutboxStatus::Pending })
         ));
     }
 }

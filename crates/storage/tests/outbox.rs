@@ -7,6 +7,7 @@
 //! The PostgreSQL server comes from `KUPER_BRIDGE_TEST_PG` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); its tests fail, not skip, when it is down.
 
+use kuper_bridge_domain::deadlines::{DeadlineKind, DeadlineStage};
 use kuper_bridge_domain::{Action, Policy};
 use kuper_bridge_storage::{
     ActionRequest, AttemptOutcome, AttemptReport, DeadlineCheck, DeadlineCursor, Exchange, IngestResult, OrderFilter,
@@ -457,7 +458,7 @@ async fn postgres_open_reports_bad_urls_and_unreachable_servers() {
     let started = std::time::Instant::now();
     let down = kuper_bridge_storage::open("postgres://postgres@127.0.0.1:1/postgres", &StoreOptions::default()).await;
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-    assert!(matches!(down, Err(kuper_bridge_storage::StoreError::Unavailable(_))), "{:?}", down.err());
+    assert!(down.as_ref().is_err_and(|e| e.is_unavailable()), "{:?}", down.err());
 }
 
 async fn filters_select_what_they_name(s: &dyn Store) {
@@ -672,18 +673,57 @@ fn deadline_entries(events: &[kuper_bridge_storage::EventRecord]) -> Vec<(String
 async fn a_deadline_stage_is_recorded_once_with_its_timeline_entry(s: &dyn Store) {
     let id = order_id_of(s, &created(s, 1).await).await;
     let due = now();
-    assert!(s.record_deadline(id, "assembly", "warning", due, deadline_exchange("assembly", "warning")).await.unwrap());
-    assert!(!s
-        .record_deadline(id, "assembly", "warning", due, deadline_exchange("assembly", "warning"))
+    assert!(s
+        .record_deadline(
+            id,
+            DeadlineKind::Assembly,
+            DeadlineStage::Warning,
+            due,
+            deadline_exchange("assembly", "warning")
+        )
         .await
         .unwrap());
-    assert!(s.record_deadline(id, "assembly", "missed", due, deadline_exchange("assembly", "missed")).await.unwrap());
+    assert!(!s
+        .record_deadline(
+            id,
+            DeadlineKind::Assembly,
+            DeadlineStage::Warning,
+            due,
+            deadline_exchange("assembly", "warning")
+        )
+        .await
+        .unwrap());
+    assert!(s
+        .record_deadline(
+            id,
+            DeadlineKind::Assembly,
+            DeadlineStage::Missed,
+            due,
+            deadline_exchange("assembly", "missed")
+        )
+        .await
+        .unwrap());
     // Another kind of the same order is its own timer.
     assert!(s
-        .record_deadline(id, "restaurant_accept", "missed", due, deadline_exchange("restaurant_accept", "missed"))
+        .record_deadline(
+            id,
+            DeadlineKind::RestaurantAccept,
+            DeadlineStage::Missed,
+            due,
+            deadline_exchange("restaurant_accept", "missed")
+        )
         .await
         .unwrap());
-    assert!(!s.record_deadline(id, "assembly", "missed", due, deadline_exchange("assembly", "missed")).await.unwrap());
+    assert!(!s
+        .record_deadline(
+            id,
+            DeadlineKind::Assembly,
+            DeadlineStage::Missed,
+            due,
+            deadline_exchange("assembly", "missed")
+        )
+        .await
+        .unwrap());
     let events = s.order_events(id).await.unwrap();
     assert_eq!(
         deadline_entries(&events),
@@ -702,14 +742,18 @@ async fn the_deadline_sweep_sees_open_orders_only_with_what_is_recorded(s: &dyn 
     let c = created(s, 3).await;
     let (ida, idb, idc) = (order_id_of(s, &a).await, order_id_of(s, &b).await, order_id_of(s, &c).await);
     act(s, &b, Action::Cancel { reason: "out_of_stock".into(), description: String::new() }).await;
-    s.record_deadline(ida, "assembly", "warning", 1, deadline_exchange("assembly", "warning")).await.unwrap();
-    s.record_deadline(idb, "assembly", "warning", 1, deadline_exchange("assembly", "warning")).await.unwrap();
+    s.record_deadline(ida, DeadlineKind::Assembly, DeadlineStage::Warning, 1, deadline_exchange("assembly", "warning"))
+        .await
+        .unwrap();
+    s.record_deadline(idb, DeadlineKind::Assembly, DeadlineStage::Warning, 1, deadline_exchange("assembly", "warning"))
+        .await
+        .unwrap();
     let now = kuper_bridge_storage::now_ms();
     let due = |limit| s.orders_due_for_deadlines(now, DeadlineCursor::START, limit);
     let page = due(100).await.unwrap();
     assert_eq!(page.iter().map(|c| c.order.id).collect::<Vec<_>>(), vec![ida, idc], "canceled order skipped");
-    assert!(page[0].has_recorded("assembly", "warning"));
-    assert!(!page[0].has_recorded("assembly", "missed"));
+    assert!(page[0].has_recorded(DeadlineKind::Assembly, DeadlineStage::Warning));
+    assert!(!page[0].has_recorded(DeadlineKind::Assembly, DeadlineStage::Missed));
     assert!(page[1].recorded.is_empty());
     // Cursor paging in (check time, id) order.
     let first = due(1).await.unwrap();
@@ -749,10 +793,18 @@ async fn the_deadline_sweep_sees_open_orders_only_with_what_is_recorded(s: &dyn 
     assert_eq!(moved.iter().map(|c| (c.order.id, c.check_at)).collect::<Vec<_>>(), vec![(idc, 0), (ida, now + 1)]);
 
     // Past due: a miss on record for an order still short of the promise.
-    s.record_deadline(ida, "assembly", "missed", 1, deadline_exchange("assembly", "missed")).await.unwrap();
-    s.record_deadline(idc, "restaurant_accept", "missed", 1, deadline_exchange("restaurant_accept", "missed"))
+    s.record_deadline(ida, DeadlineKind::Assembly, DeadlineStage::Missed, 1, deadline_exchange("assembly", "missed"))
         .await
         .unwrap();
+    s.record_deadline(
+        idc,
+        DeadlineKind::RestaurantAccept,
+        DeadlineStage::Missed,
+        1,
+        deadline_exchange("restaurant_accept", "missed"),
+    )
+    .await
+    .unwrap();
     let past = s.past_due_counts().await.unwrap();
     assert_eq!(past, vec![(kuper_bridge_domain::deadlines::DeadlineKind::Assembly, 1)], "in_work met the acceptance");
 }
@@ -768,9 +820,15 @@ async fn concurrent_records_make_one(stores: &[Arc<dyn Store>]) {
         let (s, start) = (stores[i % stores.len()].clone(), start.clone());
         tasks.spawn(async move {
             start.wait().await;
-            s.record_deadline(id, "restaurant_accept", "missed", 1, deadline_exchange("restaurant_accept", "missed"))
-                .await
-                .unwrap()
+            s.record_deadline(
+                id,
+                DeadlineKind::RestaurantAccept,
+                DeadlineStage::Missed,
+                1,
+                deadline_exchange("restaurant_accept", "missed"),
+            )
+            .await
+            .unwrap()
         });
     }
     let mut new = 0;

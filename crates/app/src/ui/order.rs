@@ -534,6 +534,39 @@ pub fn refusal_words(lang: Lang, e: &ApiError, scheme: Scheme) -> String {
             "Too many wrong codes in a row. Wait a minute.",
         )
         .to_string(),
+        "pickup_code_in_use" => tr(
+            lang,
+            "Этот код уже выдан другому активному заказу магазина. Выберите другой код.",
+            "This code already belongs to another active order of the store. Choose another code.",
+        )
+        .to_string(),
+        "pickup_codes_exhausted" => tr(
+            lang,
+            "Свободных кодов выдачи не осталось: в магазине слишком много активных кодов. Попросите администратора увеличить длину кода.",
+            "No free pickup code is left: the store has too many active codes. Ask the administrator for longer codes.",
+        )
+        .to_string(),
+        "no_pickup_code" => tr(
+            lang,
+            "Для этого заказа ещё не создан код выдачи.",
+            "No pickup code has been issued for this order yet.",
+        )
+        .to_string(),
+        "order_closed" => {
+            tr(lang, "Заказ уже выдан или отменён.", "The order is already delivered or canceled.").to_string()
+        }
+        "idempotency_key_reused" => tr(
+            lang,
+            "Этот запрос уже был отправлен с другими данными. Обновите страницу и повторите.",
+            "This request was already sent with other data. Reload the page and try again.",
+        )
+        .to_string(),
+        "not_dead_letter" => tr(
+            lang,
+            "Уведомление уже не в списке недоставленных: его повторили или пропустили.",
+            "The notification is no longer a dead letter: it was replayed or skipped.",
+        )
+        .to_string(),
         "conflict" => tr(lang, "Это действие сейчас невозможно.", "This is not possible now.").to_string(),
         _ => UiError::from_status(e.status).message(lang).to_string(),
     }
@@ -1143,5 +1176,30 @@ mod tests {
         assert!(ru.contains("«Начать сборку», «Отменить заказ»"), "{ru}");
         let en = refusal_words(Lang::En, &e, Scheme::KuperDelivery);
         assert!(en.contains("Possible now"), "{en}");
+    }
+
+    /// Each storage refusal has its own code (issue #12, item 7) and its own words for the
+    /// cashier, never the generic "not possible now".
+    #[test]
+    fn each_storage_refusal_has_its_own_words() {
+        use kuper_bridge_storage::{OutboxStatus, StoreError};
+        let generic = |lang| {
+            refusal_words(lang, &ApiError::new(axum::http::StatusCode::CONFLICT, "conflict", "x"), Scheme::Pickup)
+        };
+        for (error, code) in [
+            (StoreError::IdempotencyKeyReused, "idempotency_key_reused"),
+            (StoreError::NoFreePickupCode, "pickup_codes_exhausted"),
+            (StoreError::PickupCodeInUse, "pickup_code_in_use"),
+            (StoreError::NoPickupCode, "no_pickup_code"),
+            (StoreError::OrderClosed(kuper_bridge_domain::OrderState::Delivered), "order_closed"),
+            (StoreError::NotDeadLetter { id: 1, status: OutboxStatus::Sent }, "not_dead_letter"),
+        ] {
+            let e = ApiError::from(error);
+            assert_eq!((e.status, e.code), (axum::http::StatusCode::CONFLICT, code));
+            for lang in [Lang::Ru, Lang::En] {
+                let words = refusal_words(lang, &e, Scheme::Pickup);
+                assert_ne!(words, generic(lang), "{code}");
+            }
+        }
     }
 }

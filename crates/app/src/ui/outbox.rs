@@ -638,9 +638,7 @@ async fn replay_all(
             let exchange = operator_exchange(&viewer, &headers, "/ui/outbox/replay-all".into(), &reason);
             match state.store.replay(r.id, exchange).await {
                 Ok(_) => replayed += 1,
-                Err(kuper_bridge_storage::StoreError::Unavailable(m)) => {
-                    return Err(kuper_bridge_storage::StoreError::Unavailable(m).into());
-                }
+                Err(e) if e.is_unavailable() => return Err(e.into()),
                 Err(_) => failed += 1,
             }
         }

@@ -217,7 +217,7 @@ async fn verify(
             }
         }
         Err(StoreError::PickupLocked { until }) => Verdict::Locked { until_ms: until.saturating_mul(1000) },
-        Err(e @ (StoreError::Unavailable(_) | StoreError::OrderNotFound(_))) => return Err(e.into()),
+        Err(e) if e.is_unavailable() || matches!(e, StoreError::OrderNotFound(_)) => return Err(e.into()),
         Err(e) => {
             let e = ApiError::from(e);
             let order = state.store.find_order(reference).await?.unwrap_or(order);
