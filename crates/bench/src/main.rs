@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod board;
+mod ingest;
 mod soak;
 
 const WEBHOOK_USER: &str = "kuper";
@@ -104,6 +105,9 @@ enum Command {
     /// The operator console's server time with many orders (default 100,000): the board, its
     /// filters and search, and order pages; exit 1 if a page answers wrongly.
     Board(board::BoardArgs),
+    /// order.created ingest driven by an external load generator (wrk with
+    /// crates/bench/scripts/unique_orders.lua); exit 1 unless every webhook was a new order.
+    Ingest(ingest::IngestArgs),
 }
 
 struct Plan {
@@ -173,6 +177,7 @@ async fn main() -> ExitCode {
     let result = match args.command.take() {
         Some(Command::Soak(soak_args)) => soak::run(soak_args).await,
         Some(Command::Board(board_args)) => board::run(board_args).await,
+        Some(Command::Ingest(ingest_args)) => ingest::run(ingest_args).await,
         None => run(args).await,
     };
     match result {
