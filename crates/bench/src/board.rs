@@ -17,7 +17,7 @@ use super::{
 };
 use anyhow::{anyhow, bail, Context, Result};
 use kuper_bridge_bench::body;
-use kuper_bridge_bench::database::{pg_server, Backend, Database};
+use kuper_bridge_bench::database::{Backend, Database};
 use kuper_bridge_bench::soak::Rng;
 use kuper_bridge_bench::stats::{fmt_ms, percentile, thousands, Summary};
 use serde_json::{json, Value};
@@ -1159,16 +1159,7 @@ async fn run_backend(args: &BoardArgs, bin: &Path, backend: Backend) -> Result<R
         Err(e) => Err(e),
     };
     sim.shutdown().await;
-    if args.keep {
-        let kept = tmp.keep();
-        progress(format!(
-            "kept {}{}",
-            kept.display(),
-            db.pg_name().map(|n| format!(" and database {n} on {}", pg_server())).unwrap_or_default()
-        ));
-    } else if let Err(e) = db.drop_database().await {
-        progress(format!("could not drop the benchmark database: {e:#}"));
-    }
+    crate::keep_or_drop(args.keep, tmp, &db).await;
     let (mut json, correct) = result?;
     json["backend"] = json!(format!("{backend:?}").to_lowercase());
     json["date"] = json!(date);

@@ -111,16 +111,7 @@ pub async fn run(args: IngestArgs) -> Result<bool> {
         Err(e) => Err(e),
     };
     sim.shutdown().await;
-    if args.keep {
-        let kept = tmp.keep();
-        progress(format!(
-            "kept {}{}",
-            kept.display(),
-            db.pg_name().map(|n| format!(" and database {n}")).unwrap_or_default()
-        ));
-    } else if let Err(e) = db.drop_database().await {
-        progress(format!("could not drop the database: {e:#}"));
-    }
+    crate::keep_or_drop(args.keep, tmp, &db).await;
     result
 }
 

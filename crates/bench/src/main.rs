@@ -167,6 +167,21 @@ impl Plan {
     }
 }
 
+/// The end of a run: its directory and PostgreSQL database kept (`--keep`, said where) or
+/// removed (the directory when `tmp` drops).
+async fn keep_or_drop(keep: bool, tmp: kuper_bridge_bench::scratch::ScratchDir, db: &Database) {
+    if keep {
+        let kept = tmp.keep();
+        progress(format!(
+            "kept {}{}",
+            kept.display(),
+            db.pg_name().map(|n| format!(" and database {n} on {}", pg_server())).unwrap_or_default()
+        ));
+    } else if let Err(e) = db.drop_database().await {
+        progress(format!("could not drop the benchmark database: {e:#}"));
+    }
+}
+
 fn progress(msg: impl AsRef<str>) {
     eprintln!("[bench {}] {}", chrono::Utc::now().format("%H:%M:%S"), msg.as_ref());
 }
@@ -1578,16 +1593,7 @@ async fn run_backend(args: &Args, plan: &Plan, bin: &Path, backend: Backend) -> 
         }
         Err(e) => Err(e),
     };
-    if args.keep {
-        let kept = tmp.keep();
-        progress(format!(
-            "kept {}{}",
-            kept.display(),
-            db.pg_name().map(|n| format!(" and database {n}")).unwrap_or_default()
-        ));
-    } else if let Err(e) = db.drop_database().await {
-        progress(format!("could not drop the benchmark database: {e:#}"));
-    }
+    keep_or_drop(args.keep, tmp, &db).await;
     progress(format!("{} done in {:.1} s", backend.label(), run_started.elapsed().as_secs_f64()));
     outcome
 }

@@ -84,6 +84,15 @@ const PICKUP_CODE_CLASH: &str =
 pub(crate) const CLAIM_FROM: &str = "outbox o INDEXED BY outbox_pending_due";
 pub(crate) const HEAD_DUE: &str = "o.status = 'pending' AND o.next_attempt_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until <= ?1)
     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.destination = o.destination AND p.id < o.id AND p.status IN ('pending', 'dead'))";
+/// The claim, built once: it runs on the writer for every batch the dispatcher takes.
+static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE outbox SET lease_until = ?1 + ?2, lease_owner = ?3 || '/' || id || '/' || ?1, attempts = attempts + 1,
+             in_doubt = CASE WHEN lease_until IS NOT NULL THEN 1 ELSE in_doubt END, updated_at = ?1
+         WHERE id IN (SELECT o.id FROM {CLAIM_FROM} WHERE {HEAD_DUE} ORDER BY o.next_attempt_at, o.id LIMIT ?4)
+         RETURNING {OUTBOX_COLUMNS}"
+    )
+});
 const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id, actor";
 
 /// Runs a unit of work (`units`) on the writer's connection. Its primitives are synchronous
@@ -559,13 +568,7 @@ impl Store for SqliteStore {
             .write(move |c| {
                 // Each claim gets its own lease token (owner/id/attempt), so a result that comes
                 // back after its lease expired and the record was claimed again is recognised as late.
-                let claim = format!(
-                    "UPDATE outbox SET lease_until = ?1 + ?2, lease_owner = ?3 || '/' || id || '/' || ?1, attempts = attempts + 1,
-                         in_doubt = CASE WHEN lease_until IS NOT NULL THEN 1 ELSE in_doubt END, updated_at = ?1
-                     WHERE id IN (SELECT o.id FROM {CLAIM_FROM} WHERE {HEAD_DUE} ORDER BY o.next_attempt_at, o.id LIMIT ?4)
-                     RETURNING {OUTBOX_COLUMNS}"
-                );
-                let mut st = c.prepare_cached(&claim)?;
+                let mut st = c.prepare_cached(&CLAIM)?;
                 let mut rows = st.query(rusqlite::params![now, lease_ms, owner, limit])?;
                 let mut records = Vec::new();
                 while let Some(row) = rows.next()? {
