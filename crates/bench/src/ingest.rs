@@ -13,17 +13,18 @@
 //! after `--`, that command is the load, run once the gateway is ready, with `{url}` and
 //! `{body}` replaced (what a script wants: no port or file to discover).
 
-use super::{
-    closed_loop, find_gateway, loadavg, machine, progress, spawn_gateway, Gateway, Target, API_KEY, POSITIONS,
-    WEBHOOK_PASSWORD, WEBHOOK_USER,
-};
+use crate::cli::RunArgs;
+use crate::gateway::{find_gateway, spawn_gateway, Gateway, API_KEY, WEBHOOK_PASSWORD, WEBHOOK_USER};
+use crate::load::{closed_loop, Target, POSITIONS};
+use crate::sampling::{loadavg, machine};
+use crate::session::{keep_or_drop, progress};
 use anyhow::{anyhow, bail, Context, Result};
 use kuper_bridge_bench::body;
 use kuper_bridge_bench::database::{pg_server, Backend, Database};
 use kuper_bridge_bench::stats::thousands;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +46,9 @@ const SCRIPT: &str = "crates/bench/scripts/unique_orders.lua";
 /// `kuper-bridge-bench ingest -- wrk -t2 -c32 -d20s -s crates/bench/scripts/unique_orders.lua
 /// {url} -- {body}` runs the load itself once the gateway is ready.
 #[derive(clap::Args)]
+#[command(mut_arg("dir", |a| a.help(
+    "Where the temporary directory (SQLite database, config, request body, gateway log) is created"
+)))]
 pub struct IngestArgs {
     /// The gateway's database: sqlite (a file in the temporary directory) or postgres (a fresh
     /// database kb_ingest_<hex> on KUPER_BRIDGE_TEST_PG, dropped at the end).
@@ -60,19 +64,8 @@ pub struct IngestArgs {
     /// Stop waiting this many seconds after the gateway is ready, whatever the load.
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
-    /// Also write the figures as JSON here.
-    #[arg(long, value_name = "PATH")]
-    json: Option<PathBuf>,
-    /// The gateway binary (default: kuper-bridge next to this binary).
-    #[arg(long, value_name = "PATH")]
-    gateway_bin: Option<PathBuf>,
-    /// Where the temporary directory (SQLite database, config, request body, gateway log) is
-    /// created.
-    #[arg(long, value_name = "PATH")]
-    dir: Option<PathBuf>,
-    /// Keep the temporary directory and the PostgreSQL database.
-    #[arg(long)]
-    keep: bool,
+    #[command(flatten)]
+    run: RunArgs,
     /// The load generator, run once the gateway is ready; `{url}` becomes the webhook URL and
     /// `{body}` the request body file (also in KB_BODY). The window ends when it exits.
     #[arg(last = true, value_name = "COMMAND")]
@@ -86,11 +79,8 @@ pub async fn run(args: IngestArgs) -> Result<bool> {
     if args.duration.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
         bail!("--duration needs a positive number of seconds");
     }
-    let bin = find_gateway(args.gateway_bin.as_deref())?;
-    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = kuper_bridge_bench::scratch::ScratchDir::new_in(&parent, "kuper-bridge-ingest-")
-        .with_context(|| format!("cannot create a temporary directory in {}", parent.display()))?;
+    let bin = find_gateway(args.run.gateway_bin.as_deref())?;
+    let tmp = args.run.scratch("kuper-bridge-ingest-")?;
     let dir = tmp.path().to_path_buf();
     let db = Database::create(args.backend, &dir, "kb_ingest").await?;
     match args.backend {
@@ -111,7 +101,7 @@ pub async fn run(args: IngestArgs) -> Result<bool> {
         Err(e) => Err(e),
     };
     sim.shutdown().await;
-    crate::keep_or_drop(args.keep, tmp, &db).await;
+    keep_or_drop(args.run.keep, tmp, &db).await;
     result
 }
 
@@ -306,7 +296,7 @@ async fn drive(args: &IngestArgs, gw: &mut Gateway, http: &reqwest::Client, dir:
         }
     }
 
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.run.json {
         let doc = json!({
             "backend": format!("{:?}", args.backend).to_lowercase(),
             "machine": machine(),

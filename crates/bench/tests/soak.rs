@@ -1,8 +1,9 @@
 //! The crash soak's pure helpers on small inputs: the seeded kill schedule, what each kind of
 //! order must produce, and the verdict from hand-made simulator records. No gateway is started.
 
-use kuper_bridge_bench::soak::{
-    event_of, pickup_code_for, prom_value, ready_for_courier, stored_tally, tally, Kind, Rng, StoredOrder,
+use kuper_bridge_bench::rng::Rng;
+use kuper_bridge_bench::verdict::{
+    event_of, pickup_code_for, prom_value, ready_for_courier, stored_tally, tally, Kind, StoredOrder,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
