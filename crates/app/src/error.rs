@@ -108,7 +108,7 @@ impl From<StoreError> for ApiError {
                     "storage is unavailable; retry later",
                 )
             }
-            StoreError::Document(_) => {
+            StoreError::Document(_) | StoreError::DocumentDamaged(_) => {
                 tracing::error!(error = %e, "a stored document does not read back, or one could not be written");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

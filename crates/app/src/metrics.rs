@@ -115,18 +115,18 @@ impl AppMetrics {
         self.outbox_dead.set(destinations.iter().map(|d| d.dead).sum());
         self.outbox_oldest_age.set(age(destinations.iter().filter_map(|d| d.oldest_pending_at).min()));
         let mut seen = self.destinations_seen.lock().unwrap_or_else(PoisonError::into_inner);
-        for name in seen.iter().filter(|name| !destinations.iter().any(|d| &d.destination == *name)) {
+        for name in seen.iter().filter(|name| !destinations.iter().any(|d| d.destination.as_str() == name.as_str())) {
             let label = DestinationLabel { destination: name.clone() };
             self.destination_pending.get_or_create(&label).set(0);
             self.destination_dead.get_or_create(&label).set(0);
             self.destination_oldest_age.get_or_create(&label).set(0.0);
         }
         for d in destinations {
-            let label = DestinationLabel { destination: d.destination.clone() };
+            let label = DestinationLabel { destination: d.destination.to_string() };
             self.destination_pending.get_or_create(&label).set(d.pending);
             self.destination_dead.get_or_create(&label).set(d.dead);
             self.destination_oldest_age.get_or_create(&label).set(age(d.oldest_pending_at));
-            seen.insert(d.destination.clone());
+            seen.insert(d.destination.to_string());
         }
     }
 

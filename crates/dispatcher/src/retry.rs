@@ -186,8 +186,8 @@ mod tests {
         OutboxRecord {
             id: 1,
             order_id: 1,
-            kind: "notification".into(),
-            destination: "kuper".into(),
+            kind: kuper_bridge_storage::OutboxKind::Notification,
+            destination: kuper_bridge_storage::Destination::kuper(),
             event: "order.in_work".into(),
             body: "{}".into(),
             status: OutboxStatus::Pending,

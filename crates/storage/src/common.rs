@@ -13,6 +13,14 @@ use kuper_bridge_wire::{NotificationEvent, WebhookEnvelope};
 use rand::Rng;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+/// The columns [`outbox_from_row`] reads, in both backends' queries (a macro, for `concat!`).
+macro_rules! outbox_columns {
+    () => {
+        "id, order_id, kind, destination, event, body, status, attempts, next_attempt_at, in_doubt, last_status, last_error, created_at, sent_at, lease_owner, retry_since, idempotency_key"
+    };
+}
+pub(crate) const OUTBOX_COLUMNS: &str = outbox_columns!();
+
 /// One field of an operator account that can change after it is created; both backends write
 /// it with the same UPDATE, `?2`/`$2` bound to the value.
 pub(crate) enum OperatorChange<'a> {
@@ -37,6 +45,11 @@ pub(crate) trait Columns {
     fn text_opt(&self, column: &str) -> Result<Option<String>>;
     /// SQLite keeps 0/1 in an INTEGER, PostgreSQL a BOOLEAN; both read as bool.
     fn flag(&self, column: &str) -> Result<bool>;
+    /// A document column: TEXT, or on SQLite a BLOB compressed by [`crate::packed`].
+    fn doc_opt(&self, column: &str) -> Result<Option<String>>;
+    fn doc(&self, column: &str) -> Result<String> {
+        self.doc_opt(column)?.ok_or_else(|| StoreError::DocumentDamaged(format!("{column} is NULL")))
+    }
 }
 
 impl<R> Columns for R
@@ -46,6 +59,7 @@ where
     i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
     String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
     bool: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    Vec<u8>: Type<R::Database> + for<'r> Decode<'r, R::Database>,
 {
     fn int(&self, column: &str) -> Result<i64> {
         Ok(self.try_get(column)?)
@@ -60,6 +74,17 @@ where
         Ok(self.try_get(column)?)
     }
     fn flag(&self, column: &str) -> Result<bool> {
+        Ok(self.try_get(column)?)
+    }
+    fn doc_opt(&self, column: &str) -> Result<Option<String>> {
+        use sqlx::{TypeInfo, ValueRef};
+        let raw = self.try_get_raw(column)?;
+        // SQLite reports each value's own storage class: a BLOB here is a packed document.
+        let packed = !raw.is_null() && raw.type_info().name() == "BLOB";
+        if packed {
+            let bytes: Vec<u8> = self.try_get(column)?;
+            return crate::packed::unpack(&bytes).map(Some);
+        }
         Ok(self.try_get(column)?)
     }
 }
@@ -82,6 +107,12 @@ impl Columns for Lite<'_, '_> {
     }
     fn flag(&self, column: &str) -> Result<bool> {
         Ok(self.0.get(column)?)
+    }
+    fn doc_opt(&self, column: &str) -> Result<Option<String>> {
+        match self.0.get_ref(column)? {
+            rusqlite::types::ValueRef::Blob(packed) => crate::packed::unpack(packed).map(Some),
+            _ => Ok(self.0.get(column)?),
+        }
     }
 }
 
@@ -106,7 +137,7 @@ pub(crate) fn operator_from_row<R: Columns>(row: &R) -> Result<crate::Operator> 
 pub(crate) fn order_from_row<R: Columns>(row: &R) -> Result<StoredOrder> {
     Ok(StoredOrder {
         id: row.int("id")?,
-        order: serde_json::from_str(&row.text("data")?)?,
+        order: serde_json::from_str(&row.doc("data")?)?,
         created_at: row.int("created_at")?,
         updated_at: row.int("updated_at")?,
     })
@@ -117,6 +148,12 @@ pub(crate) fn order_from_row<R: Columns>(row: &R) -> Result<StoredOrder> {
 /// the record is promoted to the head of the queue (migration 0004 on SQLite, 0003 on PostgreSQL).
 pub(crate) const WAITING: i64 = 253_402_300_799_999;
 
+/// A destination read back from the database; anything unparsable is a damaged row.
+pub(crate) fn stored_destination(stored: &str) -> Result<crate::Destination> {
+    crate::Destination::parse(stored)
+        .ok_or_else(|| StoreError::Unavailable(format!("outbox row with unknown destination {stored:?}")))
+}
+
 pub(crate) fn outbox_from_row<R: Columns>(row: &R) -> Result<OutboxRecord> {
     let status = row.text("status")?;
     let next_attempt_at = row.int("next_attempt_at")?;
@@ -124,10 +161,14 @@ pub(crate) fn outbox_from_row<R: Columns>(row: &R) -> Result<OutboxRecord> {
     Ok(OutboxRecord {
         id: row.int("id")?,
         order_id: row.int("order_id")?,
-        kind: row.text("kind")?,
-        destination: row.text("destination")?,
+        kind: {
+            let kind = row.text("kind")?;
+            crate::OutboxKind::parse(&kind)
+                .ok_or_else(|| StoreError::Unavailable(format!("outbox row with unknown kind {kind:?}")))?
+        },
+        destination: stored_destination(&row.text("destination")?)?,
         event: row.text("event")?,
-        body: row.text("body")?,
+        body: row.doc("body")?,
         status: OutboxStatus::parse(&status)
             .ok_or_else(|| StoreError::Unavailable(format!("outbox row with unknown status {status:?}")))?,
         attempts: row.int("attempts")?,
@@ -144,33 +185,27 @@ pub(crate) fn outbox_from_row<R: Columns>(row: &R) -> Result<OutboxRecord> {
     })
 }
 
-pub(crate) fn event_from_row<R>(row: &R) -> Result<EventRecord>
-where
-    R: Row,
-    for<'c> &'c str: ColumnIndex<R>,
-    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
-    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
-{
+pub(crate) fn event_from_row<R: Columns>(row: &R) -> Result<EventRecord> {
     Ok(EventRecord {
-        id: row.try_get("id")?,
-        order_id: row.try_get("order_id")?,
-        outbox_id: row.try_get("outbox_id")?,
-        at: row.try_get("at")?,
+        id: row.int("id")?,
+        order_id: row.int_opt("order_id")?,
+        outbox_id: row.int_opt("outbox_id")?,
+        at: row.int("at")?,
         exchange: Exchange {
-            kind: row.try_get("kind")?,
-            direction: row.try_get("direction")?,
-            event: row.try_get("event")?,
-            outcome: row.try_get("outcome")?,
-            method: row.try_get("method")?,
-            path: row.try_get("path")?,
-            status: row.try_get("status")?,
-            latency_ms: row.try_get("latency_ms")?,
-            headers: row.try_get("headers")?,
-            body: row.try_get("body")?,
-            response: row.try_get("response")?,
-            detail: row.try_get("detail")?,
-            request_id: row.try_get("request_id")?,
-            actor: row.try_get::<Option<String>, _>("actor")?.as_deref().and_then(crate::Actor::parse),
+            kind: row.text("kind")?,
+            direction: row.text("direction")?,
+            event: row.text_opt("event")?,
+            outcome: row.text_opt("outcome")?,
+            method: row.text_opt("method")?,
+            path: row.text_opt("path")?,
+            status: row.int_opt("status")?,
+            latency_ms: row.int_opt("latency_ms")?,
+            headers: row.doc_opt("headers")?,
+            body: row.doc_opt("body")?,
+            response: row.doc_opt("response")?,
+            detail: row.text_opt("detail")?,
+            request_id: row.text_opt("request_id")?,
+            actor: row.text_opt("actor")?.as_deref().and_then(crate::Actor::parse),
         },
     })
 }
@@ -537,8 +572,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// One outbox row to write: a notification to Kuper or an event for a subscriber.
 #[derive(Debug)]
 pub(crate) struct OutboxRow {
-    pub kind: &'static str,
-    pub destination: String,
+    pub destination: crate::Destination,
     pub event: String,
     pub body: String,
 }
@@ -581,12 +615,7 @@ pub(crate) fn forwards(
         forward_data(order, event()),
     ))?;
     Ok(destinations
-        .map(|d| OutboxRow {
-            kind: "forward",
-            destination: d.to_string(),
-            event: event_type.to_string(),
-            body: body.clone(),
-        })
+        .map(|d| OutboxRow { destination: d.clone(), event: event_type.to_string(), body: body.clone() })
         .collect())
 }
 
@@ -609,8 +638,7 @@ pub(crate) fn change_rows(
     let mut rows = Vec::with_capacity(queued.len() * (1 + forwarding.subscribers.len()));
     for n in queued {
         rows.push(OutboxRow {
-            kind: "notification",
-            destination: "kuper".into(),
+            destination: crate::Destination::kuper(),
             event: n.event.as_str().to_string(),
             body: serde_json::to_string(&n.render(policy.notification_format))?,
         });
@@ -837,7 +865,7 @@ where
         q.push(" AND status = ").push_bind(status.as_str().to_string());
     }
     if let Some(destination) = &f.destination {
-        q.push(" AND destination = ").push_bind(destination.clone());
+        q.push(" AND destination = ").push_bind(destination.as_str().to_string());
     }
     if let Some(before) = f.before_id {
         q.push(" AND id < ").push_bind(before);
@@ -852,30 +880,23 @@ pub(crate) fn destinations(
     open: Vec<crate::DestinationStats>,
 ) -> Vec<crate::DestinationStats> {
     let mut out = open;
-    let configured =
-        std::iter::once("kuper".to_string()).chain(forwarding.subscribers.iter().map(|s| s.destination.clone()));
-    for name in configured {
-        if !out.iter().any(|d| d.destination == name) {
-            out.push(crate::DestinationStats { destination: name, ..Default::default() });
+    let configured = std::iter::once(crate::Destination::kuper())
+        .chain(forwarding.subscribers.iter().map(|s| s.destination.clone()));
+    for destination in configured {
+        if !out.iter().any(|d| d.destination == destination) {
+            out.push(crate::DestinationStats { destination, pending: 0, dead: 0, oldest_pending_at: None });
         }
     }
-    // Kuper first, then subscribers by name.
-    out.sort_by(|a, b| (a.destination != "kuper", &a.destination).cmp(&(b.destination != "kuper", &b.destination)));
+    out.sort_by(|a, b| a.destination.display_order().cmp(&b.destination.display_order()));
     out
 }
 
-pub(crate) fn destination_from_row<R>(row: &R) -> Result<crate::DestinationStats>
-where
-    R: Row,
-    for<'c> &'c str: ColumnIndex<R>,
-    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
-    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
-{
+pub(crate) fn destination_from_row<R: Columns>(row: &R) -> Result<crate::DestinationStats> {
     Ok(crate::DestinationStats {
-        destination: row.try_get("destination")?,
-        pending: row.try_get("pending")?,
-        dead: row.try_get("dead")?,
-        oldest_pending_at: row.try_get("oldest")?,
+        destination: stored_destination(&row.text("destination")?)?,
+        pending: row.int("pending")?,
+        dead: row.int("dead")?,
+        oldest_pending_at: row.int_opt("oldest")?,
     })
 }
 
@@ -903,18 +924,11 @@ pub(crate) const SESSION_SELECT: &str =
         s.created_at AS session_created_at, s.last_seen_at
     FROM sessions s JOIN operators o ON o.id = s.operator_id";
 
-pub(crate) fn session_from_row<R>(row: &R) -> Result<crate::SessionRecord>
-where
-    R: Row,
-    for<'c> &'c str: ColumnIndex<R>,
-    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
-    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
-    bool: Type<R::Database> + for<'r> Decode<'r, R::Database>,
-{
+pub(crate) fn session_from_row<R: Columns>(row: &R) -> Result<crate::SessionRecord> {
     Ok(crate::SessionRecord {
         operator: operator_from_row(row)?,
-        created_at: row.try_get("session_created_at")?,
-        last_seen_at: row.try_get("last_seen_at")?,
+        created_at: row.int("session_created_at")?,
+        last_seen_at: row.int("last_seen_at")?,
     })
 }
 

@@ -3,7 +3,9 @@
 //! order, its outbox rows and its timeline entries in one transaction.
 
 pub mod backup;
+#[macro_use]
 mod common;
+pub mod packed;
 mod postgres;
 mod sqlite;
 mod sqlite_writer;
@@ -58,6 +60,9 @@ pub enum StoreError {
     /// cannot be written: no retry fixes it, so it is not answered "retry later".
     #[error("stored document unreadable: {0}")]
     Document(#[from] serde_json::Error),
+    /// A compressed document (SQLite, [`packed`]) that does not decompress.
+    #[error("stored document unreadable: {0}")]
+    DocumentDamaged(String),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("operator {0} not found")]
@@ -192,15 +197,98 @@ impl OutboxStatus {
     }
 }
 
+/// Where an outbox record goes: Kuper, or one configured subscriber. Each (order, destination)
+/// is one FIFO queue. Stored, shown and filtered as `kuper` or `subscriber:<name>`; built only
+/// through [`Destination::kuper`], [`Destination::subscriber`] and [`Destination::parse`], so no
+/// misspelt queue can be created.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Destination(String);
+
+impl Destination {
+    const KUPER: &'static str = "kuper";
+    const SUBSCRIBER: &'static str = "subscriber:";
+
+    pub fn kuper() -> Self {
+        Destination(Self::KUPER.into())
+    }
+
+    /// A subscriber's queue, by the name it has in the configuration.
+    pub fn subscriber(name: &str) -> Self {
+        Destination(format!("{}{name}", Self::SUBSCRIBER))
+    }
+
+    /// `kuper` or `subscriber:<name>` (a name is required; no NUL, which PostgreSQL's TEXT
+    /// cannot hold); anything else is `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let valid = s == Self::KUPER
+            || s.strip_prefix(Self::SUBSCRIBER).is_some_and(|name| !name.is_empty() && !name.contains('\0'));
+        valid.then(|| Destination(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_kuper(&self) -> bool {
+        self.0 == Self::KUPER
+    }
+
+    /// The subscriber's name, for a subscriber's queue.
+    pub fn subscriber_name(&self) -> Option<&str> {
+        self.0.strip_prefix(Self::SUBSCRIBER)
+    }
+
+    /// What a record of this queue is: notifications go to Kuper, forwards to subscribers.
+    pub fn kind(&self) -> OutboxKind {
+        if self.is_kuper() {
+            OutboxKind::Notification
+        } else {
+            OutboxKind::Forward
+        }
+    }
+
+    /// Kuper's queue first, then the subscribers' by name: how every list shows them.
+    pub fn display_order(&self) -> (bool, &str) {
+        (!self.is_kuper(), self.as_str())
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What an outbox record carries: a status notification for Kuper, or a webhook forwarded to a
+/// subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxKind {
+    Notification,
+    Forward,
+}
+
+impl OutboxKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxKind::Notification => "notification",
+            OutboxKind::Forward => "forward",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [OutboxKind::Notification, OutboxKind::Forward].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxRecord {
     pub id: i64,
     pub order_id: i64,
-    /// `notification` (to Kuper) or `forward` (to a subscriber).
-    pub kind: String,
-    /// `kuper` or `subscriber:<name>`; each (order, destination) is one FIFO queue.
-    pub destination: String,
+    pub kind: OutboxKind,
+    pub destination: Destination,
     pub event: String,
     pub body: String,
     pub status: OutboxStatus,
@@ -232,8 +320,8 @@ pub struct Forwarding {
 
 #[derive(Debug, Clone)]
 pub struct SubscriberRoute {
-    /// `subscriber:<name>`, stable across restarts (records wait under it).
-    pub destination: String,
+    /// Stable across restarts: records wait under it.
+    pub destination: Destination,
     /// Event types taken (`*`, `order.*`, exact names).
     pub events: Vec<String>,
     /// Store ids taken; empty = all.
@@ -242,14 +330,18 @@ pub struct SubscriberRoute {
 
 impl Forwarding {
     /// The destinations that take `event_type` for an order of `store_id`.
-    pub fn destinations<'a>(&'a self, event_type: &'a str, store_id: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub fn destinations<'a>(
+        &'a self,
+        event_type: &'a str,
+        store_id: &'a str,
+    ) -> impl Iterator<Item = &'a Destination> + 'a {
         self.subscribers
             .iter()
             .filter(move |s| {
                 kuper_bridge_wire::forward::filter_matches(&s.events, event_type)
                     && (s.stores.is_empty() || s.stores.iter().any(|x| x == store_id))
             })
-            .map(|s| s.destination.as_str())
+            .map(|s| &s.destination)
     }
 }
 
@@ -395,17 +487,16 @@ pub enum Attention {
 #[derive(Debug, Clone, Default)]
 pub struct OutboxFilter {
     pub status: Option<OutboxStatus>,
-    /// `kuper` or a subscriber's name.
-    pub destination: Option<String>,
+    pub destination: Option<Destination>,
     pub limit: i64,
     pub before_id: Option<i64>,
 }
 
 /// One destination's queue (Kuper or a subscriber).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DestinationStats {
-    pub destination: String,
+    pub destination: Destination,
     pub pending: i64,
     pub dead: i64,
     /// Unix ms of the oldest pending record.

@@ -45,8 +45,7 @@ pub struct PgStore {
 }
 
 const ORDER_COLUMNS: &str = "id, data, created_at, updated_at";
-const OUTBOX_COLUMNS: &str =
-    "id, order_id, kind, destination, event, body, status, attempts, next_attempt_at, in_doubt, last_status, last_error, created_at, sent_at, lease_owner, retry_since, idempotency_key";
+use common::OUTBOX_COLUMNS;
 /// A pending record that is the head of its order's queue (no earlier pending or dead record:
 /// per-order FIFO, protocol.md §9), due, and not under a live lease. Binds $1 = now.
 pub(crate) const CLAIM_FROM: &str = "outbox o";
@@ -273,11 +272,16 @@ impl UnitTx for PgUnit {
         supersede_pending(&mut self.0, order_id, now, &no_nul(reason)).await
     }
 
-    async fn promote_queue_head(&mut self, order_id: i64, destination: &str, now: i64) -> Result<()> {
+    async fn promote_queue_head(&mut self, order_id: i64, destination: &crate::Destination, now: i64) -> Result<()> {
         promote_queue_head(&mut self.0, order_id, destination, now).await
     }
 
-    async fn insert_outbox(&mut self, order_id: i64, rows: &[common::OutboxRow], now: i64) -> Result<Vec<i64>> {
+    async fn insert_outbox(
+        &mut self,
+        order_id: i64,
+        rows: &[common::OutboxRow],
+        now: i64,
+    ) -> Result<Vec<OutboxRecord>> {
         insert_outbox(&mut self.0, order_id, rows, now).await
     }
 
@@ -561,17 +565,23 @@ async fn insert_outbox(
     order_id: i64,
     rows: &[common::OutboxRow],
     now: i64,
-) -> Result<Vec<i64>> {
-    let mut ids = Vec::with_capacity(rows.len());
+) -> Result<Vec<OutboxRecord>> {
+    let mut records = Vec::with_capacity(rows.len());
     for row in rows {
-        ids.push(statements::insert_outbox(Postgres, order_id, row, now).pg().fetch_one(&mut *conn).await?.try_get(0)?);
+        let inserted = statements::insert_outbox(Postgres, order_id, row, now).pg().fetch_one(&mut *conn).await?;
+        records.push(outbox_from_row(&inserted)?);
     }
-    Ok(ids)
+    Ok(records)
 }
 
 /// Makes the first open record of the order due if it was waiting: called by every commit
 /// that may have made a record final (sent, skipped, dead letter skipped or superseded).
-async fn promote_queue_head(conn: &mut PgConnection, order_id: i64, destination: &str, now: i64) -> Result<()> {
+async fn promote_queue_head(
+    conn: &mut PgConnection,
+    order_id: i64,
+    destination: &crate::Destination,
+    now: i64,
+) -> Result<()> {
     statements::promote_queue_head(Postgres, order_id, destination, now).pg().execute(conn).await?;
     Ok(())
 }
@@ -597,7 +607,7 @@ async fn lock_pickup_codes(conn: &mut PgConnection, store_id: &str) -> Result<()
 async fn pickup_code_in_use(conn: &mut PgConnection, store_id: &str, code: &str, except_order: i64) -> Result<bool> {
     let clash: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM orders WHERE store_id = $1 AND id <> $2 AND state NOT IN ('delivered', 'canceled')
-         AND (data::json #>> '{pickup,code}') = $3",
+         AND pickup_code = $3",
     )
     .bind(store_id)
     .bind(except_order)
@@ -780,6 +790,7 @@ impl Store for PgStore {
             let order = lock_order_of(&mut tx, id).await?;
             let destination: String =
                 sqlx::query_scalar("SELECT destination FROM outbox WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
+            let destination = common::stored_destination(&destination)?;
             promote_queue_head(&mut tx, order.id, &destination, now).await?;
             notify_replicas(&mut tx).await?;
             tx.commit().await?;
@@ -1035,9 +1046,8 @@ impl Store for PgStore {
     }
 
     async fn list_outbox_by(&self, f: &crate::OutboxFilter) -> Result<Vec<OutboxRecord>> {
-        let f = crate::OutboxFilter { destination: f.destination.as_deref().map(no_nul), ..f.clone() };
         let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("SELECT {OUTBOX_COLUMNS} FROM outbox"));
-        common::push_outbox_filter(&mut q, &f);
+        common::push_outbox_filter(&mut q, f);
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(outbox_from_row).collect()
     }

@@ -43,13 +43,8 @@ macro_rules! order_columns {
         "id, data, created_at, updated_at"
     };
 }
-macro_rules! outbox_columns {
-    () => {
-        "id, order_id, kind, destination, event, body, status, attempts, next_attempt_at, in_doubt, last_status, last_error, created_at, sent_at, lease_owner, retry_since, idempotency_key"
-    };
-}
 const ORDER_COLUMNS: &str = order_columns!();
-const OUTBOX_COLUMNS: &str = outbox_columns!();
+use common::OUTBOX_COLUMNS;
 const ORDER_BY_ID: &str = concat!("SELECT ", order_columns!(), " FROM orders WHERE id = ?1");
 const ORDER_BY_REFERENCE: &str = concat!(
     "SELECT ",
@@ -76,7 +71,7 @@ const SAVE_ORDER: &str =
      deadline_check_at = 0, number = ?10 WHERE id = ?11";
 const PICKUP_CODE_CLASH: &str =
     "SELECT COUNT(*) FROM orders WHERE store_id = ?1 AND id <> ?2 AND state NOT IN ('delivered', 'canceled')
-     AND json_extract(data, '$.pickup.code') = ?3";
+     AND pickup_code = ?3";
 /// A pending record that is the head of its order's queue (no earlier pending or dead record:
 /// per-order FIFO, protocol.md §9), due, and not under a live lease. Binds ?1 = now.
 /// Without statistics SQLite would rather walk `outbox_status_id` over every pending record
@@ -300,7 +295,7 @@ impl UnitTx for SqliteUnit<'_> {
             order.store_id,
             order.scheme.as_str(),
             order.state.as_str(),
-            serde_json::to_string(&order)?,
+            statements::Arg::doc(serde_json::to_string(&order)?),
             now,
             keys.phone_key,
             keys.customer_name,
@@ -323,17 +318,27 @@ impl UnitTx for SqliteUnit<'_> {
         Ok(statements::supersede_pending(Sqlite, order_id, reason, now).execute(self.0)? as u64)
     }
 
-    async fn promote_queue_head(&mut self, order_id: i64, destination: &str, now: i64) -> Result<()> {
+    async fn promote_queue_head(&mut self, order_id: i64, destination: &crate::Destination, now: i64) -> Result<()> {
         statements::promote_queue_head(Sqlite, order_id, destination, now).execute(self.0)?;
         Ok(())
     }
 
-    async fn insert_outbox(&mut self, order_id: i64, rows: &[common::OutboxRow], now: i64) -> Result<Vec<i64>> {
-        let mut ids = Vec::with_capacity(rows.len());
+    async fn insert_outbox(
+        &mut self,
+        order_id: i64,
+        rows: &[common::OutboxRow],
+        now: i64,
+    ) -> Result<Vec<OutboxRecord>> {
+        let mut records = Vec::with_capacity(rows.len());
         for row in rows {
-            ids.push(statements::insert_outbox(Sqlite, order_id, row, now).query_row(self.0)?);
+            let q = statements::insert_outbox(Sqlite, order_id, row, now);
+            let mut st = self.0.prepare_cached(&q.sql)?;
+            let mut inserted = st.query(rusqlite::params_from_iter(q.args.iter()))?;
+            let row =
+                inserted.next()?.ok_or_else(|| StoreError::Unavailable("an outbox insert returned no row".into()))?;
+            records.push(outbox_from_row(&Lite(row))?);
         }
-        Ok(ids)
+        Ok(records)
     }
 
     async fn insert_event(
@@ -378,7 +383,7 @@ fn save_order(conn: &Connection, id: i64, order: &Order, now: i64) -> Result<()>
     let keys = common::search_keys(order);
     conn.prepare_cached(SAVE_ORDER)?.execute(rusqlite::params![
         order.state.as_str(),
-        serde_json::to_string(order)?,
+        statements::Arg::doc(serde_json::to_string(order)?),
         now,
         order.original_order_id,
         order.order_uuid,
@@ -626,6 +631,7 @@ impl Store for SqliteStore {
                     let mut rows = st.query([id])?;
                     let Some(row) = rows.next()? else { return Ok(false) };
                     let (order_id, destination): (i64, String) = (row.get(0)?, row.get(1)?);
+                    let destination = common::stored_destination(&destination)?;
                     statements::promote_queue_head(Sqlite, order_id, &destination, now).execute(c)?;
                     Ok(true)
                 })
@@ -1004,5 +1010,66 @@ impl Store for SqliteStore {
                 Ok(purged as u64)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+    use kuper_bridge_wire::WebhookEnvelope;
+
+    const CREATED: &str = include_str!("../../../fixtures/webhooks/order.created.kuper-delivery.json");
+
+    fn respond(_: &IngestResult) -> (u16, String) {
+        (200, "{}".into())
+    }
+
+    async fn raw(file: &std::path::Path, sql: &str) -> Vec<(String, String)> {
+        let conn = Connection::open(file).unwrap();
+        let mut st = conn.prepare(sql).unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    /// Issue #12 item 6: the order document and the webhook's body go in compressed, short
+    /// values stay text, and rows written as text before compression existed read as they were.
+    #[tokio::test]
+    async fn documents_are_stored_compressed_and_old_text_rows_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kb.db");
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let store = SqliteStore::open(&url, &crate::StoreOptions::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        let env = WebhookEnvelope::parse(CREATED.as_bytes()).unwrap();
+        let exchange = Exchange { body: Some(CREATED.into()), headers: Some("{}".into()), ..Exchange::default() };
+        let result = store.ingest_webhook(&env, exchange, &Policy::default(), respond).await.unwrap();
+        let order_id = result.order_id().unwrap();
+
+        let kinds =
+            raw(&file, "SELECT typeof(o.data), typeof(e.body) FROM orders o JOIN events e ON e.order_id = o.id").await;
+        assert_eq!(kinds, [("blob".to_string(), "blob".to_string())]);
+        let small = raw(&file, "SELECT typeof(headers), typeof(response) FROM events").await;
+        assert_eq!(small, [("text".to_string(), "text".to_string())]);
+        let events = store.order_events(order_id).await.unwrap();
+        assert_eq!(events[0].exchange.body.as_deref(), Some(CREATED), "every byte Kuper sent, back");
+        let stored = store.find_order("H48210377615").await.unwrap().expect("the order");
+
+        // The same order as an older release stored it: plain text.
+        let text = serde_json::to_string(&stored.order).unwrap();
+        let conn = Connection::open(&file).unwrap();
+        conn.execute("UPDATE orders SET data = ?1 WHERE id = ?2", rusqlite::params![text, order_id]).unwrap();
+        conn.execute("UPDATE events SET body = ?1", [CREATED]).unwrap();
+        drop(conn);
+        assert_eq!(raw(&file, "SELECT typeof(data), typeof(data) FROM orders").await[0].0, "text");
+        assert_eq!(store.find_order("H48210377615").await.unwrap().unwrap().order, stored.order);
+        assert_eq!(store.order_events(order_id).await.unwrap()[0].exchange.body.as_deref(), Some(CREATED));
+
+        // A damaged compressed document is an unreadable document, not "retry later".
+        let conn = Connection::open(&file).unwrap();
+        conn.execute("UPDATE orders SET data = x'28b52ffd00' WHERE id = ?1", [order_id]).unwrap();
+        drop(conn);
+        let err = store.find_order("H48210377615").await.unwrap_err();
+        assert!(matches!(err, StoreError::DocumentDamaged(_)), "{err:?}");
+        assert!(!err.is_unavailable());
     }
 }

@@ -272,12 +272,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (w, path) = writer(dir.path());
         let w = Arc::new(w);
+        let mut kept = Vec::new();
         for v in 0..50 {
             let w2 = w.clone();
             let task = tokio::spawn(async move { w2.write(insert(v)).await });
             if v % 2 == 0 {
                 task.abort();
+            } else {
+                kept.push(task);
             }
+        }
+        // The callers that were not cancelled are answered (a spawned task may not even have
+        // handed its unit over yet when the writes below are made).
+        for task in kept {
+            task.await.unwrap().unwrap();
         }
         // Another connection can take the write lock once the writer is idle: nobody holds it.
         w.write(insert(1000)).await.unwrap();

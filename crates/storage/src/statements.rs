@@ -20,7 +20,16 @@ pub(crate) enum Dialect {
 pub(crate) enum Arg {
     Int(Option<i64>),
     Text(Option<String>),
+    /// A document: compressed on SQLite when that is smaller ([`crate::packed`]), text on
+    /// PostgreSQL.
+    Doc(Option<String>),
     Bool(bool),
+}
+
+impl Arg {
+    pub(crate) fn doc(text: impl Into<Option<String>>) -> Self {
+        Arg::Doc(text.into())
+    }
 }
 
 impl From<i64> for Arg {
@@ -59,6 +68,11 @@ impl rusqlite::ToSql for Arg {
         match self {
             Arg::Int(v) => v.to_sql(),
             Arg::Text(v) => v.to_sql(),
+            Arg::Doc(Some(text)) => match crate::packed::pack(text) {
+                Some(packed) => Ok(rusqlite::types::ToSqlOutput::Owned(rusqlite::types::Value::Blob(packed))),
+                None => text.to_sql(),
+            },
+            Arg::Doc(None) => Ok(rusqlite::types::ToSqlOutput::Owned(rusqlite::types::Value::Null)),
             Arg::Bool(v) => v.to_sql(),
         }
     }
@@ -110,7 +124,7 @@ impl Stmt {
         debug_assert_eq!(self.dialect, Dialect::Postgres);
         self.args.iter().fold(sqlx::query(&self.sql), |q, arg| match arg {
             Arg::Int(v) => q.bind(*v),
-            Arg::Text(v) => q.bind(v.as_deref()),
+            Arg::Text(v) | Arg::Doc(v) => q.bind(v.as_deref()),
             Arg::Bool(v) => q.bind(*v),
         })
     }
@@ -214,11 +228,11 @@ pub(crate) fn number_taken(d: Dialect, number: &str) -> Stmt {
 
 /// Makes the first open record of the queue due if it was waiting: run by every unit that
 /// may have made a record final (sent, skipped, dead letter skipped or superseded).
-pub(crate) fn promote_queue_head(d: Dialect, order_id: i64, destination: &str, now: i64) -> Stmt {
+pub(crate) fn promote_queue_head(d: Dialect, order_id: i64, destination: &crate::Destination, now: i64) -> Stmt {
     let mut q = Stmt::new(d, "UPDATE outbox SET next_attempt_at = ");
     q.bind(now);
     q.push(" WHERE id = (SELECT MIN(p.id) FROM outbox p WHERE p.order_id = ").bind(order_id);
-    q.push(" AND p.destination = ").bind(destination);
+    q.push(" AND p.destination = ").bind(destination.as_str());
     q.push(" AND p.status IN ('pending', 'dead')) AND status = 'pending' AND next_attempt_at = ");
     q.bind(crate::common::WAITING);
     q
@@ -238,22 +252,24 @@ pub(crate) fn supersede_pending(d: Dialect, order_id: i64, reason: &str, now: i6
 }
 
 /// One record queued behind the order's open records of the same destination (or at the head
-/// of an empty queue), returning its id.
+/// of an empty queue), returning the record as stored: the caller answers with it, without
+/// reading it back.
 pub(crate) fn insert_outbox(d: Dialect, order_id: i64, row: &crate::common::OutboxRow, now: i64) -> Stmt {
     let mut q = Stmt::new(
         d,
         "INSERT INTO outbox (order_id, kind, destination, event, body, status, next_attempt_at, created_at, updated_at, retry_since, idempotency_key) VALUES (",
     );
     q.bind(order_id).push(", ");
-    q.bind(row.kind.to_string()).push(", ");
-    q.bind(row.destination.clone()).push(", ");
+    q.bind(row.destination.kind().as_str()).push(", ");
+    q.bind(row.destination.as_str()).push(", ");
     q.bind(row.event.clone()).push(", ");
-    q.bind(row.body.clone()).push(", 'pending', CASE WHEN EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = ");
-    q.bind(order_id).push(" AND p.destination = ").bind(row.destination.clone());
+    q.bind(Arg::doc(row.body.clone()))
+        .push(", 'pending', CASE WHEN EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = ");
+    q.bind(order_id).push(" AND p.destination = ").bind(row.destination.as_str());
     q.push(" AND p.status IN ('pending', 'dead')) THEN ").bind(crate::common::WAITING);
     q.push(" ELSE ").bind(now).push(" END, ");
     q.bind(now).push(", ").bind(now).push(", ").bind(now).push(", ").bind(format!("kb-{}", uuid::Uuid::new_v4()));
-    q.push(") RETURNING id");
+    q.push(") RETURNING ").push(crate::common::OUTBOX_COLUMNS);
     q
 }
 
@@ -282,9 +298,9 @@ pub(crate) fn insert_event(
         e.path.clone().into(),
         e.status.into(),
         e.latency_ms.into(),
-        e.headers.clone().into(),
-        e.body.clone().into(),
-        e.response.clone().into(),
+        Arg::doc(e.headers.clone()),
+        Arg::doc(e.body.clone()),
+        Arg::doc(e.response.clone()),
         e.detail.clone().into(),
         e.request_id.clone().into(),
         e.actor.as_ref().map(crate::Actor::label).into(),
@@ -322,7 +338,7 @@ mod tests {
             (Dialect::Sqlite, "UPDATE outbox SET next_attempt_at = ?1 WHERE id = (SELECT MIN(p.id) FROM outbox p WHERE p.order_id = ?2 AND p.destination = ?3"),
             (Dialect::Postgres, "UPDATE outbox SET next_attempt_at = $1 WHERE id = (SELECT MIN(p.id) FROM outbox p WHERE p.order_id = $2 AND p.destination = $3"),
         ] {
-            let st = promote_queue_head(d, 7, "kuper", 100);
+            let st = promote_queue_head(d, 7, &crate::Destination::kuper(), 100);
             assert!(st.sql.starts_with(want), "{}", st.sql);
             assert_eq!(st.args[..3], [Arg::Int(Some(100)), Arg::Int(Some(7)), Arg::Text(Some("kuper".into()))]);
             assert_eq!(st.sql.matches(if d == Dialect::Sqlite { '?' } else { '$' }).count(), st.args.len());

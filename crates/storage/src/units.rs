@@ -44,7 +44,7 @@ pub(crate) struct WriteSet {
     /// timeline says how many.
     pub supersede: Option<String>,
     /// A record of this destination's queue became final: the next one may be its head.
-    pub promote: Option<String>,
+    pub promote: Option<crate::Destination>,
     /// New records, queued behind the order's open ones of the same destination.
     pub queue: Vec<OutboxRow>,
     /// Timeline entries, in this order, each with the outbox record it is about.
@@ -85,8 +85,9 @@ pub(crate) trait UnitTx: Send {
     /// Skips the order's open records to Kuper that are not in flight; returns how many.
     async fn supersede_pending(&mut self, order_id: i64, reason: &str, now: i64) -> Result<u64>;
     /// Makes the first open record of the queue due if it was waiting.
-    async fn promote_queue_head(&mut self, order_id: i64, destination: &str, now: i64) -> Result<()>;
-    async fn insert_outbox(&mut self, order_id: i64, rows: &[OutboxRow], now: i64) -> Result<Vec<i64>>;
+    async fn promote_queue_head(&mut self, order_id: i64, destination: &crate::Destination, now: i64) -> Result<()>;
+    /// The records as stored, in the order of `rows`.
+    async fn insert_outbox(&mut self, order_id: i64, rows: &[OutboxRow], now: i64) -> Result<Vec<OutboxRecord>>;
     async fn insert_event(
         &mut self,
         order_id: Option<i64>,
@@ -125,7 +126,7 @@ pub(crate) struct Done<T> {
 }
 
 struct Applied {
-    outbox_ids: Vec<i64>,
+    queued: Vec<OutboxRecord>,
     wake: bool,
 }
 
@@ -139,7 +140,7 @@ async fn apply<T: UnitTx>(tx: &mut T, order_id: i64, ws: WriteSet, now: i64) -> 
     let mut wake = ws.wake;
     if let Some(reason) = &ws.supersede {
         let skipped = tx.supersede_pending(order_id, reason, now).await?;
-        tx.promote_queue_head(order_id, "kuper", now).await?;
+        tx.promote_queue_head(order_id, &crate::Destination::kuper(), now).await?;
         if skipped > 0 {
             tx.insert_event(Some(order_id), None, &common::superseded_note(skipped, reason), now).await?;
             wake = true;
@@ -148,12 +149,12 @@ async fn apply<T: UnitTx>(tx: &mut T, order_id: i64, ws: WriteSet, now: i64) -> 
     if let Some(destination) = &ws.promote {
         tx.promote_queue_head(order_id, destination, now).await?;
     }
-    let outbox_ids = tx.insert_outbox(order_id, &ws.queue, now).await?;
-    wake |= !outbox_ids.is_empty();
+    let queued = tx.insert_outbox(order_id, &ws.queue, now).await?;
+    wake |= !queued.is_empty();
     for (outbox_id, exchange) in &ws.timeline {
         tx.insert_event(Some(order_id), *outbox_id, exchange, now).await?;
     }
-    Ok(Applied { outbox_ids, wake })
+    Ok(Applied { queued, wake })
 }
 
 /// Commits, having asked other replicas' dispatchers to look (at commit) if `wake`.
@@ -199,7 +200,7 @@ pub(crate) fn plan_completion(
     if record.lease.as_deref() != Some(lease) || record.status != OutboxStatus::Pending {
         return Ok(WriteSet { timeline: vec![(Some(record.id), common::late_result(report))], ..Default::default() });
     }
-    let to_kuper = record.destination == "kuper";
+    let to_kuper = record.destination.is_kuper();
     let mut ws = WriteSet { promote: Some(record.destination.clone()), ..Default::default() };
     let change = match &report.outcome {
         AttemptOutcome::Delivered => {
@@ -422,15 +423,12 @@ pub(crate) async fn apply_action<T: UnitTx>(
     let ws =
         WriteSet { order: Some(decision.order.clone()), queue, timeline: vec![(None, exchange)], ..Default::default() };
     let applied = apply(&mut tx, found.id, ws, now).await?;
-    let mut ids = applied.outbox_ids;
+    let mut notifications = applied.queued;
     // The rows to Kuper come first; the rest are forwards to subscribers.
-    ids.truncate(decision.notifications.len());
+    notifications.truncate(decision.notifications.len());
     if let Some(key) = &idempotency {
+        let ids: Vec<i64> = notifications.iter().map(|r| r.id).collect();
         tx.remember_request(key, found.id, &ids, now).await?;
-    }
-    let mut notifications = Vec::with_capacity(ids.len());
-    for id in ids {
-        notifications.push(tx.record(id).await?);
     }
     finish(tx, applied.wake).await?;
     let order = StoredOrder { id: found.id, order: decision.order, created_at: found.created_at, updated_at: now };
@@ -526,7 +524,7 @@ pub(crate) async fn record_deadline<T: UnitTx>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SubscriberRoute;
+    use crate::{Destination, SubscriberRoute};
     use kuper_bridge_domain::OrderState;
 
     const CREATED: &str = include_str!("../../../fixtures/webhooks/order.created.kuper-delivery.json");
@@ -553,8 +551,8 @@ mod tests {
         OutboxRecord {
             id: 7,
             order_id: 1,
-            kind: if destination == "kuper" { "notification" } else { "forward" }.into(),
-            destination: destination.into(),
+            kind: Destination::parse(destination).unwrap().kind(),
+            destination: Destination::parse(destination).unwrap(),
             event: event.into(),
             body: "{}".into(),
             status: OutboxStatus::Pending,
@@ -579,7 +577,7 @@ mod tests {
     fn with_subscriber() -> Forwarding {
         Forwarding {
             subscribers: vec![SubscriberRoute {
-                destination: "subscriber:erp".into(),
+                destination: Destination::subscriber("erp"),
                 events: vec!["*".into()],
                 stores: vec![],
             }],

@@ -100,13 +100,11 @@ pub fn token_verdict(lang: Lang, mode: KuperAuthMode, s: &HealthSnapshot) -> (Le
     (level, format!("{verdict} {mode_text}"))
 }
 
-fn destination_name(lang: Lang, d: &str) -> String {
-    if d == "kuper" {
-        "Kuper".to_string()
-    } else if let Some(name) = d.strip_prefix("subscriber:") {
-        format!("{} {name}", tr(lang, "Подписчик", "Subscriber"))
-    } else {
-        d.to_string()
+/// As the outbox page names it, capitalised: it starts a table cell here.
+fn destination_name(lang: Lang, d: &kuper_bridge_storage::Destination) -> String {
+    match d.subscriber_name() {
+        Some(name) => format!("{} {name}", tr(lang, "Подписчик", "Subscriber")),
+        None => "Kuper".to_string(),
     }
 }
 
@@ -227,7 +225,8 @@ pub fn render(lang: Lang, s: &HealthSnapshot, settings: &super::ConsoleSettings,
 }
 
 fn destination_row(lang: Lang, d: &DestinationStats, now: i64) -> Markup {
-    let dead_link = format!("/ui/outbox?{}", query_string(&[("status", "dead"), ("destination", &d.destination)]));
+    let dead_link =
+        format!("/ui/outbox?{}", query_string(&[("status", "dead"), ("destination", d.destination.as_str())]));
     html! {
         tr data-destination=(d.destination) {
             td { (destination_name(lang, &d.destination)) }
@@ -290,7 +289,7 @@ mod tests {
         let s = HealthSnapshot {
             last_kuper_error: Some(error(2_000, Some(500), "<b>boom</b>")),
             destinations: vec![DestinationStats {
-                destination: "subscriber:wms".into(),
+                destination: kuper_bridge_storage::Destination::subscriber("wms"),
                 pending: 2,
                 dead: 1,
                 oldest_pending_at: Some(0),

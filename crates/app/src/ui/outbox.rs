@@ -18,7 +18,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use kuper_bridge_storage::{Actor, DestinationStats, EventRecord, Exchange, OutboxFilter, OutboxRecord, OutboxStatus};
+use kuper_bridge_storage::{
+    Actor, Destination, DestinationStats, EventRecord, Exchange, OutboxFilter, OutboxRecord, OutboxStatus,
+};
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
@@ -107,11 +109,10 @@ pub fn status_name(lang: Lang, s: OutboxStatus) -> &'static str {
 }
 
 /// "Kuper", or a subscriber by its configured name.
-pub fn destination_name(lang: Lang, destination: &str) -> String {
-    match destination.strip_prefix("subscriber:") {
+pub fn destination_name(lang: Lang, destination: &Destination) -> String {
+    match destination.subscriber_name() {
         Some(name) => format!("{} {name}", tr(lang, "подписчик", "subscriber")),
-        None if destination == "kuper" => "Kuper".to_string(),
-        None => destination.to_string(),
+        None => "Kuper".to_string(),
     }
 }
 
@@ -234,7 +235,10 @@ async fn list(
         Some(s) => Some(OutboxStatus::parse(s).ok_or_else(|| UiError::bad_request(format!("status: {s}")))?),
         None => None,
     };
-    let destination = q.destination.clone().filter(|d| !d.is_empty());
+    let destination = match q.destination.as_deref().filter(|d| !d.is_empty()) {
+        Some(d) => Some(Destination::parse(d).ok_or_else(|| UiError::bad_request(format!("destination: {d}")))?),
+        None => None,
+    };
     let filter = OutboxFilter { status, destination: destination.clone(), limit: PAGE, before_id: q.before };
     let records = state.store.list_outbox_by(&filter).await?;
     let labels = order_labels(&state, &records).await?;
@@ -244,7 +248,7 @@ async fn list(
     let notice_shown = notice.is_some();
     let next = (records.len() as i64 == PAGE).then(|| records.last().map(|r| r.id)).flatten();
     let status_slug = status.map(|s| s.as_str()).unwrap_or("");
-    let dest_slug = destination.as_deref().unwrap_or("");
+    let dest_slug = destination.as_ref().map_or("", Destination::as_str);
     let title = tr(lang, "Исходящие", "Outbox");
     let body = html! {
         div.outbox-page {
@@ -299,7 +303,7 @@ fn destinations_block(viewer: &Viewer, destinations: &[DestinationStats], curren
                     select name="destination" {
                         option value="" selected[current.is_empty()] { (tr(lang, "Все", "All")) }
                         @for d in destinations {
-                            option value=(d.destination) selected[d.destination == current] {
+                            option value=(d.destination) selected[d.destination.as_str() == current] {
                                 (destination_name(lang, &d.destination)) " (" (tr(lang, "в очереди ", "pending ")) (d.pending) ", "
                                 (tr(lang, "не доставлено ", "dead ")) (d.dead) ")"
                             }
@@ -319,7 +323,7 @@ fn destinations_block(viewer: &Viewer, destinations: &[DestinationStats], curren
                 tbody {
                     @for d in destinations {
                         tr data-destination=(d.destination) {
-                            td { a href=(format!("/ui/outbox?{}", query_string(&[("destination", &d.destination)]))) { (destination_name(lang, &d.destination)) } }
+                            td { a href=(format!("/ui/outbox?{}", query_string(&[("destination", d.destination.as_str())]))) { (destination_name(lang, &d.destination)) } }
                             td.num data-pending=(d.pending) { (d.pending) }
                             td { @if let Some(t) = d.oldest_pending_at { (time_left(lang, t, now)) } @else { "—" } }
                             td.num data-dead=(d.dead) { (d.dead) }
@@ -610,14 +614,13 @@ async fn replay_all(
 ) -> Result<Response, UiError> {
     viewer.require(Capability::DeadLetters)?;
     let reason = crate::api::checked_reason(Some(&form.reason)).ok().unwrap_or_default();
-    let destination = form.destination.trim();
-    if destination.is_empty() || reason.is_empty() {
+    let Some(destination) = Destination::parse(form.destination.trim()).filter(|_| !reason.is_empty()) else {
         return Err(UiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Выберите получателя и напишите причину (не длиннее 1000 знаков).",
             "Choose a destination and write the reason (at most 1000 characters).",
         ));
-    }
+    };
     let (mut replayed, mut failed) = (0u64, 0u64);
     let mut before_id = None;
     let mut seen = 0usize;
@@ -626,7 +629,7 @@ async fn replay_all(
     while seen < REPLAY_ALL_MAX {
         let filter = OutboxFilter {
             status: Some(OutboxStatus::Dead),
-            destination: Some(destination.to_string()),
+            destination: Some(destination.clone()),
             limit: 200,
             before_id,
         };
@@ -643,8 +646,8 @@ async fn replay_all(
             }
         }
     }
-    tracing::info!(destination, replayed, failed, operator = %viewer.operator.name, "console replayed every dead letter of a destination");
-    let to = format!("/ui/outbox?{}", query_string(&[("destination", destination)]));
+    tracing::info!(destination = %destination, replayed, failed, operator = %viewer.operator.name, "console replayed every dead letter of a destination");
+    let to = format!("/ui/outbox?{}", query_string(&[("destination", destination.as_str())]));
     Ok(redirect_with_flash(&to, &format!("outbox:replayed:{replayed}:{failed}")))
 }
 
@@ -671,8 +674,12 @@ mod tests {
 
     #[test]
     fn destinations_in_words() {
-        assert_eq!(destination_name(Lang::Ru, "kuper"), "Kuper");
-        assert_eq!(destination_name(Lang::Ru, "subscriber:erp"), "подписчик erp");
-        assert_eq!(destination_name(Lang::En, "subscriber:erp"), "subscriber erp");
+        let erp = Destination::parse("subscriber:erp").unwrap();
+        assert_eq!(destination_name(Lang::Ru, &Destination::kuper()), "Kuper");
+        assert_eq!(destination_name(Lang::Ru, &erp), "подписчик erp");
+        assert_eq!(destination_name(Lang::En, &erp), "subscriber erp");
+        for typo in ["", "Kuper", "kuper ", "subscriber:", "subscriber", "erp", "subscriber:a\0b"] {
+            assert_eq!(Destination::parse(typo), None, "{typo:?}");
+        }
     }
 }
