@@ -3,6 +3,7 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use kuper_bridge_app::ui::KuperAuthMode;
 use kuper_bridge_app::{ApiKey, Scope, WebhookAuth};
 use kuper_bridge_dispatcher::{DeadlineSweepConfig, DispatcherConfig, KuperAuth, ReconcileConfig, RetryPolicy};
 use kuper_bridge_domain::policy::DEFAULT_CANCEL_REASONS;
@@ -83,6 +84,109 @@ mod lenient {
     }
 }
 
+/// A key whose value is one of a few names (`server.role`, `kuper.auth`, …), read into `T`, an
+/// enum that names its variants with serde (`rename_all`). Only a name is taken: figment would
+/// also hand an enum a number as its variant's index (`role = 1` read as `api`). An unknown name
+/// is serde's `UnknownVariant`, which [`plain`] words with the key's allowed names; the key then
+/// keeps its default, so the other checks still run.
+///
+/// In code it is built from the enum (`Choice(Role::Api)`) or parsed (`"api".parse()`, which
+/// words an unknown name as `config check` does); there is no conversion that could panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(transparent)]
+pub struct Choice<T>(pub T);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Choice<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        T::deserialize(serde::de::IntoDeserializer::<D::Error>::into_deserializer(name.as_str())).map(Choice)
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> std::str::FromStr for Choice<T> {
+    type Err = String;
+
+    /// `Err` words an unknown name like `config check` does: `"x" — expected "a" or "b"`.
+    fn from_str(name: &str) -> Result<Self, String> {
+        T::deserialize(serde::de::IntoDeserializer::<NameError>::into_deserializer(name)).map(Choice).map_err(|e| e.0)
+    }
+}
+
+/// The name itself (`client-token`), as the configuration spells it.
+impl<T: Serialize> std::fmt::Display for Choice<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_value(&self.0) {
+            Ok(serde_json::Value::String(name)) => f.write_str(&name),
+            _ => Err(std::fmt::Error),
+        }
+    }
+}
+
+/// `"a", "b" or "c"`.
+fn one_of(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => quoted.concat(),
+    }
+}
+
+/// [`Choice`]'s `FromStr` error: the message `config check` would give.
+#[derive(Debug)]
+struct NameError(String);
+
+impl std::fmt::Display for NameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NameError {}
+
+impl serde::de::Error for NameError {
+    fn custom<M: std::fmt::Display>(message: M) -> Self {
+        NameError(message.to_string())
+    }
+
+    fn unknown_variant(name: &str, expected: &'static [&'static str]) -> Self {
+        NameError(format!("{name:?} — expected {}", one_of(expected)))
+    }
+}
+
+/// `server.role`: what one process runs (several processes may share a database).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Webhooks, REST API and the notification dispatcher.
+    #[default]
+    All,
+    /// Webhooks and REST API only; never calls Kuper.
+    Api,
+    /// The dispatcher plus /healthz, /readyz and /metrics.
+    Worker,
+}
+
+/// `acceptance_hook.on_error`: the verdict when the hook times out, fails or answers something
+/// malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    #[default]
+    Accept,
+    Cancel,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (journald, log shippers).
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Server {
@@ -92,7 +196,7 @@ pub struct Server {
     pub body_limit: usize,
     /// `all` (default): webhooks, REST API and the notification dispatcher; `api`: webhooks
     /// and REST API only; `worker`: the dispatcher plus /healthz, /readyz and /metrics.
-    pub role: String,
+    pub role: Choice<Role>,
     /// A client that has not sent a whole request head this long after connecting (or after
     /// the head's first byte, on a kept-alive connection) is disconnected.
     pub header_read_timeout_ms: u64,
@@ -117,11 +221,11 @@ pub struct ServerTls {
 
 impl Server {
     pub fn runs_dispatcher(&self) -> bool {
-        self.role != "api"
+        self.role.0 != Role::Api
     }
 
     pub fn serves_api(&self) -> bool {
-        self.role != "worker"
+        self.role.0 != Role::Worker
     }
 
     pub fn limits(&self) -> kuper_bridge_app::ServeLimits {
@@ -139,7 +243,7 @@ impl Default for Server {
             listen: "127.0.0.1:8080".into(),
             webhook_path: "/kuper-webhook".into(),
             body_limit: 1024 * 1024,
-            role: "all".into(),
+            role: Choice(Role::All),
             header_read_timeout_ms: 10_000,
             keep_alive_idle_ms: 60_000,
             max_connections: 4096,
@@ -181,7 +285,7 @@ impl Database {
 #[serde(default, deny_unknown_fields)]
 pub struct Kuper {
     pub base_url: String,
-    pub auth: String,
+    pub auth: Choice<KuperAuthMode>,
     #[serde(deserialize_with = "lenient::string")]
     pub client_id: String,
     #[serde(deserialize_with = "lenient::string")]
@@ -190,7 +294,7 @@ pub struct Kuper {
     #[serde(deserialize_with = "lenient::string")]
     pub client_token: String,
     pub client_token_file: Option<PathBuf>,
-    pub notification_format: String,
+    pub notification_format: Choice<NotificationFormat>,
     /// Default: `/ofm/api/v1/notifications` with `oauth`, `/v3/notifications` with `client-token`.
     pub notifications_path: Option<String>,
     pub token_path: String,
@@ -203,13 +307,13 @@ impl Default for Kuper {
     fn default() -> Self {
         Self {
             base_url: "https://merchant-api.sbermarket.ru".into(),
-            auth: "oauth".into(),
+            auth: Choice(KuperAuthMode::OAuth),
             client_id: String::new(),
             client_secret: String::new(),
             client_secret_file: None,
             client_token: String::new(),
             client_token_file: None,
-            notification_format: "brief".into(),
+            notification_format: Choice(NotificationFormat::Brief),
             notifications_path: None,
             token_path: "/auth/token".into(),
             synthesize_assembled: true,
@@ -235,7 +339,7 @@ pub struct StoreConfig {
     #[serde(deserialize_with = "lenient::string")]
     pub id: String,
     #[serde(default)]
-    pub delivery: Option<String>,
+    pub delivery: Option<Choice<Delivery>>,
     #[serde(default)]
     pub restaurant: Option<bool>,
 }
@@ -243,7 +347,7 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Defaults {
-    pub delivery: String,
+    pub delivery: Choice<Delivery>,
     pub restaurant: bool,
     pub assembly_minutes: i64,
     /// Offset written into every time we emit.
@@ -254,7 +358,7 @@ pub struct Defaults {
 impl Default for Defaults {
     fn default() -> Self {
         Self {
-            delivery: "kuper".into(),
+            delivery: Choice(Delivery::Kuper),
             restaurant: false,
             assembly_minutes: 30,
             timezone_offset: "+03:00".into(),
@@ -321,8 +425,8 @@ pub struct AcceptanceHookConfig {
     #[serde(default = "AcceptanceHookConfig::default_timeout_ms")]
     pub timeout_ms: u64,
     /// `accept` or `cancel` when the hook times out, fails or answers something malformed.
-    #[serde(default = "AcceptanceHookConfig::default_on_error")]
-    pub on_error: String,
+    #[serde(default)]
+    pub on_error: Choice<OnError>,
     /// The cancel reason used by `on_error = "cancel"` (one of `kuper.cancel_reasons`).
     #[serde(default = "AcceptanceHookConfig::default_cancel_reason")]
     pub cancel_reason: String,
@@ -331,9 +435,6 @@ pub struct AcceptanceHookConfig {
 impl AcceptanceHookConfig {
     fn default_timeout_ms() -> u64 {
         2000
-    }
-    fn default_on_error() -> String {
-        "accept".into()
     }
     fn default_cancel_reason() -> String {
         "technical_issues".into()
@@ -477,13 +578,13 @@ impl Default for Audit {
 #[serde(default, deny_unknown_fields)]
 pub struct Log {
     /// `json` (default) or `text`.
-    pub format: String,
+    pub format: Choice<LogFormat>,
     pub level: String,
 }
 
 impl Default for Log {
     fn default() -> Self {
-        Self { format: "json".into(), level: "info".into() }
+        Self { format: Choice(LogFormat::Json), level: "info".into() }
     }
 }
 
@@ -598,18 +699,14 @@ impl Console {
     }
 
     /// The app's settings for the console of a process serving `database_url`.
-    pub fn settings(&self, database_url: &str, kuper_auth: &str) -> kuper_bridge_app::ui::ConsoleSettings {
+    pub fn settings(&self, database_url: &str, kuper_auth: KuperAuthMode) -> kuper_bridge_app::ui::ConsoleSettings {
         kuper_bridge_app::ui::ConsoleSettings {
             time_zone_offset_minutes: self.time_zone_offset_minutes,
             session_idle_ms: i64::from(self.session_idle_minutes) * 60_000,
             session_max_ms: i64::from(self.session_max_hours) * 3_600_000,
             secure_cookie: self.secure_cookie,
             backend: kuper_bridge_app::ui::Backend::from_url(database_url),
-            kuper_auth: if kuper_auth == "client-token" {
-                kuper_bridge_app::ui::KuperAuthMode::ClientToken
-            } else {
-                kuper_bridge_app::ui::KuperAuthMode::OAuth
-            },
+            kuper_auth,
         }
     }
 }
@@ -762,7 +859,8 @@ fn origin(figment: &Figment, root: &figment::value::Value, path: &[String]) -> S
     }
 }
 
-/// A type error in words, without the value itself (it may be a secret).
+/// A type error in words, without the value itself (it may be a secret; an unknown name of a
+/// [`Choice`] key is shown).
 fn plain(kind: &figment::error::Kind) -> String {
     use figment::error::{Actual, Kind};
     let what = |a: &Actual| match a {
@@ -786,7 +884,8 @@ fn plain(kind: &figment::error::Kind) -> String {
             format!("expected {}, found {}", expected(e), what(actual))
         }
         Kind::InvalidLength(n, expected) => format!("expected {expected}, found {n} item(s)"),
-        Kind::UnknownVariant(_, expected) => format!("expected one of {}", expected.join(", ")),
+        // An enum key's value is a name, never a secret: shown, it makes a case slip plain.
+        Kind::UnknownVariant(name, expected) => format!("{name:?} — expected {}", one_of(expected)),
         other => other.to_string(),
     }
 }
@@ -929,42 +1028,100 @@ pub struct Resolved {
 }
 
 impl Config {
-    /// Validates every key; all problems are reported together.
+    /// Validates every key; all problems are reported together. Each section is checked by its
+    /// own function below, which adds what it finds to `problems` (refusals) or `warnings`.
     pub fn resolve(&self) -> Result<Resolved, Vec<String>> {
-        let mut problems = Vec::new();
-        let mut warnings = Vec::new();
-        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!("server.listen: {:?} is not host:port (e.g. 127.0.0.1:8080)", self.server.listen));
+        let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+        let tls = self.resolve_server(&mut problems, &mut warnings);
+        self.check_database(&mut problems);
+        let (offset, default_store) = self.resolve_defaults(&mut problems);
+        let stores = self.resolve_stores(default_store, &mut problems);
+        let auth = self.resolve_kuper(&mut problems, &mut warnings);
+        let webhook_auth = self.resolve_webhook_auth(&mut problems);
+        let api_keys = self.resolve_api_keys(&mut problems, &mut warnings);
+        self.check_dispatcher(&mut problems);
+        self.check_pickup(&mut problems);
+        let (forwarding, subscriber_targets) = self.resolve_subscribers(&mut problems);
+        self.check_reconciliation(&mut problems, &mut warnings);
+        let acceptance = self.resolve_acceptance_hook(&mut problems);
+        let deadlines = self.deadlines.resolve(&mut problems);
+        self.console.check(&mut problems);
+        self.check_log(&mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
         }
-        if !self.server.webhook_path.starts_with('/') || self.server.webhook_path.starts_with("/api/") {
+        Ok(Resolved {
+            policy: Policy {
+                stores,
+                default_store,
+                assembly_minutes: self.defaults.assembly_minutes,
+                offset,
+                synthesize_assembled: self.kuper.synthesize_assembled,
+                cancel_reasons: self.kuper.cancel_reasons.clone(),
+                notification_format: self.kuper.notification_format.0,
+                number_prefix: self.defaults.number_prefix.clone(),
+                pickup_code_length: self.pickup.code_length,
+                pickup_max_attempts: self.pickup.max_attempts.max(1),
+                pickup_lockout_secs: self.pickup.lockout_secs,
+                deadlines,
+            },
+            webhook_auth,
+            deadline_sweep: self.deadlines.enabled.then(|| DeadlineSweepConfig {
+                settings: deadlines,
+                offset,
+                interval: Duration::from_millis(self.deadlines.sweep_interval_ms),
+            }),
+            api_keys,
+            dispatcher: self.dispatcher_config(auth.clone(), subscriber_targets),
+            forwarding,
+            acceptance,
+            reconciliation: self.reconcile_config(auth),
+            reconciliation_enabled: self.reconciliation.enabled,
+            tls,
+            warnings,
+        })
+    }
+
+    /// `[server]` and `[server.tls]`: the certificate, loaded and checked.
+    fn resolve_server(
+        &self,
+        problems: &mut Vec<String>,
+        warnings: &mut Vec<String>,
+    ) -> Option<Arc<kuper_bridge_app::ServerCert>> {
+        let s = &self.server;
+        if s.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!("server.listen: {:?} is not host:port (e.g. 127.0.0.1:8080)", s.listen));
+        }
+        if !s.webhook_path.starts_with('/') || s.webhook_path.starts_with("/api/") {
             problems.push("server.webhook_path: must start with / and lie outside /api/".into());
         }
-        if !matches!(self.server.role.as_str(), "all" | "api" | "worker") {
-            problems.push(format!("server.role: {:?} — expected all, api or worker", self.server.role));
-        }
-        if self.server.body_limit < 1024 {
+        if s.body_limit < 1024 {
             problems.push("server.body_limit: at least 1024 bytes".into());
         }
-        for (key, ms) in [
-            ("header_read_timeout_ms", self.server.header_read_timeout_ms),
-            ("keep_alive_idle_ms", self.server.keep_alive_idle_ms),
-        ] {
+        for (key, ms) in
+            [("header_read_timeout_ms", s.header_read_timeout_ms), ("keep_alive_idle_ms", s.keep_alive_idle_ms)]
+        {
             if !(100..=3_600_000).contains(&ms) {
                 problems.push(format!("server.{key}: {ms} — expected 100 to 3600000 (1 hour)"));
             }
         }
-        if self.server.max_connections == 0 {
+        if s.max_connections == 0 {
             problems.push("server.max_connections: at least 1".into());
         }
-        let tls = self.server.tls.as_ref().and_then(|t| {
+        let tls = s.tls.as_ref().and_then(|t| {
             let files = kuper_bridge_app::TlsFiles { cert_file: t.cert_file.clone(), key_file: t.key_file.clone() };
             kuper_bridge_app::ServerCert::load(files).map_err(|p| problems.extend(p)).ok()
         });
-        if self.server.tls.is_some() && !self.console.secure_cookie {
+        if s.tls.is_some() && !self.console.secure_cookie {
             warnings.push(
                 "console.secure_cookie: false while server.tls serves HTTPS; set it to true so browsers send the console's session cookie over HTTPS only".into(),
             );
         }
+        tls
+    }
+
+    /// `[database]`.
+    fn check_database(&self, problems: &mut Vec<String>) {
         let url = &self.database.url;
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             problems.push(format!(
@@ -972,136 +1129,128 @@ impl Config {
                 kuper_bridge_storage::redact_url(url)
             ));
         }
-        let offset = parse_offset(&self.defaults.timezone_offset).unwrap_or_else(|| {
-            problems.push(format!("defaults.timezone_offset: {:?} is not like +03:00", self.defaults.timezone_offset));
+        if !(1..=60_000).contains(&self.database.busy_timeout_ms) {
+            problems.push("database.busy_timeout_ms: between 1 and 60000".into());
+        }
+    }
+
+    /// `[defaults]`: the offset written into emitted times and the profile of unlisted stores.
+    fn resolve_defaults(&self, problems: &mut Vec<String>) -> (chrono::FixedOffset, StoreProfile) {
+        let d = &self.defaults;
+        let offset = parse_offset(&d.timezone_offset).unwrap_or_else(|| {
+            problems.push(format!("defaults.timezone_offset: {:?} is not like +03:00", d.timezone_offset));
             Utc.fix()
         });
-        let delivery = |s: &str, key: &str, problems: &mut Vec<String>| match s {
-            "kuper" => Delivery::Kuper,
-            "merchant" => Delivery::Merchant,
-            other => {
-                problems.push(format!("{key}: {other:?} — expected \"kuper\" or \"merchant\""));
-                Delivery::Kuper
-            }
-        };
-        let default_store = StoreProfile {
-            delivery: delivery(&self.defaults.delivery, "defaults.delivery", &mut problems),
-            restaurant: self.defaults.restaurant,
-        };
+        if !(1..=24 * 60).contains(&d.assembly_minutes) {
+            problems.push("defaults.assembly_minutes: between 1 and 1440".into());
+        }
+        if d.number_prefix.ends_with(|c: char| c.is_ascii_digit()) {
+            problems.push("defaults.number_prefix: must not end in a digit (KB-1 and KB1-1 would read alike)".into());
+        }
+        (offset, StoreProfile { delivery: d.delivery.0, restaurant: d.restaurant })
+    }
+
+    /// `[[stores]]`: each store's profile, unset keys taken from `[defaults]`.
+    fn resolve_stores(
+        &self,
+        default_store: StoreProfile,
+        problems: &mut Vec<String>,
+    ) -> std::collections::HashMap<String, StoreProfile> {
         let mut stores = std::collections::HashMap::new();
         for (i, s) in self.stores.iter().enumerate() {
             if s.id.trim().is_empty() {
                 problems.push(format!("stores[{i}].id: must not be empty"));
             }
             let profile = StoreProfile {
-                delivery: s
-                    .delivery
-                    .as_deref()
-                    .map(|d| delivery(d, &format!("stores[{i}].delivery"), &mut problems))
-                    .unwrap_or(default_store.delivery),
+                delivery: s.delivery.map_or(default_store.delivery, |d| d.0),
                 restaurant: s.restaurant.unwrap_or(default_store.restaurant),
             };
             if stores.insert(s.id.clone(), profile).is_some() {
                 problems.push(format!("stores[{i}].id: {:?} listed twice", s.id));
             }
         }
-        if !(1..=24 * 60).contains(&self.defaults.assembly_minutes) {
-            problems.push("defaults.assembly_minutes: between 1 and 1440".into());
+        stores
+    }
+
+    /// `[kuper]`: the credentials the dispatcher and the reconciliation call Kuper with.
+    fn resolve_kuper(&self, problems: &mut Vec<String>, warnings: &mut Vec<String>) -> KuperAuth {
+        let k = &self.kuper;
+        if !(k.base_url.starts_with("http://") || k.base_url.starts_with("https://")) {
+            problems.push(format!("kuper.base_url: {:?} must be an http(s) URL", k.base_url));
         }
-        let format = match self.kuper.notification_format.as_str() {
-            "brief" => NotificationFormat::Brief,
-            "event" => NotificationFormat::Event,
-            other => {
-                problems.push(format!("kuper.notification_format: {other:?} — expected \"brief\" or \"event\""));
-                NotificationFormat::Brief
+        for r in &k.cancel_reasons {
+            if r.trim().is_empty() || r.contains(char::is_whitespace) {
+                problems.push(format!("kuper.cancel_reasons: {r:?} is not a slug"));
             }
-        };
-        if !(self.kuper.base_url.starts_with("http://") || self.kuper.base_url.starts_with("https://")) {
-            problems.push(format!("kuper.base_url: {:?} must be an http(s) URL", self.kuper.base_url));
         }
         // Only processes that run the dispatcher (and the reconciliation) call Kuper: an API
         // replica without the credentials is a smaller place for them to leak from.
+        let mut file_problems = Vec::new();
         let mut missing_credential = |key: &str, why: &str| {
             if self.server.runs_dispatcher() {
-                problems.push(format!("{key}: required when kuper.auth = {:?} ({why})", self.kuper.auth));
+                problems.push(format!("{key}: required when kuper.auth = \"{}\" ({why})", k.auth));
             } else {
                 warnings.push(format!(
                     "{key}: empty; fine for server.role = \"api\" (it never calls Kuper), required for all and worker"
                 ));
             }
         };
-        let auth = match self.kuper.auth.as_str() {
-            "oauth" => {
-                let mut file_problems = Vec::new();
-                let secret = read_secret(
-                    &self.kuper.client_secret,
-                    &self.kuper.client_secret_file,
-                    "kuper.client_secret",
-                    &mut file_problems,
-                );
-                if self.kuper.client_id.trim().is_empty() {
+        let auth = match k.auth.0 {
+            KuperAuthMode::OAuth => {
+                let secret =
+                    read_secret(&k.client_secret, &k.client_secret_file, "kuper.client_secret", &mut file_problems);
+                if k.client_id.trim().is_empty() {
                     missing_credential("kuper.client_id", "the dispatcher gets its access tokens with it");
                 }
                 if secret.is_empty() && file_problems.is_empty() {
                     missing_credential(
-                        if self.kuper.client_secret_file.is_some() {
-                            "kuper.client_secret_file"
-                        } else {
-                            "kuper.client_secret"
-                        },
+                        if k.client_secret_file.is_some() { "kuper.client_secret_file" } else { "kuper.client_secret" },
                         "set client_secret, client_secret_file or KUPER_BRIDGE_KUPER__CLIENT_SECRET",
                     );
                 }
-                problems.extend(file_problems);
-                KuperAuth::OAuth { client_id: self.kuper.client_id.trim().to_string(), client_secret: secret }
+                KuperAuth::OAuth { client_id: k.client_id.trim().to_string(), client_secret: secret }
             }
-            "client-token" => {
-                let mut file_problems = Vec::new();
-                let token = read_secret(
-                    &self.kuper.client_token,
-                    &self.kuper.client_token_file,
-                    "kuper.client_token",
-                    &mut file_problems,
-                );
+            KuperAuthMode::ClientToken => {
+                let token =
+                    read_secret(&k.client_token, &k.client_token_file, "kuper.client_token", &mut file_problems);
                 if token.is_empty() && file_problems.is_empty() {
                     missing_credential(
-                        if self.kuper.client_token_file.is_some() {
-                            "kuper.client_token_file"
-                        } else {
-                            "kuper.client_token"
-                        },
+                        if k.client_token_file.is_some() { "kuper.client_token_file" } else { "kuper.client_token" },
                         "set client_token, client_token_file or KUPER_BRIDGE_KUPER__CLIENT_TOKEN",
                     );
                 }
-                problems.extend(file_problems);
                 KuperAuth::ClientToken { token }
             }
-            other => {
-                problems.push(format!("kuper.auth: {other:?} — expected \"oauth\" or \"client-token\""));
-                KuperAuth::ClientToken { token: String::new() }
-            }
         };
-        for r in &self.kuper.cancel_reasons {
-            if r.trim().is_empty() || r.contains(char::is_whitespace) {
-                problems.push(format!("kuper.cancel_reasons: {r:?} is not a slug"));
-            }
-        }
-        for (i, b) in self.webhook_auth.basic.iter().enumerate() {
+        problems.extend(file_problems);
+        auth
+    }
+
+    /// `[webhook_auth]`: the credentials Kuper's webhooks are accepted with.
+    fn resolve_webhook_auth(&self, problems: &mut Vec<String>) -> WebhookAuth {
+        let w = &self.webhook_auth;
+        for (i, b) in w.basic.iter().enumerate() {
             if !b.contains(':') {
                 problems.push(format!("webhook_auth.basic[{i}]: expected \"user:password\""));
             }
         }
+        let non_empty = |list: &[String]| list.iter().filter(|s| !s.trim().is_empty()).cloned().collect();
         let webhook_auth = WebhookAuth {
-            basic: self.webhook_auth.basic.clone(),
-            bearer: self.webhook_auth.bearer.iter().filter(|s| !s.trim().is_empty()).cloned().collect(),
-            header_tokens: self.webhook_auth.header_tokens.iter().filter(|s| !s.trim().is_empty()).cloned().collect(),
+            basic: w.basic.clone(),
+            bearer: non_empty(&w.bearer),
+            header_tokens: non_empty(&w.header_tokens),
         };
         if webhook_auth.is_empty() {
             problems.push("webhook_auth: no credential configured; Kuper's webhooks would all be refused (set basic, bearer or header_tokens)".into());
         }
+        webhook_auth
+    }
+
+    /// `[[api_keys]]`.
+    fn resolve_api_keys(&self, problems: &mut Vec<String>, warnings: &mut Vec<String>) -> Vec<ApiKey> {
         let mut api_keys = Vec::new();
         for (i, k) in self.api_keys.iter().enumerate() {
-            let key = read_secret(&k.key, &k.key_file, &format!("api_keys[{i}].key"), &mut problems);
+            let key = read_secret(&k.key, &k.key_file, &format!("api_keys[{i}].key"), problems);
             if key.len() < 16 {
                 problems.push(format!("api_keys[{i}] ({}): key must be at least 16 characters", k.name));
             }
@@ -1120,6 +1269,11 @@ impl Config {
         if api_keys.is_empty() {
             warnings.push("api_keys: none configured; the REST API, /readyz and /metrics refuse every request".into());
         }
+        api_keys
+    }
+
+    /// `[dispatcher]`.
+    fn check_dispatcher(&self, problems: &mut Vec<String>) {
         let d = &self.dispatcher;
         if d.retry_schedule_ms.is_empty() || d.retry_schedule_ms.contains(&0) {
             problems.push("dispatcher.retry_schedule_ms: a non-empty list of positive delays".into());
@@ -1142,29 +1296,32 @@ impl Config {
         if d.lease_margin_ms < 1_000 {
             problems.push("dispatcher.lease_margin_ms: at least 1000 (it must exceed the replicas' clock skew)".into());
         }
-        if !(1..=60_000).contains(&self.database.busy_timeout_ms) {
-            problems.push("database.busy_timeout_ms: between 1 and 60000".into());
-        }
-        if self.defaults.number_prefix.ends_with(|c: char| c.is_ascii_digit()) {
-            problems.push("defaults.number_prefix: must not end in a digit (KB-1 and KB1-1 would read alike)".into());
-        }
-        if !(4..=12).contains(&self.pickup.code_length) {
+    }
+
+    /// `[pickup]`.
+    fn check_pickup(&self, problems: &mut Vec<String>) {
+        let p = &self.pickup;
+        if !(4..=12).contains(&p.code_length) {
             problems.push("pickup.code_length: between 4 and 12 (6 recommended)".into());
         }
-        if self.pickup.max_attempts == 0
-            || !(0..=30 * 86_400).contains(&self.pickup.lockout_secs)
-            || self.pickup.client_failures_per_minute == 0
-        {
+        if p.max_attempts == 0 || !(0..=30 * 86_400).contains(&p.lockout_secs) || p.client_failures_per_minute == 0 {
             problems
                 .push("pickup: max_attempts and client_failures_per_minute positive, lockout_secs not negative".into());
         }
+    }
+
+    /// `[[subscribers]]`: the outbox's routes and the dispatcher's targets.
+    fn resolve_subscribers(
+        &self,
+        problems: &mut Vec<String>,
+    ) -> (kuper_bridge_storage::Forwarding, Vec<kuper_bridge_dispatcher::SubscriberTarget>) {
         let mut forwarding = kuper_bridge_storage::Forwarding::default();
-        let mut subscriber_targets = Vec::new();
+        let mut targets = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (i, sub) in self.subscribers.iter().enumerate() {
             let what = format!("subscribers[{i}]");
-            http_url(&what, &sub.url, &mut problems);
-            let keys = signing_keys(&what, &sub.secret, sub.secret_file.as_deref(), &mut problems);
+            http_url(&what, &sub.url, problems);
+            let keys = signing_keys(&what, &sub.secret, sub.secret_file.as_deref(), problems);
             let name = sub.name();
             if name.trim().is_empty() || name.chars().any(char::is_control) || !names.insert(name.clone()) {
                 problems.push(format!("{what}.name: {name:?} must be printable and unique among the subscribers"));
@@ -1172,18 +1329,19 @@ impl Config {
             if sub.events.is_empty() || sub.events.iter().any(|e| e.trim().is_empty()) {
                 problems.push(format!("{what}.events: at least one event type (or \"*\")"));
             }
-            let destination = format!("subscriber:{name}");
+            let destination = kuper_bridge_storage::Destination::subscriber(&name);
             forwarding.subscribers.push(kuper_bridge_storage::SubscriberRoute {
                 destination: destination.clone(),
                 events: sub.events.clone(),
                 stores: sub.stores.clone(),
             });
-            subscriber_targets.push(kuper_bridge_dispatcher::SubscriberTarget {
-                destination,
-                url: sub.url.clone(),
-                keys,
-            });
+            targets.push(kuper_bridge_dispatcher::SubscriberTarget { destination, url: sub.url.clone(), keys });
         }
+        (forwarding, targets)
+    }
+
+    /// `[reconciliation]`.
+    fn check_reconciliation(&self, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
         let r = &self.reconciliation;
         if !(1..=86_400).contains(&r.interval_secs) {
             problems.push("reconciliation.interval_secs: between 1 and 86400".into());
@@ -1206,45 +1364,36 @@ impl Config {
         if r.enabled && !self.server.runs_dispatcher() {
             warnings.push("reconciliation.enabled: runs only in processes with server.role all or worker".into());
         }
-        let acceptance = match &self.acceptance_hook {
-            None => None,
-            Some(h) => {
-                http_url("acceptance_hook", &h.url, &mut problems);
-                let keys = signing_keys("acceptance_hook", &h.secret, h.secret_file.as_deref(), &mut problems);
-                if !(100..=10_000).contains(&h.timeout_ms) {
-                    problems.push(
-                        "acceptance_hook.timeout_ms: between 100 and 10000 (Kuper waits for the answer to order.created)"
-                            .into(),
-                    );
-                }
-                let cancel_on_error = match h.on_error.as_str() {
-                    "accept" => false,
-                    "cancel" => true,
-                    other => {
-                        problems.push(format!("acceptance_hook.on_error: {other:?} is not accept or cancel"));
-                        false
-                    }
-                };
-                if !self.kuper.cancel_reasons.contains(&h.cancel_reason) {
-                    problems.push(format!(
-                        "acceptance_hook.cancel_reason: {:?} is not one of kuper.cancel_reasons",
-                        h.cancel_reason
-                    ));
-                }
-                Some(kuper_bridge_app::AcceptanceHook {
-                    url: h.url.clone(),
-                    keys,
-                    timeout: Duration::from_millis(h.timeout_ms),
-                    cancel_on_error,
-                    cancel_reason: h.cancel_reason.clone(),
-                })
-            }
-        };
-        let deadlines = self.deadlines.resolve(&mut problems);
-        self.console.check(&mut problems);
-        if !matches!(self.log.format.as_str(), "json" | "text") {
-            problems.push(format!("log.format: {:?} — expected \"json\" or \"text\"", self.log.format));
+    }
+
+    /// `[acceptance_hook]`, if configured.
+    fn resolve_acceptance_hook(&self, problems: &mut Vec<String>) -> Option<kuper_bridge_app::AcceptanceHook> {
+        let h = self.acceptance_hook.as_ref()?;
+        http_url("acceptance_hook", &h.url, problems);
+        let keys = signing_keys("acceptance_hook", &h.secret, h.secret_file.as_deref(), problems);
+        if !(100..=10_000).contains(&h.timeout_ms) {
+            problems.push(
+                "acceptance_hook.timeout_ms: between 100 and 10000 (Kuper waits for the answer to order.created)"
+                    .into(),
+            );
         }
+        if !self.kuper.cancel_reasons.contains(&h.cancel_reason) {
+            problems.push(format!(
+                "acceptance_hook.cancel_reason: {:?} is not one of kuper.cancel_reasons",
+                h.cancel_reason
+            ));
+        }
+        Some(kuper_bridge_app::AcceptanceHook {
+            url: h.url.clone(),
+            keys,
+            timeout: Duration::from_millis(h.timeout_ms),
+            cancel_on_error: h.on_error.0 == OnError::Cancel,
+            cancel_reason: h.cancel_reason.clone(),
+        })
+    }
+
+    /// `[log]` (`format` is a [`Choice`], checked when read).
+    fn check_log(&self, problems: &mut Vec<String>) {
         // A bare word that is no level would parse as a target name and silence everything.
         let level = self.log.level.trim().to_ascii_lowercase();
         let bare_level = ["off", "error", "warn", "info", "debug", "trace"].contains(&level.as_str());
@@ -1254,78 +1403,64 @@ impl Config {
                 self.log.level
             ));
         }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        let request_timeout = Duration::from_millis(d.request_timeout_ms);
+    }
+
+    /// The dispatcher's settings from `[kuper]`, `[dispatcher]` and `[database]` (checked).
+    fn dispatcher_config(
+        &self,
+        auth: KuperAuth,
+        subscribers: Vec<kuper_bridge_dispatcher::SubscriberTarget>,
+    ) -> DispatcherConfig {
+        let d = &self.dispatcher;
         // Worst case of one attempt: wait for another sender's token fetch, fetch, send,
         // forced refresh, resend.
-        let attempt_budget = request_timeout * 5;
-        Ok(Resolved {
-            policy: Policy {
-                stores,
-                default_store,
-                assembly_minutes: self.defaults.assembly_minutes,
-                offset,
-                synthesize_assembled: self.kuper.synthesize_assembled,
-                cancel_reasons: self.kuper.cancel_reasons.clone(),
-                notification_format: format,
-                number_prefix: self.defaults.number_prefix.clone(),
-                pickup_code_length: self.pickup.code_length,
-                pickup_max_attempts: self.pickup.max_attempts.max(1),
-                pickup_lockout_secs: self.pickup.lockout_secs,
-                deadlines,
-            },
-            webhook_auth,
-            deadline_sweep: self.deadlines.enabled.then(|| DeadlineSweepConfig {
-                settings: deadlines,
-                offset,
-                interval: Duration::from_millis(self.deadlines.sweep_interval_ms),
+        let attempt_budget = Duration::from_millis(d.request_timeout_ms) * 5;
+        DispatcherConfig {
+            base_url: self.kuper.base_url.clone(),
+            notifications_path: self.kuper.notifications_path.clone().unwrap_or_else(|| {
+                match self.kuper.auth.0 {
+                    KuperAuthMode::ClientToken => "/v3/notifications",
+                    KuperAuthMode::OAuth => "/ofm/api/v1/notifications",
+                }
+                .into()
             }),
-            api_keys,
-            dispatcher: DispatcherConfig {
-                base_url: self.kuper.base_url.clone(),
-                notifications_path: self.kuper.notifications_path.clone().unwrap_or_else(|| {
-                    if self.kuper.auth == "client-token" { "/v3/notifications" } else { "/ofm/api/v1/notifications" }
-                        .into()
-                }),
-                token_path: self.kuper.token_path.clone(),
-                auth: auth.clone(),
-                request_timeout,
-                connect_timeout: Duration::from_millis(d.connect_timeout_ms),
-                retry: RetryPolicy {
-                    schedule: d.retry_schedule_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
-                    jitter: d.jitter,
-                    throttle_floor: Duration::from_millis(d.throttle_floor_ms),
-                    retry_after_max: Duration::from_millis(d.retry_after_max_ms),
-                    give_up_after: Duration::from_secs(d.give_up_after_secs),
-                },
-                concurrency: d.concurrency,
-                poll_interval: Duration::from_millis(d.poll_interval_ms),
-                attempt_budget,
-                lease: attempt_budget + Duration::from_millis(d.lease_margin_ms),
-                release_stale_leases_on_start: self.database.url.starts_with("sqlite:"),
-                subscribers: subscriber_targets,
+            token_path: self.kuper.token_path.clone(),
+            auth,
+            request_timeout: Duration::from_millis(d.request_timeout_ms),
+            connect_timeout: Duration::from_millis(d.connect_timeout_ms),
+            retry: RetryPolicy {
+                schedule: d.retry_schedule_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+                jitter: d.jitter,
+                throttle_floor: Duration::from_millis(d.throttle_floor_ms),
+                retry_after_max: Duration::from_millis(d.retry_after_max_ms),
+                give_up_after: Duration::from_secs(d.give_up_after_secs),
             },
-            forwarding,
-            acceptance,
-            reconciliation: ReconcileConfig {
-                base_url: self.kuper.base_url.clone(),
-                list_path: r.path.clone(),
-                token_path: self.kuper.token_path.clone(),
-                auth: auth.clone(),
-                request_timeout,
-                connect_timeout: Duration::from_millis(d.connect_timeout_ms),
-                interval: Duration::from_secs(r.interval_secs),
-                lookback: Duration::from_secs(r.lookback_hours * 3600),
-                overlap: Duration::from_secs(r.overlap_secs),
-                page_size: r.page_size,
-                store_ids: r.store_ids.iter().map(|s| s.trim().to_string()).collect(),
-            },
-            reconciliation_enabled: r.enabled,
-            tls,
-            warnings,
-        })
+            concurrency: d.concurrency,
+            poll_interval: Duration::from_millis(d.poll_interval_ms),
+            attempt_budget,
+            lease: attempt_budget + Duration::from_millis(d.lease_margin_ms),
+            release_stale_leases_on_start: self.database.url.starts_with("sqlite:"),
+            subscribers,
+        }
+    }
+
+    /// The reconciliation's settings from `[reconciliation]`, `[kuper]` and `[dispatcher]`
+    /// (checked).
+    fn reconcile_config(&self, auth: KuperAuth) -> ReconcileConfig {
+        let (r, d) = (&self.reconciliation, &self.dispatcher);
+        ReconcileConfig {
+            base_url: self.kuper.base_url.clone(),
+            list_path: r.path.clone(),
+            token_path: self.kuper.token_path.clone(),
+            auth,
+            request_timeout: Duration::from_millis(d.request_timeout_ms),
+            connect_timeout: Duration::from_millis(d.connect_timeout_ms),
+            interval: Duration::from_secs(r.interval_secs),
+            lookback: Duration::from_secs(r.lookback_hours * 3600),
+            overlap: Duration::from_secs(r.overlap_secs),
+            page_size: r.page_size,
+            store_ids: r.store_ids.iter().map(|s| s.trim().to_string()).collect(),
+        }
     }
 }
 
@@ -1369,13 +1504,88 @@ mod tests {
     fn every_problem_is_reported() {
         let mut c = Config::default();
         c.server.listen = "nope".into();
-        c.kuper.auth = "magic".into();
         c.defaults.timezone_offset = "MSK".into();
         c.webhook_auth.basic = vec!["nocolon".into()];
         let problems = c.resolve().err().unwrap();
-        for needle in ["server.listen", "kuper.auth", "timezone_offset", "webhook_auth.basic[0]"] {
+        for needle in ["server.listen", "timezone_offset", "webhook_auth.basic[0]"] {
             assert!(problems.iter().any(|p| p.contains(needle)), "{needle} missing in {problems:?}");
         }
+    }
+
+    /// The keys that take one of a few names (issue #15): each is read into its enum, an unknown
+    /// name is reported with its key, its source and the allowed names, and so is a number
+    /// (figment would otherwise take it as a variant's index).
+    #[test]
+    fn named_values_are_typed_and_a_wrong_one_is_reported_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kuper-bridge.toml");
+        let toml = r#"
+            [server]
+            role = "worker"
+            [kuper]
+            auth = "client-token"
+            notification_format = "event"
+            [defaults]
+            delivery = "merchant"
+            [[stores]]
+            id = "1"
+            delivery = "kuper"
+            [[stores]]
+            id = "2"
+            [acceptance_hook]
+            url = "http://127.0.0.1:1/hook"
+            on_error = "cancel"
+            [log]
+            format = "text"
+        "#;
+        std::fs::write(&file, toml).unwrap();
+        let loaded = load_report(Some(&file)).unwrap();
+        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        let c = loaded.config.unwrap();
+        assert_eq!(c.server.role, Choice(Role::Worker));
+        assert!(c.server.runs_dispatcher() && !c.server.serves_api());
+        assert_eq!(c.kuper.auth.0, KuperAuthMode::ClientToken);
+        assert_eq!(c.kuper.notification_format.0, NotificationFormat::Event);
+        assert_eq!(c.defaults.delivery.0, Delivery::Merchant);
+        assert_eq!(c.stores[0].delivery, Some(Choice(Delivery::Kuper)));
+        assert_eq!(c.stores[1].delivery, None, "unset: [defaults] applies");
+        assert_eq!(c.acceptance_hook.as_ref().unwrap().on_error.0, OnError::Cancel);
+        assert_eq!(c.log.format.0, LogFormat::Text);
+        assert_eq!(format!("{} {}", c.kuper.auth, c.defaults.delivery), "client-token merchant", "shown as written");
+
+        let bad = toml
+            .replace(r#""worker""#, r#""Worker""#)
+            .replace(r#""client-token""#, r#""client_token""#)
+            .replace(r#""event""#, "3")
+            .replace(r#"delivery = "merchant""#, r#"delivery = "self""#)
+            .replace(r#"delivery = "kuper""#, r#"delivery = "courier""#)
+            .replace(r#""cancel""#, r#""reject""#)
+            .replace(r#""text""#, r#""yaml""#);
+        std::fs::write(&file, bad).unwrap();
+        let loaded = load_report(Some(&file)).unwrap();
+        let at = format!(" (in {})", file.display());
+        let expected = [
+            r#"server.role: "Worker" — expected "all", "api" or "worker""#,
+            r#"kuper.auth: "client_token" — expected "oauth" or "client-token""#,
+            "kuper.notification_format: expected a string, found a number",
+            r#"defaults.delivery: "self" — expected "kuper" or "merchant""#,
+            r#"stores[0].delivery: "courier" — expected "kuper" or "merchant""#,
+            r#"acceptance_hook.on_error: "reject" — expected "accept" or "cancel""#,
+            r#"log.format: "yaml" — expected "json" or "text""#,
+        ];
+        for e in expected {
+            assert!(loaded.problems.contains(&format!("{e}{at}")), "{e:?} missing in {:#?}", loaded.problems);
+        }
+        assert_eq!(loaded.problems.len(), expected.len(), "{:#?}", loaded.problems);
+        let c = loaded.config.unwrap();
+        assert_eq!(
+            (c.server.role, c.kuper.notification_format),
+            (Server::default().role, Kuper::default().notification_format),
+            "the defaults stand in"
+        );
+
+        assert_eq!("api".parse::<Choice<Role>>(), Ok(Choice(Role::Api)));
+        assert_eq!("API".parse::<Choice<Role>>(), Err(r#""API" — expected "all", "api" or "worker""#.to_string()));
     }
 
     #[test]
@@ -1471,7 +1681,7 @@ mod tests {
             ("client-token", "client_token", "kuper.client_token: required"),
         ] {
             let mut c = valid();
-            c.kuper.auth = auth.into();
+            c.kuper.auth = auth.parse().unwrap();
             c.kuper.client_token = "token".into();
             match clear {
                 "client_secret" => c.kuper.client_secret.clear(),
@@ -1481,7 +1691,7 @@ mod tests {
             let problems = c.resolve().err().unwrap_or_default();
             assert!(problems.iter().any(|p| p.contains(needle)), "{needle} missing in {problems:?}");
             // An API-only replica never calls Kuper: a warning there, not a refusal.
-            c.server.role = "api".into();
+            c.server.role = Choice(Role::Api);
             let resolved = c.resolve().ok().unwrap();
             assert!(resolved.warnings.iter().any(|w| w.contains(clear)), "{:?}", resolved.warnings);
         }
@@ -1601,7 +1811,7 @@ mod tests {
             session_max_hours: 2,
             secure_cookie: true,
         }
-        .settings("postgres://u@h/db", "client-token");
+        .settings("postgres://u@h/db", KuperAuthMode::ClientToken);
         assert_eq!(settings.session_idle_ms, 300_000);
         assert_eq!(settings.session_max_ms, 7_200_000);
         assert_eq!(settings.backend, kuper_bridge_app::ui::Backend::Postgres);

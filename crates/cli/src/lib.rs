@@ -109,7 +109,7 @@ pub async fn start(config: &Config, resolved: Resolved, listener: tokio::net::Tc
         unauthenticated_audit: Arc::new(kuper_bridge_app::AuditBudget::new(60)),
         acceptance: resolved.acceptance.map(|hook| Arc::new(kuper_bridge_app::AcceptanceClient::new(hook))),
         console: Arc::new(kuper_bridge_app::ui::Console::new(
-            config.console.settings(&config.database.url, &config.kuper.auth),
+            config.console.settings(&config.database.url, config.kuper.auth.0),
         )),
     };
     let mut tasks = Vec::new();

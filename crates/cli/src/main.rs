@@ -79,10 +79,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// all (default): webhooks, REST API and dispatcher; api: no dispatcher; worker: the
-    /// dispatcher only (plus /healthz, /readyz, /metrics). Overrides server.role.
+    /// What this process runs; overrides server.role (all by default).
     #[arg(long)]
-    role: Option<String>,
+    role: Option<config::Role>,
     /// Also run a fake Kuper in this process, point the gateway at it and feed it demo orders
     /// of every scheme. For trying kuper-bridge out; never in production.
     #[arg(long)]
@@ -264,7 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             init_logging(&config.log);
             if let Some(role) = args.role {
-                config.server.role = role;
+                config.server.role = config::Choice(role);
             }
             let mut sandbox = None;
             if args.sandbox {
@@ -387,7 +386,7 @@ fn init_logging(log: &config::Log) {
     // Colour codes only for a person at a terminal: journald, files and pipes would keep
     // them as `\x1b[2m…` noise.
     let ansi = std::io::stdout().is_terminal();
-    if log.format == "text" {
+    if log.format.0 == config::LogFormat::Text {
         let _ = tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).try_init();
     } else {
         let _ = tracing_subscriber::fmt()

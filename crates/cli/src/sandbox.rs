@@ -1,8 +1,10 @@
 //! `serve --sandbox`: a fake Kuper in the same process, so a newcomer sees live orders of
 //! every scheme within the first minute, with nothing but this binary.
 
-use kuper_bridge::config::{Config, StoreConfig};
+use kuper_bridge::config::{Choice, Config, StoreConfig};
 use kuper_bridge::Running;
+use kuper_bridge_app::ui::KuperAuthMode;
+use kuper_bridge_domain::Delivery;
 use kuper_bridge_sim::{SimConfig, SimHandle};
 use serde_json::{json, Value};
 
@@ -89,15 +91,17 @@ pub async fn start(config: &mut Config, listen: &str, found: Found) -> anyhow::R
     }
     let sim = kuper_bridge_sim::start(listener, sim_config.clone()).await?;
     config.kuper.base_url = sim.base_url();
-    config.kuper.auth = "oauth".into();
+    config.kuper.auth = Choice(KuperAuthMode::OAuth);
     config.kuper.client_id = sim_config.client_id;
     config.kuper.client_secret = sim_config.client_secret;
     config.kuper.client_secret_file = None;
-    for (id, delivery, restaurant) in [(MERCHANT_STORE, "merchant", false), (RESTAURANT_STORE, "kuper", true)] {
+    for (id, delivery, restaurant) in
+        [(MERCHANT_STORE, Delivery::Merchant, false), (RESTAURANT_STORE, Delivery::Kuper, true)]
+    {
         if !config.stores.iter().any(|s| s.id == id) {
             config.stores.push(StoreConfig {
                 id: id.into(),
-                delivery: Some(delivery.into()),
+                delivery: Some(Choice(delivery)),
                 restaurant: Some(restaurant),
             });
         }

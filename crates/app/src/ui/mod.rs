@@ -70,12 +70,14 @@ impl Backend {
     }
 }
 
-/// How the gateway authenticates to Kuper (`kuper.auth`); the health page explains the token
-/// state with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the gateway authenticates to Kuper (`kuper.auth`, read into this type: `oauth` or
+/// `client-token`); the health page explains the token state with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum KuperAuthMode {
     /// OAuth2 client credentials: a token fetched and refreshed by the dispatcher.
     #[default]
+    #[serde(rename = "oauth")]
     OAuth,
     /// A fixed client token from the configuration.
     ClientToken,
