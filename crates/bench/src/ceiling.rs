@@ -375,7 +375,7 @@ pub(crate) async fn storage_ceilings(
 ) -> Result<Vec<StorageCeiling>> {
     let ref_db = match backend {
         Backend::Sqlite => None,
-        Backend::Postgres => Some(Database::create(Backend::Postgres, dir, "kb_bench_ref").await?),
+        Backend::Postgres => Some(Database::create(Backend::Postgres, Some(dir), "kb_bench_ref").await?),
     };
     let mut storage = Vec::new();
     let mut failed = None;
@@ -387,7 +387,7 @@ pub(crate) async fn storage_ceilings(
         ));
         let c = match &ref_db {
             None => storage_ceiling_sqlite(dir, sample_body, spec, orders, cap).await,
-            Some(db) => storage_ceiling_pg(&db.url, sample_body, spec, orders, cap).await,
+            Some(db) => storage_ceiling_pg(db.url(), sample_body, spec, orders, cap).await,
         };
         match c {
             Ok(c) => {

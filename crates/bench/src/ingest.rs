@@ -82,7 +82,7 @@ pub async fn run(args: IngestArgs) -> Result<bool> {
     let bin = find_gateway(args.run.gateway_bin.as_deref())?;
     let tmp = args.run.scratch("kuper-bridge-ingest-")?;
     let dir = tmp.path().to_path_buf();
-    let db = Database::create(args.backend, &dir, "kb_ingest").await?;
+    let db = Database::create(args.backend, Some(&dir), "kb_ingest").await?;
     match args.backend {
         Backend::Sqlite => progress(format!("database directory {}", dir.display())),
         Backend::Postgres => progress(format!("database {} on {}", db.pg_name().unwrap_or("?"), pg_server())),
@@ -91,7 +91,7 @@ pub async fn run(args: IngestArgs) -> Result<bool> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the simulator")?;
     let sim = kuper_bridge_sim::start(listener, kuper_bridge_sim::SimConfig::default()).await?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-    let result = match spawn_gateway(&bin, &dir, &db.url, &sim.base_url(), &http).await {
+    let result = match spawn_gateway(&bin, &dir, db.url(), &sim.base_url(), &http).await {
         Ok(mut gw) => {
             let r = drive(&args, &mut gw, &http, &dir).await;
             let r = r.map_err(|e| e.context(format!("gateway log tail:\n{}", gw.log_tail())));

@@ -235,14 +235,14 @@ pub(crate) async fn dispatch_backlog(
 ) -> Result<Backlog> {
     let bdir = dir.join("backlog");
     std::fs::create_dir_all(&bdir).with_context(|| format!("cannot create {}", bdir.display()))?;
-    let db = Database::create(backend, &bdir, "kb_bench_backlog").await?;
+    let db = Database::create(backend, Some(&bdir), "kb_bench_backlog").await?;
     let result = async {
-        let mut api = spawn_gateway_as(bin, &bdir, &db.url, &ctl.sim, &ctl.http, "api").await?;
+        let mut api = spawn_gateway_as(bin, &bdir, db.url(), &ctl.sim, &ctl.http, "api").await?;
         let on_api = Ctl { http: ctl.http.clone(), sim: ctl.sim.clone(), app: api.url.clone() };
         let ids = on_api.create_sim_orders(positions, orders, 16).await?;
         let action_errors = post_actions(&on_api, &ids, 32).await?;
         api.child.kill().await.context("cannot stop the api gateway")?;
-        let mut all = spawn_gateway_as(bin, &bdir, &db.url, &ctl.sim, &ctl.http, "all").await?;
+        let mut all = spawn_gateway_as(bin, &bdir, db.url(), &ctl.sim, &ctl.http, "all").await?;
         let on_all = Ctl { http: ctl.http.clone(), sim: ctl.sim.clone(), app: all.url.clone() };
         let drained = on_all.wait_drained(Duration::from_secs(300)).await;
         let _ = all.child.kill().await;

@@ -80,14 +80,14 @@ async fn run_backend(args: &Args, plan: &Plan, bin: &Path, backend: Backend) -> 
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let canonical = dir.canonicalize().unwrap_or(dir.clone());
     let (device, fs) = procfs::mount_of(&mounts, &canonical.to_string_lossy()).unwrap_or_default();
-    let db = Database::create(backend, &dir, "kb_bench").await?;
+    let db = Database::create(backend, Some(&dir), "kb_bench").await?;
     let pg_settings = match backend {
         Backend::Sqlite => {
             progress(format!("database directory {} ({fs} on {device})", dir.display()));
             Value::Null
         }
         Backend::Postgres => {
-            let settings = pg_settings(&db.url).await.unwrap_or(Value::Null);
+            let settings = pg_settings(db.url()).await.unwrap_or(Value::Null);
             progress(format!("database {} on {} ({settings})", db.pg_name().unwrap_or("?"), pg_server()));
             settings
         }
@@ -97,7 +97,7 @@ async fn run_backend(args: &Args, plan: &Plan, bin: &Path, backend: Backend) -> 
     let sim = kuper_bridge_sim::start(listener, kuper_bridge_sim::SimConfig::default()).await?;
     let sim_url = sim.base_url();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-    let spawned = spawn_gateway(bin, &dir, &db.url, &sim_url, &http).await;
+    let spawned = spawn_gateway(bin, &dir, db.url(), &sim_url, &http).await;
     let result = match spawned {
         Ok(mut gw) => {
             let ctl = Ctl { http: http.clone(), sim: sim_url.clone(), app: gw.url.clone() };

@@ -8,6 +8,7 @@ use kuper_bridge_bench::database::{pg_server, Database};
 pub(crate) async fn keep_or_drop(keep: bool, tmp: kuper_bridge_bench::scratch::ScratchDir, db: &Database) {
     if keep {
         let kept = tmp.keep();
+        db.keep();
         progress(format!(
             "kept {}{}",
             kept.display(),

@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const A_FLOW: [&str; 3] = ["order.in_work", "order.assembled", "order.ready_for_delivery"];
 
@@ -190,22 +190,11 @@ async fn a_backup_taken_under_load_restores_and_its_pending_notifications_are_de
     env.app_url = app.url();
     env.app = Some(app);
 
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Every notification of the backup, in order, once.
     for (id, queue) in &queues {
         let expected: Vec<&str> =
             queue.iter().filter(|(_, s, _)| s == "sent" || s == "pending").map(|(e, _, _)| e.as_str()).collect();
-        loop {
-            let v = env.sim_order(id).await;
-            let wrong = rejections_other_than_repeats(&v);
-            assert!(wrong.is_empty(), "Kuper refused a notification of {id}: {wrong:#?}");
-            let accepted = accepted_events(&v);
-            if accepted.len() >= expected.len() {
-                assert_eq!(accepted, expected, "{id}: every notification of the backup, in order, once");
-                break;
-            }
-            assert!(Instant::now() < deadline, "{id}: Kuper has {accepted:?}, the backup had {expected:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        env.kuper().wait_delivered(id, &expected, Duration::from_secs(30)).await;
     }
     let settled = |r: &[Value]| r.iter().all(|x| x["status"] != "pending") || r.iter().any(|x| x["status"] == "dead");
     let records = env.wait_outbox("the restored outbox drained", settled).await;
@@ -291,21 +280,8 @@ async fn restore_refuses_a_database_in_use_and_changes_nothing() {
     let config_path = write_config(&config, dir.path());
     let app_url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-    let create_order = || async {
-        let body =
-            json!({"store": "1184", "target": format!("{app_url}/kuper-webhook"), "auth": {"basic": WEBHOOK_USER}});
-        let v: Value = http
-            .post(format!("{}/sim/v1/orders", sim.base_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(v["merchantAnswer"]["status"], 200, "{v}");
-        id_of(&v)
-    };
+    let kuper = SimKuper::new(&sim.base_url(), &app_url);
+    let create_order = || async { id_of(&kuper.create_order(json!({"store": "1184"})).await) };
     let order_status = |id: String| {
         let request = http.get(format!("{app_url}/api/v1/orders/{id}")).bearer_auth(READ_KEY);
         async move { request.send().await.unwrap().status().as_u16() }

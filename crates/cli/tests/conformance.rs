@@ -10,10 +10,10 @@ async fn conformance(format: &str, auth: &str) {
     let kuper_url = format!("http://{}", listener.local_addr().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let mut config = base_config(dir.path(), &kuper_url).await;
-    config.kuper.notification_format = format.into();
+    config.kuper.notification_format = format.parse().expect("a format name");
     if auth == "client-token" {
         // The v3 API: a static Client-Token plus Api-Version: 3.0, to /v3/notifications.
-        config.kuper.auth = "client-token".into();
+        config.kuper.auth = "client-token".parse().expect("an auth name");
         config.kuper.client_token = kuper_bridge_sim::SimConfig::default().client_tokens[0].clone();
     }
     let app = start_app(&config).await;

@@ -7,16 +7,14 @@
 
 mod common;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Asks the simulator for a new order; returns (the gateway's status, the order id).
 async fn try_create(env: &Env) -> (u64, String) {
-    let body = json!({"store": "1184", "target": env.webhook_url(), "auth": {"basic": WEBHOOK_USER}});
-    let v: Value =
-        env.http.post(format!("{}/sim/v1/orders", env.sim_url)).json(&body).send().await.unwrap().json().await.unwrap();
+    let v = env.try_create_order(json!({"store": "1184"})).await;
     (v["merchantAnswer"]["status"].as_u64().unwrap_or(0), id_of(&v))
 }
 
@@ -26,12 +24,10 @@ async fn get_order_status(env: &Env, id: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_full_answers_503_and_recovers_when_space_returns() {
+    // Its own file whatever the pass: a full disk is a SQLite fault (SQLITE_FULL).
+    let full = TestDatabase::new(Backend::Sqlite).await;
     let env = Env::with(|c| {
-        // Its own file whatever the pass: a full disk is a SQLite fault (SQLITE_FULL).
-        c.database.url = format!(
-            "sqlite://{}",
-            std::env::temp_dir().join(format!("kb-full-{}.db", uuid::Uuid::new_v4().simple())).display()
-        );
+        c.database.url = full.url().to_string();
         c.database.sqlite_max_size_mb = 1;
     })
     .await;
@@ -69,11 +65,7 @@ async fn sqlite_full_answers_503_and_recovers_when_space_returns() {
     assert_eq!(get_order_status(&env, &refused).await, 200);
     assert_eq!(env.act(&first, "start-assembly", json!({})).await.0, 202);
     env.wait_accepted(&first, &["order.in_work"]).await;
-    let file = env.config.database.url.trim_start_matches("sqlite://").to_string();
     env.shutdown().await;
-    for suffix in ["", "-wal", "-shm", ".lock"] {
-        let _ = std::fs::remove_file(format!("{file}{suffix}"));
-    }
 }
 
 /// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones.
@@ -122,20 +114,9 @@ impl Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_unreachable_answers_503_and_recovers_without_a_restart() {
-    use sqlx::Connection;
-    let server =
-        std::env::var("KUPER_BRIDGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let required = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") || backend_is_postgres();
-    let mut admin = match sqlx::PgConnection::connect(&server).await {
-        Ok(c) => c,
-        Err(e) if !required => {
-            eprintln!("SKIPPED: no PostgreSQL at {server} ({e}); CI runs this test");
-            return;
-        }
-        Err(e) => panic!("PostgreSQL needed at {server}: {e}"),
-    };
-    let name = format!("kb_e2e_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    // Skipped (loudly) only on a developer machine without PostgreSQL; CI runs it.
+    let Some(db) = TestDatabase::postgres().await else { return };
+    let (server, name) = (kuper_bridge_testkit::pg_server(), db.pg_name().expect("a PostgreSQL database"));
     let host = server.split('@').nth(1).and_then(|h| h.split('/').next()).unwrap_or("127.0.0.1:5432").to_string();
     let proxy = Proxy::start(&host).await;
     let user = server.trim_start_matches("postgres://").split('@').next().unwrap_or("postgres").to_string();
@@ -167,5 +148,4 @@ async fn postgres_unreachable_answers_503_and_recovers_without_a_restart() {
     env.wait_accepted(&id, &["order.in_work"]).await;
     assert_eq!(env.order(&id).await["paymentState"], "paid");
     env.shutdown().await;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
 }

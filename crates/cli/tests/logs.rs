@@ -13,7 +13,7 @@ async fn no_secret_in_the_logs_even_at_debug_level() {
     let sim_url = sim.base_url();
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut config = base_config(dir.path(), &sim_url).await;
+    let (mut config, _db) = test_config(dir.path(), &sim_url).await;
     config.server.listen = format!("127.0.0.1:{port}");
     // A subscriber and an acceptance hook that cannot be reached: their signing keys must not
     // show in the errors logged about them.
@@ -34,7 +34,7 @@ async fn no_secret_in_the_logs_even_at_debug_level() {
         secret: vec!["plain-hook-secret-never-logged".into()],
         secret_file: None,
         timeout_ms: 500,
-        on_error: "accept".into(),
+        on_error: "accept".parse().expect("accept or cancel"),
         cancel_reason: "technical_issues".into(),
     });
     let config_path = dir.path().join("kuper-bridge.toml");
@@ -45,20 +45,9 @@ async fn no_secret_in_the_logs_even_at_debug_level() {
     let http = reqwest::Client::new();
     wait_healthy(&http, &app).await;
 
-    let v: Value = http
-        .post(format!("{sim_url}/sim/v1/orders"))
-        .json(&json!({"target": format!("{app}/kuper-webhook"), "auth": {"basic": WEBHOOK_USER}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = v["originalOrderId"].as_str().unwrap().to_string();
-    for action in ["start-assembly", "assembled"] {
-        let r = http.post(format!("{app}/api/v1/orders/{id}/{action}")).bearer_auth(ADMIN_KEY).send().await.unwrap();
-        assert_eq!(r.status().as_u16(), 202);
-    }
+    let kuper = SimKuper::new(&sim_url, &app);
+    let id = id_of(&kuper.create_order(json!({})).await);
+    kuper.act(&id, &["start-assembly", "assembled"]).await;
     let paid = json!({"event_type": "order.paid", "payload": {"originalOrderId": id}});
     for (name, value) in [
         ("authorization", "Bearer kuper-bearer-token".to_string()),
@@ -75,15 +64,7 @@ async fn no_secret_in_the_logs_even_at_debug_level() {
         .unwrap();
     http.get(format!("{app}/api/v1/orders")).bearer_auth("wrong-api-key-guess-000").send().await.unwrap();
     // The dispatcher must have fetched a token and sent both notifications.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let o: Value = http.get(format!("{sim_url}/sim/v1/orders/{id}")).send().await.unwrap().json().await.unwrap();
-        if accepted_events(&o).len() >= 2 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "notifications did not arrive: {o}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    kuper.wait_delivered(&id, &["order.in_work", "order.assembled"], Duration::from_secs(20)).await;
     child.kill().await.unwrap();
     let _ = child.wait().await;
 
@@ -121,7 +102,6 @@ async fn no_secret_in_the_logs_even_at_debug_level() {
         .find(|l| l["message"] == "notification attempt")
         .unwrap_or_else(|| panic!("no `notification attempt` line:\n{text}"));
     assert!(attempt["status"].is_u64(), "the HTTP status is a number: {attempt}");
-    drop_test_database(&config.database.url).await;
     sim.shutdown().await;
 }
 
@@ -131,9 +111,9 @@ async fn no_secret_in_the_logs_even_at_debug_level() {
 async fn text_logs_carry_no_colour_codes_when_stdout_is_not_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut config = base_config(dir.path(), "http://127.0.0.1:9").await;
+    let (mut config, _db) = test_config(dir.path(), "http://127.0.0.1:9").await;
     config.server.listen = format!("127.0.0.1:{port}");
-    config.log.format = "text".into();
+    config.log.format = "text".parse().expect("a log format");
     let config_path = dir.path().join("kuper-bridge.toml");
     std::fs::write(&config_path, toml_of(&config)).unwrap();
     let log = dir.path().join("gateway.log");
@@ -145,7 +125,6 @@ async fn text_logs_carry_no_colour_codes_when_stdout_is_not_a_terminal() {
     let _ = child.wait().await;
     assert!(!text.contains('\x1b'), "ANSI escape codes in a log written to a file:\n{text:?}");
     assert!(!text.trim_start().starts_with('{'), "format = \"text\" writes text, not JSON:\n{text}");
-    drop_test_database(&config.database.url).await;
 }
 
 /// `sim serve` takes `[log] format` from the configuration, as `serve` does.

@@ -287,7 +287,7 @@ fn hook(url: &str, timeout_ms: u64, on_error: &str) -> AcceptanceHookConfig {
         secret: vec![SECRET.into()],
         secret_file: None,
         timeout_ms,
-        on_error: on_error.into(),
+        on_error: on_error.parse().expect("accept or cancel"),
         cancel_reason: "technical_issues".into(),
     }
 }

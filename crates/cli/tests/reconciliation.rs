@@ -215,7 +215,7 @@ async fn pull_api_failures_break_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pull_api_is_read_with_a_client_token_too() {
     let env = Env::with(|c| {
-        c.kuper.auth = "client-token".into();
+        c.kuper.auth = "client-token".parse().expect("an auth name");
         c.kuper.client_token = "sim-client-token".into();
     })
     .await;

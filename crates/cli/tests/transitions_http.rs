@@ -110,10 +110,10 @@ async fn outbox_of(env: &Env, number: &str) -> Vec<Value> {
 async fn every_action_in_every_reachable_state() {
     let env = Env::with(|c| {
         // Outbox rows stay where the action put them.
-        c.server.role = "api".into();
+        c.server.role = "api".parse().expect("a role");
         c.stores.push(StoreConfig {
             id: "rest-merchant-1".into(),
-            delivery: Some("merchant".into()),
+            delivery: Some("merchant".parse().expect("a delivery")),
             restaurant: Some(true),
         });
     })

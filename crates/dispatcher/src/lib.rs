@@ -18,7 +18,9 @@ pub use reconcile::{ReconcileConfig, Reconciler};
 pub use retry::{classify, Failure, RetryPolicy, Verdict};
 pub use token::{KuperAuth, TokenCache, TokenError};
 
-use kuper_bridge_storage::{now_ms, AttemptOutcome, AttemptReport, Exchange, OutboxRecord, Store};
+use kuper_bridge_storage::{
+    now_ms, AttemptOutcome, AttemptReport, Destination, Exchange, OutboxRecord, Store, StoreError,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -53,7 +55,7 @@ pub struct DispatcherConfig {
 /// Where and how the records of one `subscriber:<name>` destination are sent.
 #[derive(Debug, Clone)]
 pub struct SubscriberTarget {
-    pub destination: String,
+    pub destination: Destination,
     pub url: String,
     pub keys: Vec<kuper_bridge_wire::forward::SigningKey>,
 }
@@ -96,6 +98,35 @@ pub struct Dispatcher {
     owner: String,
 }
 
+/// One record a dispatch step claimed, and how its attempt ended.
+#[derive(Debug, Clone)]
+pub struct Attempted {
+    pub outbox_id: i64,
+    pub order_id: i64,
+    pub destination: Destination,
+    pub event: String,
+    /// What the attempt decided (and the dispatcher asked storage to record).
+    pub outcome: AttemptOutcome,
+}
+
+/// What [`Dispatcher::dispatch_once`] did: every record it claimed, by outbox id.
+#[derive(Debug, Clone, Default)]
+pub struct DispatchStep {
+    pub attempted: Vec<Attempted>,
+}
+
+impl DispatchStep {
+    /// Nothing was due.
+    pub fn is_empty(&self) -> bool {
+        self.attempted.is_empty()
+    }
+
+    /// How many attempts ended delivered.
+    pub fn delivered(&self) -> usize {
+        self.attempted.iter().filter(|a| matches!(a.outcome, AttemptOutcome::Delivered)).count()
+    }
+}
+
 /// What one HTTP try produced, before classification.
 struct Try {
     status: Option<u16>,
@@ -130,9 +161,8 @@ impl Dispatcher {
             }
         }
         let signal = self.store.outbox_signal();
-        let mut inflight: JoinSet<()> = JoinSet::new();
+        let mut inflight: JoinSet<Attempted> = JoinSet::new();
         let mut last_repair: Option<std::time::Instant> = None;
-        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -158,15 +188,8 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let claimed = match self.store.claim_due(&self.owner, now_ms(), lease_ms, capacity as i64).await {
-                Ok(records) => {
-                    let n = records.len();
-                    for record in records {
-                        let me = self.clone();
-                        inflight.spawn(async move { me.process(record).await });
-                    }
-                    n
-                }
+            let claimed = match self.claim_into(&mut inflight, now_ms(), capacity).await {
+                Ok(n) => n,
                 Err(e) => {
                     warn!(error = %e, "outbox claim failed; retrying shortly");
                     tokio::select! {
@@ -190,6 +213,45 @@ impl Dispatcher {
         while inflight.join_next().await.is_some() {}
     }
 
+    /// One step of the loop, driven by the caller: claims what is due at `now` (unix ms, up to
+    /// `concurrency` records, the head of each order's queue), attempts them all at once and
+    /// waits until every attempt is recorded. The loop ([`Self::run`]) claims and sends through
+    /// the same code; only the waiting between steps is the caller's. `now` decides what is
+    /// due (a test can pass a later time to skip a backoff); the attempt itself (the next try's
+    /// time, the give-up clock) reads the wall clock as in the loop.
+    pub async fn dispatch_once(self: &Arc<Self>, now: i64) -> Result<DispatchStep, StoreError> {
+        let mut inflight = JoinSet::new();
+        self.claim_into(&mut inflight, now, self.config.concurrency).await?;
+        let mut attempted = Vec::new();
+        while let Some(joined) = inflight.join_next().await {
+            match joined {
+                Ok(a) => attempted.push(a),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => {}
+            }
+        }
+        attempted.sort_by_key(|a| a.outbox_id);
+        Ok(DispatchStep { attempted })
+    }
+
+    /// Claims up to `limit` records due at `now` and starts their attempts in `inflight`;
+    /// returns how many were claimed.
+    async fn claim_into(
+        self: &Arc<Self>,
+        inflight: &mut JoinSet<Attempted>,
+        now: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
+        let records = self.store.claim_due(&self.owner, now, lease_ms, limit as i64).await?;
+        let n = records.len();
+        for record in records {
+            let me = self.clone();
+            inflight.spawn(async move { me.process(record).await });
+        }
+        Ok(n)
+    }
+
     async fn time_to_next_due(&self) -> Duration {
         let poll = self.config.poll_interval;
         let now = now_ms();
@@ -204,9 +266,17 @@ impl Dispatcher {
     }
 
     /// One delivery attempt of a claimed record, then its completion.
-    async fn process(&self, record: OutboxRecord) {
+    async fn process(&self, record: OutboxRecord) -> Attempted {
         let report = self.attempt_bounded(&record).await;
+        let outcome = report.outcome.clone();
         self.complete(&record, report).await;
+        Attempted {
+            outbox_id: record.id,
+            order_id: record.order_id,
+            destination: record.destination,
+            event: record.event,
+            outcome,
+        }
     }
 
     /// An attempt never outlives its lease: past the budget it is abandoned (and recorded as
@@ -255,7 +325,7 @@ impl Dispatcher {
     /// One delivery attempt of one record, and its report (recorded by the caller whatever
     /// happens).
     async fn attempt(&self, record: &OutboxRecord) -> AttemptReport {
-        if record.destination != "kuper" {
+        if !record.destination.is_kuper() {
             return self.forward(record).await;
         }
         let started = Instant::now();

@@ -5,11 +5,12 @@
 #[macro_use]
 mod common;
 use common::db;
+use common::db::Open;
 
 use kuper_bridge_domain::{Action, Policy};
 use kuper_bridge_storage::{
-    ActionRequest, Actor, AttemptOutcome, AttemptReport, Attention, Exchange, IngestResult, NewOperator, OperatorRole,
-    OrderFilter, OutboxFilter, OutboxStatus, Store,
+    ActionRequest, Actor, AttemptOutcome, AttemptReport, Attention, Destination, Exchange, IngestResult, NewOperator,
+    OperatorRole, OrderFilter, OutboxFilter, OutboxStatus, Store,
 };
 use kuper_bridge_wire::WebhookEnvelope;
 use serde_json::Value;
@@ -126,14 +127,14 @@ async fn a_dead_letter_needs_attention_until_it_is_resolved(s: &dyn Store) {
     let dead = s
         .list_outbox_by(&OutboxFilter {
             status: Some(OutboxStatus::Dead),
-            destination: Some("kuper".into()),
+            destination: Some(Destination::kuper()),
             limit: 10,
             ..Default::default()
         })
         .await
         .unwrap();
     assert_eq!(dead.iter().map(|r| r.id).collect::<Vec<_>>(), vec![record.id]);
-    let elsewhere = OutboxFilter { destination: Some("subscriber:erp".into()), limit: 10, ..Default::default() };
+    let elsewhere = OutboxFilter { destination: Some(Destination::subscriber("erp")), limit: 10, ..Default::default() };
     assert!(s.list_outbox_by(&elsewhere).await.unwrap().is_empty());
     let destinations = s.outbox_destinations().await.unwrap();
     assert_eq!(destinations.len(), 1, "{destinations:?}");
@@ -201,7 +202,7 @@ async fn orders_from_an_older_version_are_searchable_after_the_upgrade() {
     let (s, dir) = db::sqlite().await;
     let maria = created(&*s, 1, "Мария Соколова", "+79161234567").await;
     drop(s);
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let url = dir.url().to_string();
     {
         use sqlx::Connection;
         let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
@@ -218,12 +219,12 @@ async fn orders_from_an_older_version_are_searchable_after_the_upgrade() {
 /// after the upgrade gets its row, and a name that changes loses its old words.
 #[tokio::test]
 async fn orders_from_an_older_version_are_searchable_after_the_upgrade_on_postgres() {
-    let Some(pg) = db::PgDb::create().await else { return };
+    let Some(pg) = db::postgres().await else { return };
     let s = pg.store().await;
     let maria = created(&*s, 1, "Мария Соколова", "+79161234567").await;
     {
         use sqlx::Connection;
-        let mut c = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+        let mut c = sqlx::PgConnection::connect(pg.url()).await.unwrap();
         sqlx::query("UPDATE orders SET customer_name = NULL, phone_key = NULL").execute(&mut c).await.unwrap();
         assert_eq!(found(&*s, "соколова").await, Vec::<String>::new());
         c.close().await.unwrap();
@@ -234,12 +235,12 @@ async fn orders_from_an_older_version_are_searchable_after_the_upgrade_on_postgr
     assert_eq!(found(&*s, "8 916 123 45 67").await, vec![maria.clone()]);
     {
         use sqlx::Connection;
-        let mut c = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+        let mut c = sqlx::PgConnection::connect(pg.url()).await.unwrap();
         sqlx::query("UPDATE orders SET customer_name = 'Мария Орлова'").execute(&mut c).await.unwrap();
         c.close().await.unwrap();
     }
     assert_eq!(found(&*s, "соколова").await, Vec::<String>::new());
     assert_eq!(found(&*s, "орлов").await, vec![maria]);
     drop(s);
-    pg.drop_db().await;
+    pg.drop_database().await.expect("drop the test database");
 }

@@ -66,6 +66,7 @@ fn now() -> i64 {
 #[macro_use]
 mod common;
 use common::db;
+use common::db::Open;
 
 on_both_backends!(
     only_the_head_of_each_queue_is_claimed,
@@ -250,7 +251,7 @@ async fn sqlite_releases_leases_of_a_dead_process_at_start() {
 /// left to expire.
 #[tokio::test]
 async fn postgres_never_releases_another_replicas_lease() {
-    let Some(db) = db::PgDb::create().await else { return };
+    let Some(db) = db::postgres().await else { return };
     let s = db.store().await;
     order(&*s, 1).await;
     let claimed = s.claim_due("other-replica", now(), 600_000, 10).await.unwrap().remove(0);
@@ -260,7 +261,7 @@ async fn postgres_never_releases_another_replicas_lease() {
     assert_eq!(expired.id, claimed.id, "taken over once the lease ran out");
     assert!(expired.in_doubt);
     drop(s);
-    db.drop_db().await;
+    db.drop_database().await.expect("drop the test database");
 }
 
 /// What one claimant saw: every claim is checked against all the others.
@@ -317,7 +318,7 @@ async fn claimant(s: Arc<dyn Store>, owner: String, seen: Arc<Mutex<Claims>>, ex
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_replicas_claim_each_record_once_and_each_order_in_order() {
     const ORDERS: u32 = 24;
-    let Some(db) = db::PgDb::create().await else { return };
+    let Some(db) = db::postgres().await else { return };
     let replicas = [db.store().await, db.store().await];
     let mut ids = Vec::new();
     for n in 0..ORDERS {
@@ -353,14 +354,14 @@ async fn postgres_replicas_claim_each_record_once_and_each_order_in_order() {
     }
     assert_eq!(seen.lock().unwrap().claimed.len(), expected);
     drop(replicas);
-    db.drop_db().await;
+    db.drop_database().await.expect("drop the test database");
 }
 
 /// Kuper's `order.created` and its retry reaching two replicas at once: one order, one number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_concurrent_duplicate_order_created_makes_one_order() {
     const DELIVERIES: usize = 20;
-    let Some(db) = db::PgDb::create().await else { return };
+    let Some(db) = db::postgres().await else { return };
     let replicas = [db.store().await, db.store().await];
     let (_, env) = created_envelope(9);
     let start = Arc::new(tokio::sync::Barrier::new(DELIVERIES));
@@ -388,7 +389,7 @@ async fn postgres_concurrent_duplicate_order_created_makes_one_order() {
     assert_eq!(orders[0].order.number, number);
     assert_eq!(replicas[0].order_events(order_id).await.unwrap().len(), DELIVERIES, "every delivery audited");
     drop(replicas);
-    db.drop_db().await;
+    db.drop_database().await.expect("drop the test database");
 }
 
 /// Waits (briefly) for a wake-up left over from setting up, so the next one is fresh.
@@ -400,7 +401,7 @@ async fn drain(signal: &tokio::sync::Notify) {
 /// connection was lost and re-established.
 #[tokio::test]
 async fn postgres_a_commit_on_one_replica_wakes_the_others() {
-    let Some(db) = db::PgDb::create().await else { return };
+    let Some(db) = db::postgres().await else { return };
     let (one, two) = (db.store().await, db.store().await);
     let signal = two.outbox_signal();
     let a = created(&*one, 1).await;
@@ -412,7 +413,7 @@ async fn postgres_a_commit_on_one_replica_wakes_the_others() {
 
     // Cut both listeners' connections, as a database restart or a network fault would.
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
     let listeners = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'";
     let before: Vec<i32> = sqlx::query_scalar(listeners).fetch_all(&mut conn).await.unwrap();
     assert_eq!(before.len(), 2, "one listening connection per store");
@@ -446,7 +447,7 @@ async fn postgres_a_commit_on_one_replica_wakes_the_others() {
     }
     assert!(released, "the listeners of dropped stores closed their connections");
     let _ = conn.close().await;
-    db.drop_db().await;
+    db.drop_database().await.expect("drop the test database");
 }
 
 /// A bad URL is a configuration error, an unreachable server an outage (503), never a panic.
@@ -564,16 +565,16 @@ mod stranded {
     #[tokio::test]
     async fn sqlite_repair_makes_the_stranded_head_due() {
         let (s, dir) = crate::db::sqlite().await;
-        scenario(&*s, &format!("sqlite://{}", dir.path().join("t.db").display())).await;
+        scenario(&*s, dir.url()).await;
     }
 
     #[tokio::test]
     async fn postgres_repair_makes_the_stranded_head_due() {
-        let Some(db) = crate::db::PgDb::create().await else { return };
+        let Some(db) = crate::db::postgres().await else { return };
         let s = db.store().await;
-        scenario(&*s, &db.url.clone()).await;
+        scenario(&*s, db.url()).await;
         drop(s);
-        db.drop_db().await;
+        db.drop_database().await.expect("drop the test database");
     }
 }
 
@@ -595,8 +596,7 @@ mod claim_plan {
     async fn sqlite_claim_uses_the_due_and_open_indexes() {
         let (s, dir) = crate::db::sqlite().await;
         fill(&*s).await;
-        let mut c =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let mut c = sqlx::SqliteConnection::connect(dir.url()).await.unwrap();
         let plan: Vec<String> =
             sqlx::query_scalar(&format!("EXPLAIN QUERY PLAN {}", kuper_bridge_storage::claim_candidates_sql(false)))
                 .bind(now())
@@ -626,10 +626,10 @@ mod claim_plan {
 
     #[tokio::test]
     async fn postgres_claim_uses_the_due_and_open_indexes_without_statistics() {
-        let Some(db) = crate::db::PgDb::create().await else { return };
+        let Some(db) = crate::db::postgres().await else { return };
         let s = db.store().await;
         fill(&*s).await;
-        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let mut c = sqlx::PgConnection::connect(db.url()).await.unwrap();
         let plan: Vec<String> =
             sqlx::query_scalar(&format!("EXPLAIN {}", kuper_bridge_storage::claim_candidates_sql(true)))
                 .bind(now())
@@ -642,7 +642,7 @@ mod claim_plan {
         assert!(!text.contains("BitmapAnd"), "{text}");
         drop(c);
         drop(s);
-        db.drop_db().await;
+        db.drop_database().await.expect("drop the test database");
     }
 }
 
@@ -848,9 +848,9 @@ async fn sqlite_concurrent_deadline_records_make_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_replicas_record_a_deadline_once() {
-    let Some(db) = db::PgDb::create().await else { return };
+    let Some(db) = db::postgres().await else { return };
     let replicas = [db.store().await, db.store().await];
     concurrent_records_make_one(&replicas).await;
     drop(replicas);
-    db.drop_db().await;
+    db.drop_database().await.expect("drop the test database");
 }

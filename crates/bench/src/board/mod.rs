@@ -163,7 +163,7 @@ async fn run_backend(args: &BoardArgs, bin: &Path, backend: Backend) -> Result<R
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let tmp = args.run.scratch("kuper-bridge-board-")?;
     let dir = tmp.path().to_path_buf();
-    let db = Database::create(backend, &dir, "kb_board").await?;
+    let db = Database::create(backend, Some(&dir), "kb_board").await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the simulator")?;
     let sim = kuper_bridge_sim::start(listener, kuper_bridge_sim::SimConfig::default()).await?;
     let sim_url = sim.base_url();
@@ -173,7 +173,7 @@ async fn run_backend(args: &BoardArgs, bin: &Path, backend: Backend) -> Result<R
         .tcp_nodelay(true)
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let result = match spawn_gateway(bin, &dir, &db.url, &sim_url, &http).await {
+    let result = match spawn_gateway(bin, &dir, db.url(), &sim_url, &http).await {
         Ok(mut gw) => {
             progress(format!(
                 "gateway pid {} at {} on {} ({}), simulator at {sim_url}",

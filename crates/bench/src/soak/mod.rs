@@ -209,7 +209,7 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let canonical = dir.canonicalize().unwrap_or(dir.clone());
     let (device, fs) = procfs::mount_of(&mounts, &canonical.to_string_lossy()).unwrap_or_default();
-    let db = Database::create(args.backend, &dir, "kb_soak").await?;
+    let db = Database::create(args.backend, Some(&dir), "kb_soak").await?;
     progress(format!(
         "soak ({} mode): {} orders, {} (seed {}), Kuper outage: {}; {:?} at {}",
         if plan.quick { "quick" } else { "full" },
@@ -222,7 +222,7 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
         args.seed,
         if plan.outage.is_zero() { "none".to_string() } else { plan.outage_kind.describe(plan.outage) },
         args.backend,
-        if db.pg.is_some() { db.url.clone() } else { dir.display().to_string() },
+        if db.pg_name().is_some() { db.url().to_string() } else { dir.display().to_string() },
     ));
     progress(format!("gateway dispatcher (compressed schedule): {}", plan.schedule_text()));
 
@@ -246,10 +246,11 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
     };
     if args.keep {
         let kept = tmp.keep();
+        db.keep();
         progress(format!(
             "kept {}{}",
             kept.display(),
-            db.pg.as_ref().map(|(_, n)| format!(" and database {n}")).unwrap_or_default()
+            db.pg_name().map(|n| format!(" and database {n}")).unwrap_or_default()
         ));
     } else if let Err(e) = db.drop_database().await {
         progress(format!("could not drop the soak database: {e:#}"));

@@ -44,7 +44,7 @@ restaurant = true
 "#,
         dispatcher = plan.dispatcher_toml(),
     );
-    let config = gateway_config(port, &db.url, &sim_url, "soak", &args.log_level, &extra);
+    let config = gateway_config(port, db.url(), &sim_url, "soak", &args.log_level, &extra);
     let config_path = dir.join("kuper-bridge.toml");
     std::fs::write(&config_path, &config).with_context(|| format!("cannot write {}", config_path.display()))?;
     let probe = reqwest::Client::builder().timeout(Duration::from_secs(1)).pool_max_idle_per_host(0).build()?;
@@ -152,7 +152,7 @@ restaurant = true
         placed.iter().map(|(id, _, n)| (id.clone(), n.iter().filter(|x| !x.is_empty()).cloned().collect())).collect();
     let stored = stored_orders(&sh).await?;
     let st: StoredTally = stored_tally(&answered, &stored);
-    let (db_rows, db_distinct, outbox_by_status) = database_counts(&db.url).await?;
+    let (db_rows, db_distinct, outbox_by_status) = database_counts(db.url()).await?;
 
     let mut gw = gw;
     let rss = gw.pid().and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok());

@@ -4,8 +4,11 @@
 
 use kuper_bridge::config::{ApiKeyConfig, Config, StoreConfig};
 use kuper_bridge::Running;
+use kuper_bridge_dispatcher::{Attempted, DispatchMetrics, Dispatcher};
 use kuper_bridge_sim::{SimConfig, SimHandle};
+pub use kuper_bridge_testkit::{delivery, Backend, TestDatabase};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
@@ -23,42 +26,33 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub config: Config,
     pub http: reqwest::Client,
+    /// The test's database (`config.database.url` unless the test pointed it elsewhere),
+    /// dropped with the `Env`, also when the test fails.
+    pub db: TestDatabase,
 }
 
 /// The suite runs on SQLite by default and on PostgreSQL with
 /// `KUPER_BRIDGE_TEST_BACKEND=postgres` (CI runs both). Each test gets its own database.
 pub fn backend_is_postgres() -> bool {
-    std::env::var("KUPER_BRIDGE_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+    Backend::of_this_pass().is_postgres()
 }
 
-fn pg_server() -> String {
-    std::env::var("KUPER_BRIDGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+/// A fresh, empty database for one test, on this pass's backend (SQLite: `kuper-bridge.db` in
+/// `dir`), dropped with it.
+pub async fn test_database(dir: &std::path::Path) -> TestDatabase {
+    TestDatabase::of_this_pass(dir).await
 }
 
-/// A fresh, empty database for one test.
+/// The URL of a fresh database, for a test that keeps only the URL: it drops the database with
+/// [`drop_test_database`].
 pub async fn test_database_url(dir: &std::path::Path) -> String {
-    if !backend_is_postgres() {
-        return format!("sqlite://{}", dir.join("kuper-bridge.db").display());
-    }
-    use sqlx::Connection;
-    let server = pg_server();
-    let mut admin = sqlx::PgConnection::connect(&server)
-        .await
-        .unwrap_or_else(|e| panic!("KUPER_BRIDGE_TEST_BACKEND=postgres but {server} is unreachable: {e}"));
-    let name = format!("kb_e2e_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
-    let base = server.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(server);
-    format!("{base}/{name}")
+    test_database(dir).await.keep()
 }
 
-/// Drops a test's PostgreSQL database (best effort; SQLite files go with the temp dir).
+/// Drops a test's PostgreSQL database by its URL (best effort; SQLite files go with the temp dir).
 pub async fn drop_test_database(url: &str) {
-    if !url.starts_with("postgres") {
-        return;
-    }
-    use sqlx::Connection;
-    if let (Ok(mut admin), Some((_, name))) = (sqlx::PgConnection::connect(&pg_server()).await, url.rsplit_once('/')) {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+    if let Some(db) = TestDatabase::reclaim(url) {
+        let _ = db.drop_database().await;
     }
 }
 
@@ -71,16 +65,42 @@ pub async fn text_rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
         let rows = sqlx::query(sql).fetch_all(&mut c).await.expect("query");
         rows.iter().map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i).ok().flatten()).collect()).collect()
     } else {
+        // Documents may be stored compressed (a BLOB): read them as the gateway does, so that
+        // a test looking for text sees every stored byte.
+        use sqlx::{TypeInfo, ValueRef};
         let mut c = sqlx::SqliteConnection::connect(url).await.expect("connect");
         let rows = sqlx::query(sql).fetch_all(&mut c).await.expect("query");
-        rows.iter().map(|r| (0..r.len()).map(|i| r.try_get::<Option<String>, _>(i).ok().flatten()).collect()).collect()
+        let cell = |r: &sqlx::sqlite::SqliteRow, i: usize| -> Option<String> {
+            let raw = r.try_get_raw(i).expect("column");
+            if !raw.is_null() && raw.type_info().name() == "BLOB" {
+                let packed: Vec<u8> = r.try_get(i).expect("blob");
+                return Some(kuper_bridge_storage::packed::unpack(&packed).expect("a packed document"));
+            }
+            r.try_get::<Option<String>, _>(i).ok().flatten()
+        };
+        rows.iter().map(|r| (0..r.len()).map(|i| cell(r, i)).collect()).collect()
     }
 }
 
+/// The test configuration on a URL the caller drops with [`drop_test_database`]; [`test_config`]
+/// returns the database itself.
 pub async fn base_config(dir: &std::path::Path, sim_url: &str) -> Config {
+    let (config, db) = test_config(dir, sim_url).await;
+    db.keep();
+    config
+}
+
+/// The test configuration on a fresh database of this pass (dropped with the returned
+/// [`TestDatabase`]), aimed at Kuper at `sim_url`.
+pub async fn test_config(dir: &std::path::Path, sim_url: &str) -> (Config, TestDatabase) {
+    let db = test_database(dir).await;
+    (config_on(db.url(), sim_url), db)
+}
+
+fn config_on(database_url: &str, sim_url: &str) -> Config {
     let mut c = Config::default();
     c.server.listen = "127.0.0.1:0".into();
-    c.database.url = test_database_url(dir).await;
+    c.database.url = database_url.to_string();
     c.kuper.base_url = sim_url.to_string();
     c.kuper.client_id = "sim-client".into();
     c.kuper.client_secret = "sim-secret".into();
@@ -92,8 +112,16 @@ pub async fn base_config(dir: &std::path::Path, sim_url: &str) -> Config {
         ApiKeyConfig { name: "dashboard".into(), key: READ_KEY.into(), key_file: None, scopes: vec!["read".into()] },
     ];
     c.stores = vec![
-        StoreConfig { id: MERCHANT_STORE.into(), delivery: Some("merchant".into()), restaurant: None },
-        StoreConfig { id: RESTAURANT_STORE.into(), delivery: Some("kuper".into()), restaurant: Some(true) },
+        StoreConfig {
+            id: MERCHANT_STORE.into(),
+            delivery: Some("merchant".parse().expect("a delivery")),
+            restaurant: None,
+        },
+        StoreConfig {
+            id: RESTAURANT_STORE.into(),
+            delivery: Some("kuper".parse().expect("a delivery")),
+            restaurant: Some(true),
+        },
     ];
     // Fast retries so fault tests take seconds; the production schedule is unit-tested.
     c.dispatcher.retry_schedule_ms = vec![50, 100, 200, 300];
@@ -130,12 +158,12 @@ impl Env {
         let sim = start_sim(sim_config).await;
         let sim_url = sim.base_url();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = base_config(dir.path(), &sim_url).await;
+        let (mut config, db) = test_config(dir.path(), &sim_url).await;
         tune(&mut config);
         let app = start_app(&config).await;
         let app_url = app.url();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
-        Self { sim: Some(sim), sim_url, app: Some(app), app_url, dir, config, http }
+        Self { sim: Some(sim), sim_url, app: Some(app), app_url, dir, config, http, db }
     }
 
     /// Stops the gateway (gracefully) and starts it again on the same database.
@@ -152,18 +180,34 @@ impl Env {
         format!("{}{}", self.app_url, self.config.server.webhook_path)
     }
 
+    /// The simulator as Kuper, aimed at this gateway.
+    pub fn kuper(&self) -> SimKuper {
+        SimKuper {
+            http: self.http.clone(),
+            sim_url: self.sim_url.clone(),
+            app_url: self.app_url.clone(),
+            webhook_url: self.webhook_url(),
+        }
+    }
+
     /// Asks the simulator to create an order aimed at the gateway (it sends order.created).
     pub async fn create_order(&self, params: Value) -> Value {
-        let mut body = params;
-        body["target"] = json!(self.webhook_url());
-        body["auth"] = json!({"basic": WEBHOOK_USER});
-        let resp =
-            self.http.post(format!("{}/sim/v1/orders", self.sim_url)).json(&body).send().await.expect("sim create");
-        assert_eq!(resp.status().as_u16(), 201, "sim refused to create an order");
-        let v: Value = resp.json().await.expect("sim json");
-        assert_eq!(v["merchantAnswer"]["status"], 200, "gateway answer to order.created: {v}");
-        assert_eq!(v["check"]["ok"], true, "the simulator found problems in the created answer: {v}");
-        v
+        self.kuper().create_order(params).await
+    }
+
+    /// Asks the simulator for an order whatever the gateway answers; returns its record.
+    pub async fn try_create_order(&self, params: Value) -> Value {
+        self.kuper().try_create_order(params).await
+    }
+
+    /// A dispatcher of the test's own on the gateway's store, driven with
+    /// [`Dispatcher::dispatch_once`] instead of the gateway's loop: for a gateway started with
+    /// [`no_dispatcher`] (role `api`), so no loop competes for the records.
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        let resolved = self.config.resolve().expect("test config is valid");
+        let store = self.app.as_ref().expect("the gateway runs").store.clone();
+        let owner = format!("test-{}", uuid::Uuid::new_v4().simple());
+        Arc::new(Dispatcher::new(store, resolved.dispatcher, DispatchMetrics::default(), owner).expect("dispatcher"))
     }
 
     /// Sends a Kuper webhook through the simulator; returns the gateway's HTTP status.
@@ -286,9 +330,118 @@ impl Env {
         if let Some(app) = self.app.take() {
             app.stop().await;
         }
-        drop_test_database(&self.config.database.url).await;
+        let _ = self.db.drop_database().await;
         if let Some(sim) = self.sim.take() {
             sim.shutdown().await;
+        }
+    }
+}
+
+/// A gateway configuration without the dispatcher (role `api`: webhooks and the REST API):
+/// the test drives one with [`Env::dispatcher`].
+pub fn no_dispatcher(c: &mut Config) {
+    c.server.role = "api".parse().expect("a role");
+}
+
+/// Dispatch steps at `now_ms() + ahead_ms` until one finds nothing due (a retry scheduled
+/// within `ahead_ms` is taken at once, so backoffs cost no waiting); returns every attempt.
+pub async fn dispatch_until_idle(dispatcher: &Arc<Dispatcher>, ahead_ms: i64) -> Vec<Attempted> {
+    let mut attempted = Vec::new();
+    for _ in 0..200 {
+        let step = dispatcher.dispatch_once(kuper_bridge_storage::now_ms() + ahead_ms).await.expect("dispatch step");
+        if step.is_empty() {
+            return attempted;
+        }
+        attempted.extend(step.attempted);
+    }
+    panic!("still dispatching after 200 steps: {attempted:#?}");
+}
+
+/// The simulator as Kuper, aimed at a gateway: an [`Env`]'s ([`Env::kuper`]) or the real
+/// binary's ([`SimKuper::new`]). Creates orders and drives them through the gateway's API.
+#[derive(Clone)]
+pub struct SimKuper {
+    pub http: reqwest::Client,
+    pub sim_url: String,
+    pub app_url: String,
+    pub webhook_url: String,
+}
+
+impl SimKuper {
+    /// For a gateway at `app_url` with the default webhook path.
+    pub fn new(sim_url: &str, app_url: &str) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
+        let webhook_path = kuper_bridge::config::Server::default().webhook_path;
+        let webhook_url = format!("{app_url}{webhook_path}");
+        Self { http, sim_url: sim_url.into(), app_url: app_url.into(), webhook_url }
+    }
+
+    /// Asks the simulator for a new order (`params` as `POST /sim/v1/orders` takes them) sent to
+    /// the gateway with Basic auth; returns the simulator's record, whatever the gateway answered.
+    pub async fn try_create_order(&self, params: Value) -> Value {
+        let mut body = params;
+        body["target"] = json!(self.webhook_url);
+        body["auth"] = json!({"basic": WEBHOOK_USER});
+        let resp =
+            self.http.post(format!("{}/sim/v1/orders", self.sim_url)).json(&body).send().await.expect("sim create");
+        assert_eq!(resp.status().as_u16(), 201, "sim refused to create an order");
+        resp.json().await.expect("sim json")
+    }
+
+    /// As [`Self::try_create_order`], and the gateway took it (200, an answer the simulator finds right).
+    pub async fn create_order(&self, params: Value) -> Value {
+        let v = self.try_create_order(params).await;
+        assert_eq!(v["merchantAnswer"]["status"], 200, "gateway answer to order.created: {v}");
+        assert_eq!(v["check"]["ok"], true, "the simulator found problems in the created answer: {v}");
+        v
+    }
+
+    /// `n` new orders of `store`; their Kuper ids.
+    pub async fn create_orders(&self, n: usize, store: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            ids.push(id_of(&self.create_order(json!({"store": store})).await));
+        }
+        ids
+    }
+
+    /// The store's actions on an order, in turn (admin key, empty bodies), each taken (202).
+    pub async fn act(&self, id: &str, actions: &[&str]) {
+        for action in actions {
+            let r = self
+                .http
+                .post(format!("{}/api/v1/orders/{id}/{action}", self.app_url))
+                .bearer_auth(ADMIN_KEY)
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("gateway call");
+            assert_eq!(r.status().as_u16(), 202, "{action} on {id}");
+        }
+    }
+
+    /// Kuper's view of an order (`GET /sim/v1/orders/{id}`).
+    pub async fn sim_order(&self, id: &str) -> Value {
+        let resp = self.http.get(format!("{}/sim/v1/orders/{id}", self.sim_url)).send().await.expect("sim get");
+        resp.json().await.expect("json")
+    }
+
+    /// Waits until Kuper has `expected` of the order delivered once, in order, with nothing
+    /// refused but repeats of at-least-once resends (kuper-bridge-testkit's verdict); fails
+    /// at the first thing wrong or after `within`.
+    pub async fn wait_delivered(&self, id: &str, expected: &[&str], within: Duration) -> delivery::OrderDelivery {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.sim_order(id).await;
+            let d = delivery::OrderDelivery::of_sim_order(expected, &v, None);
+            if let Some(problem) = d.problem() {
+                panic!("{id}: {problem}: {v:#}");
+            }
+            if d.is_complete() {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "{id}: Kuper has {:?}, expected {expected:?}: {v:#}", d.accepted);
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
