@@ -117,7 +117,10 @@ impl<T: Serialize> std::fmt::Display for Choice<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match serde_json::to_value(&self.0) {
             Ok(serde_json::Value::String(name)) => f.write_str(&name),
-            _ => Err(std::fmt::Error),
+            // Every choice is a plain name; anything else prints as its JSON rather than
+            // failing the formatter (which would panic in `format!`).
+            Ok(other) => write!(f, "{other}"),
+            Err(_) => f.write_str("?"),
         }
     }
 }

@@ -19,7 +19,7 @@ pub use retry::{classify, Failure, RetryPolicy, Verdict};
 pub use token::{KuperAuth, TokenCache, TokenError};
 
 use kuper_bridge_storage::{
-    now_ms, AttemptOutcome, AttemptReport, Destination, Exchange, OutboxRecord, Store, StoreError,
+    now_ms, AttemptOutcome, AttemptReport, Claimed, Destination, Exchange, OutboxRecord, Store, StoreError,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -243,11 +243,11 @@ impl Dispatcher {
         limit: usize,
     ) -> Result<usize, StoreError> {
         let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
-        let records = self.store.claim_due(&self.owner, now, lease_ms, limit as i64).await?;
-        let n = records.len();
-        for record in records {
+        let claimed = self.store.claim_due(&self.owner, now, lease_ms, limit as i64).await?;
+        let n = claimed.len();
+        for one in claimed {
             let me = self.clone();
-            inflight.spawn(async move { me.process(record).await });
+            inflight.spawn(async move { me.process(one).await });
         }
         Ok(n)
     }
@@ -266,10 +266,11 @@ impl Dispatcher {
     }
 
     /// One delivery attempt of a claimed record, then its completion.
-    async fn process(&self, record: OutboxRecord) -> Attempted {
+    async fn process(&self, claimed: Claimed) -> Attempted {
+        let Claimed { record, lease } = claimed;
         let report = self.attempt_bounded(&record).await;
         let outcome = report.outcome.clone();
-        self.complete(&record, report).await;
+        self.complete(&record, &lease, report).await;
         Attempted {
             outbox_id: record.id,
             order_id: record.order_id,
@@ -311,11 +312,7 @@ impl Dispatcher {
     }
 
     /// Records an attempt.
-    async fn complete(&self, record: &OutboxRecord, report: AttemptReport) {
-        let Some(lease) = record.lease.as_deref() else {
-            warn!(outbox_id = record.id, "claimed record without a lease token");
-            return;
-        };
+    async fn complete(&self, record: &OutboxRecord, lease: &str, report: AttemptReport) {
         if let Err(e) = self.store.complete_attempt(record.id, lease, report).await {
             // The lease will expire and the record will be tried again: at-least-once.
             warn!(outbox_id = record.id, destination = %record.destination, error = %e, "could not record the attempt");

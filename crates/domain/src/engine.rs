@@ -95,7 +95,7 @@ pub fn create_order(
         courier: None,
         courier_arrived: false,
         cancellation: None,
-        notified: Vec::new(),
+        notified: Default::default(),
         anomalies: Vec::new(),
     })
 }
@@ -205,7 +205,7 @@ pub fn apply_action(order: &Order, action: Action, policy: &Policy) -> Result<Ac
             }
             _ => {}
         }
-        next.notified.push(event);
+        next.notified.insert(event);
         notifications.push(n);
     }
     // Ready/delivered bodies were built before `next` learned the composition; nothing else

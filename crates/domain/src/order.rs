@@ -58,15 +58,63 @@ pub struct Order {
     pub courier: Option<Value>,
     pub courier_arrived: bool,
     pub cancellation: Option<CancelInfo>,
-    /// Every notification ever enqueued for this order, in order (at most once each).
-    pub notified: Vec<NotificationEvent>,
+    /// Every notification ever enqueued for this order, in order, each at most once.
+    pub notified: Notified,
     /// Webhooks that arrived where the scheme did not expect them (kept, never fatal).
     pub anomalies: Vec<String>,
 }
 
+/// The notifications enqueued for an order, in the order they were, each at most once: the
+/// engine's "sent once" rules read it, so it cannot hold a duplicate. Stored as a JSON array; a
+/// repeated entry in a stored array is read once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Notified(Vec<NotificationEvent>);
+
+impl Notified {
+    /// Records `event`; false (and no change) if it was recorded before.
+    pub fn insert(&mut self, event: NotificationEvent) -> bool {
+        if self.contains(event) {
+            return false;
+        }
+        self.0.push(event);
+        true
+    }
+
+    pub fn contains(&self, event: NotificationEvent) -> bool {
+        self.0.contains(&event)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = NotificationEvent> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl Extend<NotificationEvent> for Notified {
+    fn extend<I: IntoIterator<Item = NotificationEvent>>(&mut self, events: I) {
+        for event in events {
+            self.insert(event);
+        }
+    }
+}
+
+impl FromIterator<NotificationEvent> for Notified {
+    fn from_iter<I: IntoIterator<Item = NotificationEvent>>(events: I) -> Self {
+        let mut notified = Notified::default();
+        notified.extend(events);
+        notified
+    }
+}
+
+impl<'de> Deserialize<'de> for Notified {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Vec::<NotificationEvent>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 impl Order {
     pub fn has_notified(&self, event: NotificationEvent) -> bool {
-        self.notified.contains(&event)
+        self.notified.contains(event)
     }
 
     /// The base of every notification body for this order.
@@ -90,5 +138,23 @@ impl Order {
     /// The reference an operator sees first.
     pub fn display_ref(&self) -> &str {
         self.original_order_id.as_deref().or(self.order_uuid.as_deref()).unwrap_or(&self.number)
+    }
+}
+
+#[cfg(test)]
+mod notified_tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_is_recorded_once_in_the_order_it_came() {
+        let mut n = Notified::default();
+        assert!(n.insert(NotificationEvent::InWork));
+        assert!(n.insert(NotificationEvent::Assembled));
+        assert!(!n.insert(NotificationEvent::InWork), "a second in_work changes nothing");
+        assert_eq!(n.iter().collect::<Vec<_>>(), [NotificationEvent::InWork, NotificationEvent::Assembled]);
+        // A stored array that repeats an entry (written before this type existed) reads once.
+        let stored: Notified = serde_json::from_str(r#"["order.in_work","order.assembled","order.in_work"]"#).unwrap();
+        assert_eq!(stored, n);
+        assert_eq!(serde_json::to_string(&stored).unwrap(), r#"["order.in_work","order.assembled"]"#);
     }
 }

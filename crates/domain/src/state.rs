@@ -174,4 +174,27 @@ mod tests {
         }
         assert_eq!(KuperState::parse("delivered"), None, "not one of Kuper's names (protocol.md §6)");
     }
+
+    /// The engine compares states (`order.state < OrderState::Ready`, `kuper_state < kuper`,
+    /// `target.max(current)`), and the derived `Ord` follows the order the variants are
+    /// declared in: moving one would silently change those decisions. This pins the lifecycle
+    /// order, independently of `ALL`, so a reordering fails here first.
+    #[test]
+    fn states_compare_in_lifecycle_order() {
+        use OrderState as O;
+        let lifecycle =
+            [O::Created, O::Accepted, O::InWork, O::Assembled, O::Ready, O::Shipping, O::Delivering, O::Delivered];
+        for pair in lifecycle.windows(2) {
+            assert!(pair[0] < pair[1], "{:?} must come before {:?}", pair[0], pair[1]);
+        }
+        assert!(lifecycle.iter().all(|s| *s < O::Canceled), "canceled is last: nothing moves past it");
+        use KuperState as K;
+        let kuper = [K::Ready, K::Collecting, K::Assembled, K::ReadyToShip, K::Shipping, K::Shipped];
+        for pair in kuper.windows(2) {
+            assert!(pair[0] < pair[1], "{:?} must come before {:?}", pair[0], pair[1]);
+        }
+        assert!(kuper.iter().all(|s| *s < K::Canceled));
+        assert_eq!(OrderState::ALL.len(), lifecycle.len() + 1, "a new state needs its place in this test");
+        assert_eq!(KuperState::ALL.len(), kuper.len() + 1, "a new state needs its place in this test");
+    }
 }

@@ -287,7 +287,7 @@ fn check_decision(
         problems.push(format!("{here}: enqueued {events:?} instead of {:?}", expected.emits));
     }
     let mut notified = before.notified.clone();
-    notified.extend_from_slice(expected.emits);
+    notified.extend(expected.emits.iter().copied());
     if after.notified != notified {
         problems.push(format!("{here}: notified {:?} instead of {notified:?}", after.notified));
     }

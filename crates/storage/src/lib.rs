@@ -213,8 +213,10 @@ impl Destination {
         Destination(Self::KUPER.into())
     }
 
-    /// A subscriber's queue, by the name it has in the configuration.
+    /// A subscriber's queue, by the name it has in the configuration (which `config check`
+    /// requires printable, unique and not empty).
     pub fn subscriber(name: &str) -> Self {
+        debug_assert!(!name.is_empty() && !name.contains('\0'), "a subscriber name {name:?}");
         Destination(format!("{}{name}", Self::SUBSCRIBER))
     }
 
@@ -310,6 +312,32 @@ pub struct OutboxRecord {
     pub retry_since: i64,
     /// Sent as `Idempotency-Key`; unique per notification ever.
     pub idempotency_key: String,
+}
+
+/// A record the dispatcher claimed: always with the lease token its completion must present
+/// (`owner/id/attempt`). Reads as the record it wraps.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub record: OutboxRecord,
+    pub lease: String,
+}
+
+impl Claimed {
+    /// A record as the claim returned it; one without a lease means the claim did not take it
+    /// (a damaged row or a bug), which is refused rather than sent without a way to complete it.
+    pub(crate) fn from_claim(record: OutboxRecord) -> Result<Claimed> {
+        match record.lease.clone() {
+            Some(lease) => Ok(Claimed { record, lease }),
+            None => Err(StoreError::Unavailable(format!("outbox record {} claimed without a lease", record.id))),
+        }
+    }
+}
+
+impl std::ops::Deref for Claimed {
+    type Target = OutboxRecord;
+    fn deref(&self) -> &OutboxRecord {
+        &self.record
+    }
 }
 
 /// Where forwarded events go: one route per configured subscriber.
@@ -688,7 +716,7 @@ pub trait Store: Send + Sync + 'static {
     async fn order_events(&self, order_id: i64) -> Result<Vec<EventRecord>>;
 
     /// Leases up to `limit` due outbox records, each the head of its order's queue.
-    async fn claim_due(&self, owner: &str, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxRecord>>;
+    async fn claim_due(&self, owner: &str, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>>;
     /// Records an attempt and its outcome; `lease` (the record's lease token from the claim)
     /// must still be current, otherwise the result is only kept as evidence.
     async fn complete_attempt(&self, id: i64, lease: &str, report: AttemptReport) -> Result<()>;

@@ -29,7 +29,8 @@ thread_local! {
 
 /// The compressed form of `text`, when it is worth storing instead of the text.
 pub(crate) fn pack(text: &str) -> Option<Vec<u8>> {
-    if text.len() < PACK_FROM {
+    // Above the bound `unpack` enforces it stays text, so that it reads back.
+    if text.len() < PACK_FROM || text.len() as u64 > MAX_UNPACKED {
         return None;
     }
     // The frame records its content size, which `unpack` checks before it allocates. One

@@ -707,7 +707,7 @@ impl Store for PgStore {
         rows.iter().map(event_from_row).collect()
     }
 
-    async fn claim_due(&self, owner: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxRecord>> {
+    async fn claim_due(&self, owner: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<crate::Claimed>> {
         // One statement; with nothing due it locks and writes nothing, so an idle poll is a
         // read. Why two replicas claiming at once can neither share an order nor a record,
         // under READ COMMITTED and without a per-order lock:
@@ -745,10 +745,20 @@ impl Store for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut claimed = rows.iter().map(outbox_from_row).collect::<Result<Vec<_>>>()?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match outbox_from_row(row) {
+                Ok(record) => claimed.push(record),
+                Err(e) => {
+                    let (id, why): (i64, String) = (row.try_get("id")?, e.to_string());
+                    tracing::error!(outbox_id = id, error = %why, "a claimed outbox record does not read back; dead-lettered");
+                    statements::unreadable_record(Postgres, id, &no_nul(&why), now).pg().execute(&self.pool).await?;
+                }
+            }
+        }
         // RETURNING has no order; hand them out oldest due first, as SQLite does.
         claimed.sort_by_key(|r| (r.next_attempt_at, r.id));
-        Ok(claimed)
+        claimed.into_iter().map(crate::Claimed::from_claim).collect()
     }
 
     async fn complete_attempt(&self, id: i64, lease: &str, report: AttemptReport) -> Result<()> {

@@ -558,7 +558,7 @@ impl Store for SqliteStore {
         rows.iter().map(event_from_row).collect()
     }
 
-    async fn claim_due(&self, owner: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxRecord>> {
+    async fn claim_due(&self, owner: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<crate::Claimed>> {
         // A read first: an idle dispatcher must not take the write lock every poll.
         let due: Option<i64> = sqlx::query_scalar(&format!("SELECT o.id FROM {CLAIM_FROM} WHERE {HEAD_DUE} LIMIT 1"))
             .bind(now)
@@ -575,16 +575,24 @@ impl Store for SqliteStore {
                 // back after its lease expired and the record was claimed again is recognised as late.
                 let mut st = c.prepare_cached(&CLAIM)?;
                 let mut rows = st.query(rusqlite::params![now, lease_ms, owner, limit])?;
-                let mut records = Vec::new();
+                let (mut records, mut unreadable) = (Vec::new(), Vec::new());
                 while let Some(row) = rows.next()? {
-                    records.push(outbox_from_row(&Lite(row))?);
+                    match outbox_from_row(&Lite(row)) {
+                        Ok(record) => records.push(record),
+                        Err(e) => unreadable.push((row.get::<_, i64>("id")?, e.to_string())),
+                    }
+                }
+                drop(rows);
+                for (id, why) in &unreadable {
+                    tracing::error!(outbox_id = id, error = %why, "a claimed outbox record does not read back; dead-lettered");
+                    statements::unreadable_record(Sqlite, *id, why, now).execute(c)?;
                 }
                 Ok(records)
             })
             .await?;
         // RETURNING has no order in SQLite; oldest due first, as on PostgreSQL.
         records.sort_by_key(|r| (r.next_attempt_at, r.id));
-        Ok(records)
+        records.into_iter().map(crate::Claimed::from_claim).collect()
     }
 
     async fn complete_attempt(&self, id: i64, lease: &str, report: AttemptReport) -> Result<()> {
@@ -1071,5 +1079,42 @@ mod tests {
         let err = store.find_order("H48210377615").await.unwrap_err();
         assert!(matches!(err, StoreError::DocumentDamaged(_)), "{err:?}");
         assert!(!err.is_unavailable());
+    }
+
+    /// A claimed record whose stored body does not read back is dead-lettered with the reason:
+    /// the other due records still go out, and the claim does not fail every time.
+    #[tokio::test]
+    async fn a_damaged_outbox_record_is_dead_lettered_and_the_rest_is_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kb.db");
+        let store =
+            SqliteStore::open(&format!("sqlite://{}?mode=rwc", file.display()), &crate::StoreOptions::default())
+                .await
+                .unwrap();
+        store.migrate().await.unwrap();
+        let mut queued = Vec::new();
+        for n in 0..2 {
+            let mut body: serde_json::Value = serde_json::from_str(CREATED).unwrap();
+            body["payload"]["originalOrderId"] = format!("H{n}").into();
+            body["payload"]["orderUUID"] = format!("u{n}").into();
+            let env = WebhookEnvelope::parse(body.to_string().as_bytes()).unwrap();
+            store.ingest_webhook(&env, Exchange::default(), &Policy::default(), respond).await.unwrap();
+            let request = crate::ActionRequest::Action(kuper_bridge_domain::Action::StartAssembly);
+            let done =
+                store.apply_action(&format!("H{n}"), request, &Policy::default(), Exchange::default()).await.unwrap();
+            queued.push(done.notifications[0].id);
+        }
+        let conn = Connection::open(&file).unwrap();
+        conn.execute("UPDATE outbox SET body = x'28b52ffd00' WHERE id = ?1", [queued[0]]).unwrap();
+        let claimed = store.claim_due("t", now_ms() + 1000, 30_000, 10).await.unwrap();
+        assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), [queued[1]], "the readable one");
+        let (status, why): (String, String) = conn
+            .query_row("SELECT status, last_error FROM outbox WHERE id = ?1", [queued[0]], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(status, "dead");
+        assert!(why.starts_with("stored record unreadable"), "{why}");
+        assert!(store.claim_due("t", now_ms() + 1000, 30_000, 10).await.unwrap().is_empty());
     }
 }

@@ -238,6 +238,17 @@ pub(crate) fn promote_queue_head(d: Dialect, order_id: i64, destination: &crate:
     q
 }
 
+/// A claimed record that does not read back (a damaged row): a dead letter with the reason, so
+/// it holds only its own order's queue instead of failing every claim that takes it.
+pub(crate) fn unreadable_record(d: Dialect, id: i64, why: &str, now: i64) -> Stmt {
+    let mut q =
+        Stmt::new(d, "UPDATE outbox SET status = 'dead', lease_until = NULL, lease_owner = NULL, last_error = ");
+    q.bind(format!("stored record unreadable: {why}"));
+    q.push(", updated_at = ").bind(now);
+    q.push(" WHERE id = ").bind(id);
+    q
+}
+
 /// Kuper ended the order: its queued notifications would only be refused (protocol.md §5).
 /// A record in flight (leased) is left to its sender. On PostgreSQL a record being claimed
 /// right now is locked by the claim: this waits for it and then sees its live lease.

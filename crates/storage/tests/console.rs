@@ -110,7 +110,7 @@ async fn a_dead_letter_needs_attention_until_it_is_resolved(s: &dyn Store) {
         error: Some("HTTP 422: refused".into()),
         exchange: Exchange::default(),
     };
-    s.complete_attempt(record.id, claimed[0].lease.as_deref().unwrap(), report).await.unwrap();
+    s.complete_attempt(record.id, &claimed[0].lease, report).await.unwrap();
 
     let ids = |orders: Vec<kuper_bridge_storage::StoredOrder>| {
         orders.into_iter().filter_map(|o| o.order.original_order_id).collect::<Vec<_>>()

@@ -160,9 +160,10 @@ async fn an_expired_lease_is_taken_over_and_the_late_result_ignored(s: &dyn Stor
     let second = s.claim_due("w", t + 200, 60_000, 10).await.unwrap().remove(0);
     assert_eq!(second.id, first.id);
     assert_ne!(second.lease, first.lease);
+    assert_eq!(second.record.lease.as_deref(), Some(second.lease.as_str()), "the record shows its claim's lease");
     assert_eq!(
         second.lease,
-        Some(format!("w/{}/{}", first.id, t + 200)),
+        format!("w/{}/{}", first.id, t + 200),
         "owner/id/claim time (never reused, even after a replay)"
     );
     assert!(second.in_doubt, "the first attempt may have reached Kuper");

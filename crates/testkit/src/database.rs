@@ -174,7 +174,9 @@ impl TestDatabase {
             return None;
         }
         let path = url.split('?').next().unwrap_or(url);
-        let name = path.rsplit_once('/').map(|(_, n)| n).filter(|n| !n.is_empty() && !n.contains('@'))?;
+        // Only a database the kit named (`<prefix>_<32 hex>`, letters, digits and `_`): a URL
+        // of anything else is never dropped.
+        let name = path.rsplit_once('/').map(|(_, n)| n).filter(|n| is_kit_name(n))?;
         let pg = Some((pg_server(), name.to_string()));
         let url = url.to_string();
         Some(TestDatabase { backend: Backend::Postgres, url, pg, own_dir: None, disarmed: AtomicBool::new(false) })
@@ -245,8 +247,24 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A name [`TestDatabase::create`] gives: a prefix of lowercase letters, digits and `_`, then
+/// `_` and 32 hex digits.
+fn is_kit_name(name: &str) -> bool {
+    name.rsplit_once('_').is_some_and(|(prefix, hex)| {
+        !prefix.is_empty()
+            && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && hex.len() == 32
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
 async fn drop_pg(server: &str, name: &str) -> Result<()> {
-    let mut admin = sqlx::PgConnection::connect(server).await.with_context(|| format!("connect to {server}"))?;
+    // Bounded: a test must not hang in `Drop` on a server that stopped answering.
+    let connect = tokio::time::timeout(std::time::Duration::from_secs(10), sqlx::PgConnection::connect(server));
+    let mut admin = connect
+        .await
+        .map_err(|_| anyhow::anyhow!("connect to {server}: timed out"))?
+        .with_context(|| format!("connect to {server}"))?;
     let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
     let _ = admin.close().await;
     dropped.with_context(|| format!("DROP DATABASE {name} on {server}"))?;
@@ -256,6 +274,23 @@ async fn drop_pg(server: &str, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_databases_the_kit_named_are_reclaimed() {
+        let kit = format!("kb_t_{}", "0123456789abcdef".repeat(2));
+        assert!(TestDatabase::reclaim(&format!("postgres://u@h/{kit}?sslmode=disable")).is_some_and(|d| {
+            d.disarmed.store(true, Ordering::SeqCst);
+            d.pg_name() == Some(kit.as_str())
+        }));
+        for url in [
+            "postgres://u@h/postgres",
+            "postgres://u@h/test",
+            "postgres://u@h/kb_t_x; DROP TABLE y",
+            "sqlite:///tmp/x.db",
+        ] {
+            assert!(TestDatabase::reclaim(url).is_none(), "{url}");
+        }
+    }
 
     #[test]
     fn the_database_replaces_the_servers_and_a_query_string_is_kept() {

@@ -63,7 +63,7 @@ async fn diagram_svg(
 /// purged, the current state still shows where it ended.
 pub fn visited_states(order: &Order, events: &[EventRecord]) -> Vec<OrderState> {
     let mut seen = BTreeSet::from([OrderState::Created, order.state]);
-    for event in &order.notified {
+    for event in order.notified.iter() {
         let state = match event {
             NotificationEvent::Accepted => Some(OrderState::Accepted),
             NotificationEvent::InWork => Some(OrderState::InWork),
@@ -459,7 +459,7 @@ mod tests {
     fn visited_states_come_from_notifications_and_the_timeline() {
         let policy = kuper_bridge_domain::Policy::default();
         let mut order = kuper_bridge_domain::diagram::sample_order(Scheme::KuperDelivery, false, &policy).unwrap();
-        order.notified = vec![NotificationEvent::InWork, NotificationEvent::ReadyForDelivery];
+        order.notified = [NotificationEvent::InWork, NotificationEvent::ReadyForDelivery].into_iter().collect();
         order.state = OrderState::Delivering;
         let event = |kind: &str, event: Option<&str>, outcome: Option<&str>, detail: &str| EventRecord {
             id: 1,

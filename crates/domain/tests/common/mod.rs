@@ -72,9 +72,9 @@ pub fn fresh_order(scheme: Scheme, restaurant: bool) -> Order {
 pub fn order_in(scheme: Scheme, restaurant: bool, state: OrderState, facts: Facts) -> Order {
     let mut order = fresh_order(scheme, restaurant);
     order.state = state;
-    order.notified.clear();
+    order.notified = Default::default();
     if facts.code_sent {
-        order.notified.push(NotificationEvent::PickupCodeCreated);
+        order.notified.insert(NotificationEvent::PickupCodeCreated);
         order.pickup = Some(PickupCode {
             code: PICKUP_CODE.into(),
             failed_attempts: 0,
@@ -83,7 +83,7 @@ pub fn order_in(scheme: Scheme, restaurant: bool, state: OrderState, facts: Fact
         });
     }
     if facts.eta_sent {
-        order.notified.push(NotificationEvent::EstimatedDeliveryTime);
+        order.notified.insert(NotificationEvent::EstimatedDeliveryTime);
     }
     order
 }
