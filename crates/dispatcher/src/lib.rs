@@ -107,6 +107,9 @@ pub struct Attempted {
     pub event: String,
     /// What the attempt decided (and the dispatcher asked storage to record).
     pub outcome: AttemptOutcome,
+    /// Storage recorded the outcome. When it did not, the lease stays until it expires and
+    /// the record is tried again (at-least-once): the outcome is not what the database holds.
+    pub recorded: bool,
 }
 
 /// What [`Dispatcher::dispatch_once`] did: every record it claimed, by outbox id.
@@ -121,9 +124,9 @@ impl DispatchStep {
         self.attempted.is_empty()
     }
 
-    /// How many attempts ended delivered.
+    /// How many attempts ended delivered, and were recorded so.
     pub fn delivered(&self) -> usize {
-        self.attempted.iter().filter(|a| matches!(a.outcome, AttemptOutcome::Delivered)).count()
+        self.attempted.iter().filter(|a| a.recorded && matches!(a.outcome, AttemptOutcome::Delivered)).count()
     }
 }
 
@@ -270,13 +273,14 @@ impl Dispatcher {
         let Claimed { record, lease } = claimed;
         let report = self.attempt_bounded(&record).await;
         let outcome = report.outcome.clone();
-        self.complete(&record, &lease, report).await;
+        let recorded = self.complete(&record, &lease, report).await;
         Attempted {
             outbox_id: record.id,
             order_id: record.order_id,
             destination: record.destination,
             event: record.event,
             outcome,
+            recorded,
         }
     }
 
@@ -312,10 +316,15 @@ impl Dispatcher {
     }
 
     /// Records an attempt.
-    async fn complete(&self, record: &OutboxRecord, lease: &str, report: AttemptReport) {
-        if let Err(e) = self.store.complete_attempt(record.id, lease, report).await {
-            // The lease will expire and the record will be tried again: at-least-once.
-            warn!(outbox_id = record.id, destination = %record.destination, error = %e, "could not record the attempt");
+    /// Records an attempt; false when storage could not.
+    async fn complete(&self, record: &OutboxRecord, lease: &str, report: AttemptReport) -> bool {
+        match self.store.complete_attempt(record.id, lease, report).await {
+            Ok(()) => true,
+            Err(e) => {
+                // The lease will expire and the record will be tried again: at-least-once.
+                warn!(outbox_id = record.id, destination = %record.destination, error = %e, "could not record the attempt");
+                false
+            }
         }
     }
 

@@ -7,7 +7,7 @@ mod common;
 use common::{fresh_order, policy, webhook, webhook_raw, BOOLS, ETA};
 use kuper_bridge_domain::engine::{allowed_actions, apply_action, apply_webhook, kuper_state_after_ack};
 use kuper_bridge_domain::policy::DEFAULT_CANCEL_REASONS;
-use kuper_bridge_domain::{Action, ActionKind, CollectedLine, KuperState, Order, Scheme, WebhookOutcome};
+use kuper_bridge_domain::{Action, ActionKind, CollectedLine, KuperState, Order, OrderState, Scheme, WebhookOutcome};
 use kuper_bridge_wire::notification::NotificationData;
 use kuper_bridge_wire::{NotificationEvent as N, WebhookEvent as W};
 use proptest::prelude::*;
@@ -153,6 +153,15 @@ fn run(scheme: Scheme, restaurant: bool, synthesize: bool, steps: &[Step]) -> (V
                 order = d.order;
             }
         }
+        // A canceled order always says who canceled it and why, and only a canceled one does
+        // (issue #15 item 2): the console, the notifications and `ended_by_kuper` read it.
+        assert_eq!(
+            order.state == OrderState::Canceled,
+            order.cancellation.is_some(),
+            "state {} with cancellation {:?} after {s:?}",
+            order.state,
+            order.cancellation
+        );
     }
     (log, order)
 }

@@ -235,12 +235,18 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
             report.json["date"] = json!(date);
             report.json["wall_s"] = json!(run_started.elapsed().as_secs_f64());
             print_report(&report, &date, &machine, &fs, &device, run_started.elapsed());
-            if let Some(path) = &args.json {
-                std::fs::write(path, serde_json::to_string_pretty(&report.json)?)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                progress(format!("figures written to {}", path.display()));
-            }
-            Ok(report.ok)
+            // A figures file that cannot be written fails the run, after the keep-or-drop
+            // below: a run the user asked to keep is kept.
+            let written = match &args.json {
+                Some(path) => serde_json::to_string_pretty(&report.json)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|text| {
+                        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+                    })
+                    .map(|()| progress(format!("figures written to {}", path.display()))),
+                None => Ok(()),
+            };
+            written.map(|()| report.ok)
         }
         Err(e) => Err(e),
     };
