@@ -74,16 +74,7 @@ impl Ctl {
     /// Whether the gateway's outbox has a pending record. `limit=1`: the check must cost the
     /// gateway next to nothing while it is being measured.
     pub(crate) async fn any_pending(&self) -> Result<bool> {
-        let v: Value = self
-            .http
-            .get(format!("{}/api/v1/outbox?status=pending&limit=1", self.app))
-            .bearer_auth(API_KEY)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(v["records"].as_array().is_some_and(|r| !r.is_empty()))
+        Ok(outbox_count(&self.http, &self.app, "pending", 1).await? > 0)
     }
 
     pub(crate) async fn wait_drained(&self, timeout: Duration) -> Result<()> {
@@ -130,4 +121,18 @@ pub(crate) fn at_ms(record: &Value) -> Option<i64> {
 
 pub(crate) fn ms_duration(ms: f64) -> Duration {
     Duration::from_secs_f64(ms.max(0.0) / 1e3)
+}
+
+/// How many of the gateway's outbox records have `status`, counted up to `limit` (the REST
+/// listing; a small limit keeps the check cheap for the gateway being measured).
+pub(crate) async fn outbox_count(http: &reqwest::Client, app: &str, status: &str, limit: usize) -> Result<usize> {
+    let v: Value = http
+        .get(format!("{app}/api/v1/outbox?status={status}&limit={limit}"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(v["records"].as_array().map_or(0, Vec::len))
 }

@@ -1033,7 +1033,7 @@ mod tests {
         (200, "{}".into())
     }
 
-    async fn raw(file: &std::path::Path, sql: &str) -> Vec<(String, String)> {
+    fn raw(file: &std::path::Path, sql: &str) -> Vec<(String, String)> {
         let conn = Connection::open(file).unwrap();
         let mut st = conn.prepare(sql).unwrap();
         st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<rusqlite::Result<_>>().unwrap()
@@ -1054,9 +1054,9 @@ mod tests {
         let order_id = result.order_id().unwrap();
 
         let kinds =
-            raw(&file, "SELECT typeof(o.data), typeof(e.body) FROM orders o JOIN events e ON e.order_id = o.id").await;
+            raw(&file, "SELECT typeof(o.data), typeof(e.body) FROM orders o JOIN events e ON e.order_id = o.id");
         assert_eq!(kinds, [("blob".to_string(), "blob".to_string())]);
-        let small = raw(&file, "SELECT typeof(headers), typeof(response) FROM events").await;
+        let small = raw(&file, "SELECT typeof(headers), typeof(response) FROM events");
         assert_eq!(small, [("text".to_string(), "text".to_string())]);
         let events = store.order_events(order_id).await.unwrap();
         assert_eq!(events[0].exchange.body.as_deref(), Some(CREATED), "every byte Kuper sent, back");
@@ -1068,7 +1068,7 @@ mod tests {
         conn.execute("UPDATE orders SET data = ?1 WHERE id = ?2", rusqlite::params![text, order_id]).unwrap();
         conn.execute("UPDATE events SET body = ?1", [CREATED]).unwrap();
         drop(conn);
-        assert_eq!(raw(&file, "SELECT typeof(data), typeof(data) FROM orders").await[0].0, "text");
+        assert_eq!(raw(&file, "SELECT typeof(data), typeof(data) FROM orders")[0].0, "text");
         assert_eq!(store.find_order("H48210377615").await.unwrap().unwrap().order, stored.order);
         assert_eq!(store.order_events(order_id).await.unwrap()[0].exchange.body.as_deref(), Some(CREATED));
 

@@ -102,10 +102,9 @@ pub fn token_verdict(lang: Lang, mode: KuperAuthMode, s: &HealthSnapshot) -> (Le
 
 /// As the outbox page names it, capitalised: it starts a table cell here.
 fn destination_name(lang: Lang, d: &kuper_bridge_storage::Destination) -> String {
-    match d.subscriber_name() {
-        Some(name) => format!("{} {name}", tr(lang, "Подписчик", "Subscriber")),
-        None => "Kuper".to_string(),
-    }
+    let name = super::outbox::destination_name(lang, d);
+    let mut chars = name.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or(name)
 }
 
 fn card(key: &str, level: Level, title: &str, body: Markup) -> Markup {

@@ -13,7 +13,7 @@
 
 use crate::cli::{backends_of, BackendChoice, RunArgs};
 use crate::ctl::Ctl;
-use crate::gateway::{find_gateway, spawn_gateway, Gateway, API_KEY};
+use crate::gateway::{find_gateway, spawn_gateway, Gateway};
 use crate::report::mib;
 use crate::sampling::{loadavg, machine};
 use crate::session::{keep_or_drop, progress};
@@ -222,15 +222,7 @@ async fn run_gateway(
     let empty_db = gw.db_size().await;
     let seeding = seed(&ctl, args.orders).await?;
     gw.check_alive()?;
-    let dead: Value = http
-        .get(format!("{}/api/v1/outbox?status=dead&limit=1", gw.url))
-        .bearer_auth(API_KEY)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let dead_letters = dead["records"].as_array().map_or(0, Vec::len);
+    let dead_letters = crate::ctl::outbox_count(http, &gw.url, "dead", 1).await?;
     let vacuumed = if backend == Backend::Postgres && !args.no_vacuum {
         // Without statistics the planner misjudges every filtered query of the board, and
         // without a visibility map no count is index-only: a server with autovacuum on has

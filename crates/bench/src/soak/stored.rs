@@ -59,14 +59,5 @@ pub(super) async fn stored_orders(sh: &Shared) -> Result<Vec<StoredOrder>> {
 }
 
 pub(super) async fn pending_count(sh: &Shared, status: &str, limit: usize) -> Result<usize> {
-    let v: Value = sh
-        .http
-        .get(format!("{}/api/v1/outbox?status={status}&limit={limit}", sh.app))
-        .bearer_auth(API_KEY)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(v["records"].as_array().map_or(0, Vec::len))
+    crate::ctl::outbox_count(&sh.http, &sh.app, status, limit).await
 }
