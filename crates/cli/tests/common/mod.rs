@@ -564,3 +564,13 @@ pub fn moscow_in(minutes: i64) -> String {
         .with_timezone(&msk)
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
+
+/// Whether `text` shows `code` as a value of its own: not as a run inside a longer number or
+/// identifier (an order number, a millisecond timestamp, a request id). A plain `contains`
+/// on a 4-digit code fails about once in a hundred runs on the random digits around it.
+pub fn shows_code(text: &str, code: &str) -> bool {
+    let part_of_token = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
+    text.match_indices(code).any(|(at, _)| {
+        !part_of_token(text[..at].chars().next_back()) && !part_of_token(text[at + code.len()..].chars().next())
+    })
+}
