@@ -8,7 +8,7 @@
 //! configured fallback decides. Either way Kuper is answered `created` at once, and a decline
 //! becomes an `order.canceled` notification after it.
 
-use kuper_bridge_domain::Policy;
+use kuper_bridge_domain::{CancelDescription, CancelReason, Policy};
 use kuper_bridge_storage::{AcceptanceDecision, AcceptanceVerdict, Exchange};
 use kuper_bridge_wire::forward::{self, AcceptanceAnswer, SigningKey};
 use kuper_bridge_wire::WebhookEnvelope;
@@ -25,7 +25,7 @@ pub struct AcceptanceHook {
     pub timeout: Duration,
     /// Cancel (rather than accept) when the hook cannot give a usable answer in time.
     pub cancel_on_error: bool,
-    pub cancel_reason: String,
+    pub cancel_reason: CancelReason,
 }
 
 pub struct AcceptanceClient {
@@ -136,27 +136,22 @@ impl AcceptanceClient {
                                 exchange,
                             };
                         }
-                        Ok(AcceptanceAnswer::Decline { reason, description })
-                            if policy.cancel_reasons.iter().any(|r| r == &reason) =>
-                        {
-                            exchange.outcome = Some("declined".into());
-                            exchange.detail = Some(format!("acceptance hook declined: {reason}"));
-                            info!(kuper_order = env.identity.original_order_id.as_deref(), reason = %reason, "acceptance hook declined the order");
-                            return AcceptanceDecision {
-                                verdict: AcceptanceVerdict::Decline {
-                                    reason,
-                                    description: description.unwrap_or_default(),
-                                },
-                                exchange,
-                            };
+                        Ok(AcceptanceAnswer::Decline { reason, description }) => {
+                            let reason = CancelReason::parse(&reason, &policy.cancel_reasons);
+                            let description = CancelDescription::parse(description.as_deref().unwrap_or_default());
+                            match reason.and_then(|r| Ok((r, description?))) {
+                                Ok((reason, description)) => {
+                                    exchange.outcome = Some("declined".into());
+                                    exchange.detail = Some(format!("acceptance hook declined: {reason}"));
+                                    info!(kuper_order = env.identity.original_order_id.as_deref(), reason = %reason, "acceptance hook declined the order");
+                                    return AcceptanceDecision {
+                                        verdict: AcceptanceVerdict::Decline { reason, description },
+                                        exchange,
+                                    };
+                                }
+                                Err(e) => ("malformed", e.to_string()),
+                            }
                         }
-                        Ok(AcceptanceAnswer::Decline { reason, .. }) => (
-                            "malformed",
-                            format!(
-                                "reason {reason:?} is not one of kuper.cancel_reasons ({})",
-                                policy.cancel_reasons.join(", ")
-                            ),
-                        ),
                         Err(e) => ("malformed", e),
                     }
                 }
@@ -171,7 +166,7 @@ impl AcceptanceClient {
         let verdict = if self.hook.cancel_on_error {
             AcceptanceVerdict::Decline {
                 reason: self.hook.cancel_reason.clone(),
-                description: format!("acceptance hook {kind}"),
+                description: CancelDescription::parse(&format!("acceptance hook {kind}")).unwrap_or_default(),
             }
         } else {
             AcceptanceVerdict::Accept { number: None, expected_assembly_time: None }

@@ -10,8 +10,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kuper_bridge_domain::deadlines::deadlines_at;
-use kuper_bridge_domain::engine::{allowed_actions, parse_time};
+use kuper_bridge_domain::engine::allowed_actions;
 use kuper_bridge_domain::{Action, ActionKind, CollectedLine, DomainError, Policy};
+use kuper_bridge_domain::{CancelDescription, CancelReason, CustomerCode, OverrideReason, Parsed, PromisedTime};
 use kuper_bridge_storage::{ActionRequest, Exchange, OrderFilter, OutboxRecord, OutboxStatus, Store, StoredOrder};
 use kuper_bridge_wire::decimal::read_decimal;
 use serde::Deserialize;
@@ -256,21 +257,25 @@ fn lines(body: Option<&Fields>) -> Result<Option<Vec<CollectedLine>>, ApiError> 
     Ok(Some(out))
 }
 
-/// A time the store promises (`expectedAssemblyTime`, `at`) must not already have passed.
-/// A malformed time is left to the domain, which explains the format.
-fn not_in_the_past(field: &str, value: &str, now_ms: i64) -> Result<(), ApiError> {
-    let Ok(t) = parse_time(field, value) else { return Ok(()) };
-    if t.timestamp_millis() < now_ms - CLOCK_SKEW_TOLERANCE_MS {
-        let now = chrono::DateTime::from_timestamp_millis(now_ms)
-            .map(|n| n.with_timezone(t.offset()).to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
-            .unwrap_or_default();
-        return Err(DomainError::invalid(
-            field,
-            format!("{} is in the past (now {now}); send a later time", value.trim()),
-        )
-        .into());
+/// A time the store promises (`expectedAssemblyTime`, `at`), parsed; one that has already
+/// passed is refused here. A malformed one travels on to the engine, which reports it after
+/// the state check (a step out of order is a 409 whatever its input).
+fn promised_time(field: &str, text: &str, now_ms: i64) -> Result<Parsed<PromisedTime>, ApiError> {
+    let parsed = PromisedTime::parse(field, text);
+    if let Ok(t) = &parsed {
+        let t = t.at();
+        if t.timestamp_millis() < now_ms - CLOCK_SKEW_TOLERANCE_MS {
+            let now = chrono::DateTime::from_timestamp_millis(now_ms)
+                .map(|n| PromisedTime::from(n.with_timezone(t.offset())).to_string())
+                .unwrap_or_default();
+            return Err(DomainError::invalid(
+                field,
+                format!("{} is in the past (now {now}); send a later time", text.trim()),
+            )
+            .into());
+        }
     }
-    Ok(())
+    Ok(parsed)
 }
 
 /// Turns an action's body into the request storage applies. The same for the REST API and the
@@ -279,16 +284,16 @@ pub fn build_action(
     kind: ActionKind,
     content_type: Option<&str>,
     bytes: &[u8],
+    policy: &Policy,
     now_ms: i64,
 ) -> Result<ActionRequest, ApiError> {
     let fields = |allowed: &[&str]| body::read(content_type, bytes, allowed);
     let string = |b: &Option<Fields>, name: &str| b.as_ref().map(|b| b.string(name)).transpose().map(Option::flatten);
     let action = match kind {
         ActionKind::Accept => {
-            let expected_assembly_time = string(&fields(ACCEPT_FIELDS)?, "expectedAssemblyTime")?;
-            if let Some(t) = &expected_assembly_time {
-                not_in_the_past("expectedAssemblyTime", t, now_ms)?;
-            }
+            let expected_assembly_time = string(&fields(ACCEPT_FIELDS)?, "expectedAssemblyTime")?
+                .map(|t| promised_time("expectedAssemblyTime", &t, now_ms))
+                .transpose()?;
             Action::Accept { expected_assembly_time }
         }
         ActionKind::StartAssembly => {
@@ -301,14 +306,13 @@ pub fn build_action(
         }
         ActionKind::Ready => Action::Ready { positions: lines(fields(COMPOSITION_FIELDS)?.as_ref())? },
         ActionKind::PickupCode => match string(&fields(CODE_FIELDS)?, "code")? {
-            Some(code) => Action::PickupCode { code },
+            Some(code) => Action::PickupCode { code: CustomerCode::parse(&code) },
             None => return Ok(ActionRequest::GeneratePickupCode),
         },
         ActionKind::EstimatedDeliveryTime => {
             let at = string(&fields(ETA_FIELDS)?, "at")?
                 .ok_or_else(|| field_error("at", "required (RFC 3339 with offset)"))?;
-            not_in_the_past("at", &at, now_ms)?;
-            Action::EstimatedDeliveryTime { at }
+            Action::EstimatedDeliveryTime { at: promised_time("at", &at, now_ms)? }
         }
         ActionKind::Delivering => {
             fields(&[])?;
@@ -316,13 +320,19 @@ pub fn build_action(
         }
         ActionKind::Delivered => {
             let b = fields(DELIVERED_FIELDS)?;
-            Action::Delivered { positions: lines(b.as_ref())?, handover_override: string(&b, "overrideReason")? }
+            Action::Delivered {
+                positions: lines(b.as_ref())?,
+                handover_override: string(&b, "overrideReason")?.map(|r| OverrideReason::parse(&r)),
+            }
         }
         ActionKind::Cancel => {
             let b = fields(CANCEL_FIELDS)?;
             Action::Cancel {
-                reason: string(&b, "reason")?.ok_or_else(|| field_error("reason", "required (a cancellation slug)"))?,
-                description: string(&b, "description")?.unwrap_or_default(),
+                reason: CancelReason::parse(
+                    &string(&b, "reason")?.ok_or_else(|| field_error("reason", "required (a cancellation slug)"))?,
+                    &policy.cancel_reasons,
+                ),
+                description: CancelDescription::parse(&string(&b, "description")?.unwrap_or_default()),
             }
         }
     };
@@ -352,7 +362,7 @@ pub async fn apply_action(
     mut exchange: Exchange,
     idempotency: Option<kuper_bridge_storage::IdempotencyKey>,
 ) -> Result<ActionAnswer, ApiError> {
-    let request = build_action(kind, content_type, bytes, kuper_bridge_storage::now_ms())?;
+    let request = build_action(kind, content_type, bytes, policy, kuper_bridge_storage::now_ms())?;
     exchange.event = Some(kind.as_str().into());
     // A pickup code given by the store is kept on the order, not in the audit entry.
     exchange.body = Some(if kind == ActionKind::PickupCode {

@@ -7,7 +7,7 @@ use kuper_bridge_app::ui::KuperAuthMode;
 use kuper_bridge_app::{ApiKey, Scope, WebhookAuth};
 use kuper_bridge_dispatcher::{DeadlineSweepConfig, DispatcherConfig, KuperAuth, ReconcileConfig, RetryPolicy};
 use kuper_bridge_domain::policy::DEFAULT_CANCEL_REASONS;
-use kuper_bridge_domain::{DeadlineSettings, Delivery, Policy, StoreProfile};
+use kuper_bridge_domain::{CancelReason, DeadlineSettings, Delivery, Policy, StoreProfile};
 use kuper_bridge_wire::NotificationFormat;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -1380,18 +1380,21 @@ impl Config {
                     .into(),
             );
         }
-        if !self.kuper.cancel_reasons.contains(&h.cancel_reason) {
-            problems.push(format!(
-                "acceptance_hook.cancel_reason: {:?} is not one of kuper.cancel_reasons",
-                h.cancel_reason
-            ));
-        }
+        let cancel_reason = CancelReason::parse(&h.cancel_reason, &self.kuper.cancel_reasons)
+            .map_err(|_| {
+                problems.push(format!(
+                    "acceptance_hook.cancel_reason: {:?} is not one of kuper.cancel_reasons ({})",
+                    h.cancel_reason,
+                    self.kuper.cancel_reasons.join(", ")
+                ))
+            })
+            .ok();
         Some(kuper_bridge_app::AcceptanceHook {
             url: h.url.clone(),
             keys,
             timeout: Duration::from_millis(h.timeout_ms),
             cancel_on_error: h.on_error.0 == OnError::Cancel,
-            cancel_reason: h.cancel_reason.clone(),
+            cancel_reason: cancel_reason?,
         })
     }
 

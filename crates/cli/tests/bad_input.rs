@@ -171,6 +171,8 @@ async fn bad_rest_requests_get_their_status_and_change_nothing() {
     let before = snapshot(&env, &id).await;
     let ready = format!("/api/v1/orders/{id}/ready");
     let cancel = format!("/api/v1/orders/{id}/cancel");
+    let eta = format!("/api/v1/orders/{id}/estimated-delivery-time");
+    let code = format!("/api/v1/orders/{id}/pickup-code");
     let cases: Vec<RestCase> = vec![
         ("no key", &ready, Some(json!({})), "", 401, "unauthorized"),
         ("wrong key", &ready, Some(json!({})), "not-a-key-0000000000", 401, "unauthorized"),
@@ -181,6 +183,10 @@ async fn bad_rest_requests_get_their_status_and_change_nothing() {
         ("missing reason", &cancel, Some(json!({})), ADMIN_KEY, 400, "bad_request"),
         ("unknown reason", &cancel, Some(json!({"reason": "bored"})), ADMIN_KEY, 422, "validation_failed"),
         ("wrong type", &cancel, Some(json!({"reason": 5})), ADMIN_KEY, 400, "bad_request"),
+        // The step is refused first, although its input is malformed too (parsed at the edge,
+        // reported after the state check).
+        ("bad time, step out of order", &eta, Some(json!({"at": "tomorrow"})), ADMIN_KEY, 409, "invalid_transition"),
+        ("bad code, step out of order", &code, Some(json!({"code": "1"})), ADMIN_KEY, 409, "invalid_transition"),
     ];
     for (what, path, body, key, status, code) in cases {
         let (got, v) = env.call("POST", path, body, key).await;

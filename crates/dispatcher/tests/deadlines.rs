@@ -4,7 +4,9 @@
 //! guarantee is tested in the storage crate; end to end in the cli crate.)
 
 use kuper_bridge_dispatcher::{DeadlineMetrics, DeadlineSweepConfig, DeadlineSweeper};
-use kuper_bridge_domain::{Action, DeadlineKind, DeadlineSettings, Delivery, Policy, StoreProfile};
+use kuper_bridge_domain::{
+    Action, CancelDescription, CancelReason, DeadlineKind, DeadlineSettings, Delivery, Policy, StoreProfile,
+};
 use kuper_bridge_storage::{ActionRequest, Exchange, IngestResult, Store, StoreOptions};
 use kuper_bridge_wire::WebhookEnvelope;
 use serde_json::Value;
@@ -132,7 +134,10 @@ async fn a_canceled_order_is_not_swept() {
     let (reference, id, t0) = restaurant_order(&*s, 4).await;
     s.apply_action(
         &reference,
-        ActionRequest::Action(Action::Cancel { reason: "out_of_stock".into(), description: String::new() }),
+        ActionRequest::Action(Action::Cancel {
+            reason: CancelReason::parse("out_of_stock", &policy().cancel_reasons),
+            description: Ok(CancelDescription::default()),
+        }),
         &policy(),
         Exchange::default(),
     )

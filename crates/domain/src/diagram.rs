@@ -2,6 +2,7 @@
 //! documentation cannot drift from the code (a test compares them with docs/diagrams.md).
 
 use crate::engine::{self, apply_action, apply_webhook};
+use crate::input::{CustomerCode, PromisedTime};
 use crate::order::Order;
 use crate::policy::{Delivery, Policy, StoreProfile};
 use crate::rules::{Action, Facts, RULES};
@@ -132,14 +133,16 @@ fn happy_path(scheme: Scheme, restaurant: bool) -> Vec<Step> {
             ]);
         }
         Scheme::Pickup => {
-            steps.push(Merchant(Action::PickupCode { code: "482913".into() }));
+            steps.push(Merchant(Action::PickupCode { code: CustomerCode::parse("482913") }));
             steps.push(Kuper(WebhookEvent::OrderPaid));
             steps.push(CodeVerified);
             steps.push(Merchant(Action::Delivered { positions: None, handover_override: None }));
         }
         Scheme::MerchantDelivery => {
             steps.push(Kuper(WebhookEvent::OrderPaid));
-            steps.push(Merchant(Action::EstimatedDeliveryTime { at: "2026-03-14T12:30:00+03:00".into() }));
+            steps.push(Merchant(Action::EstimatedDeliveryTime {
+                at: PromisedTime::parse("at", "2026-03-14T12:30:00+03:00"),
+            }));
             steps.push(Merchant(Action::Delivering));
             steps.push(Merchant(Action::Delivered { positions: None, handover_override: None }));
         }

@@ -2,11 +2,12 @@
 
 use crate::composition::{self, Composition};
 use crate::error::DomainError;
+use crate::input::PromisedTime;
 use crate::order::{CancelInfo, CanceledBy, Order, PickupCode};
 use crate::policy::Policy;
 use crate::rules::{self, Action, ActionKind, Facts};
 use crate::state::{KuperState, OrderState, PaymentState, Scheme};
-use chrono::{DateTime, Duration, FixedOffset, SecondsFormat};
+use chrono::{DateTime, Duration, FixedOffset};
 use kuper_bridge_wire::notification::NotificationData;
 use kuper_bridge_wire::{NotificationEvent, WebhookEnvelope, WebhookEvent};
 use serde::{Deserialize, Serialize};
@@ -53,14 +54,7 @@ pub struct WebhookDecision {
 }
 
 pub fn format_time(t: DateTime<FixedOffset>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, false)
-}
-
-/// Parses an RFC 3339 time that must carry an explicit offset.
-pub fn parse_time(field: &str, s: &str) -> Result<DateTime<FixedOffset>, DomainError> {
-    DateTime::parse_from_rfc3339(s.trim()).map_err(|e| {
-        DomainError::invalid(field, format!("expected RFC 3339 with an offset, e.g. 2026-03-14T12:30:00+03:00 ({e})"))
-    })
+    PromisedTime::from(t).to_string()
 }
 
 /// A new order from `order.created`. `number` is the merchant order id storage assigned.
@@ -139,7 +133,7 @@ pub fn apply_action(order: &Order, action: Action, policy: &Policy) -> Result<Ac
         match (&action, event) {
             (Action::Accept { expected_assembly_time }, NotificationEvent::Accepted) => {
                 if let Some(t) = expected_assembly_time {
-                    next.expected_assembly_time = format_time(parse_time("expectedAssemblyTime", t)?);
+                    next.expected_assembly_time = t.clone()?.to_string();
                 }
                 n.expected_assembly_time = Some(next.expected_assembly_time.clone());
             }
@@ -168,38 +162,26 @@ pub fn apply_action(order: &Order, action: Action, policy: &Policy) -> Result<Ac
                 }
             }
             (Action::PickupCode { code }, NotificationEvent::PickupCodeCreated) => {
-                let code = code.trim();
-                if code.len() < 4 || code.len() > 12 || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
-                    return Err(DomainError::invalid("code", "4 to 12 letters or digits"));
-                }
+                let code = code.clone()?;
+                n.pickup_code = Some(code.as_str().to_string());
                 next.pickup = Some(PickupCode {
-                    code: code.to_string(),
+                    code: code.as_str().to_string(),
                     failed_attempts: 0,
                     locked_until: None,
                     verified: false,
                 });
-                n.pickup_code = Some(code.to_string());
             }
             (Action::EstimatedDeliveryTime { at }, NotificationEvent::EstimatedDeliveryTime) => {
-                let t = format_time(parse_time("at", at)?);
+                let t = at.clone()?.to_string();
                 next.estimated_delivery_time = Some(t.clone());
                 n.estimated_delivery_time = Some(t);
             }
             (Action::Cancel { reason, description }, NotificationEvent::Canceled) => {
-                let reason = reason.trim();
-                if !policy.cancel_reasons.iter().any(|r| r == reason) {
-                    return Err(DomainError::invalid(
-                        "reason",
-                        format!("unknown reason {reason:?}; allowed: {}", policy.cancel_reasons.join(", ")),
-                    ));
-                }
-                if description.chars().count() > 1000 {
-                    return Err(DomainError::invalid("description", "longer than 1000 characters"));
-                }
+                let reason = reason.clone()?;
                 next.cancellation = Some(CancelInfo {
                     by: CanceledBy::Merchant,
-                    slug: reason.to_string(),
-                    description: description.clone(),
+                    slug: reason.as_str().to_string(),
+                    description: description.clone()?.as_str().to_string(),
                 });
                 n.cancellation = next.cancellation_wire();
             }
@@ -213,11 +195,8 @@ pub fn apply_action(order: &Order, action: Action, policy: &Policy) -> Result<Ac
     Ok(ActionDecision { order: next, notifications })
 }
 
-/// Most characters of a hand-over override's reason: a sentence or two for the timeline.
-pub const HANDOVER_OVERRIDE_MAX_CHARS: usize = 500;
-
 /// The written reason of a hand-over without a verified code, checked: only a pickup order has
-/// a code to override, and the reason must say something.
+/// a code to override.
 fn handover_override(order: &Order, action: &Action) -> Result<Option<String>, DomainError> {
     let Action::Delivered { handover_override: Some(reason), .. } = action else {
         return Ok(None);
@@ -232,20 +211,7 @@ fn handover_override(order: &Order, action: &Action) -> Result<Option<String>, D
             ),
         ));
     }
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err(DomainError::invalid(
-            "overrideReason",
-            "a hand-over without a verified code needs a written reason",
-        ));
-    }
-    if reason.chars().count() > HANDOVER_OVERRIDE_MAX_CHARS {
-        return Err(DomainError::invalid(
-            "overrideReason",
-            format!("longer than {HANDOVER_OVERRIDE_MAX_CHARS} characters"),
-        ));
-    }
-    Ok(Some(reason.to_string()))
+    Ok(Some(reason.clone()?.as_str().to_string()))
 }
 
 fn not_in_scheme(kind: ActionKind, order: &Order) -> Option<String> {

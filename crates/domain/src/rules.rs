@@ -2,6 +2,7 @@
 //! it leads and what it tells Kuper (protocol.md §5). Everything else reads this table.
 
 use crate::composition::CollectedLine;
+use crate::input::{CancelDescription, CancelReason, CustomerCode, OverrideReason, Parsed, PromisedTime};
 use crate::state::{OrderState, OrderState as S, Scheme};
 use kuper_bridge_wire::{NotificationEvent, NotificationEvent as N};
 use serde::{Deserialize, Serialize};
@@ -61,11 +62,12 @@ impl fmt::Display for ActionKind {
     }
 }
 
-/// A merchant action with its input.
+/// A merchant action with its input, parsed at the edge ([`crate::input`]): an input that did
+/// not parse is kept as its error, which the engine reports after the state check.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Accept {
-        expected_assembly_time: Option<String>,
+        expected_assembly_time: Option<Parsed<PromisedTime>>,
     },
     StartAssembly,
     Assembled,
@@ -75,10 +77,10 @@ pub enum Action {
     },
     /// The code is always concrete here: storage generates one when the merchant omits it.
     PickupCode {
-        code: String,
+        code: Parsed<CustomerCode>,
     },
     EstimatedDeliveryTime {
-        at: String,
+        at: Parsed<PromisedTime>,
     },
     Delivering,
     /// `positions`: `None` = handed over as ready. `handover_override`: an operator's written
@@ -86,11 +88,11 @@ pub enum Action {
     /// customer cannot show it, verification is locked…); it reaches the order's timeline.
     Delivered {
         positions: Option<Vec<CollectedLine>>,
-        handover_override: Option<String>,
+        handover_override: Option<Parsed<OverrideReason>>,
     },
     Cancel {
-        reason: String,
-        description: String,
+        reason: Parsed<CancelReason>,
+        description: Parsed<CancelDescription>,
     },
 }
 

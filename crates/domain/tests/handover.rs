@@ -5,9 +5,9 @@
 mod common;
 
 use common::{order_in, policy, Facts, PICKUP_CODE};
-use kuper_bridge_domain::engine::{allowed_actions, apply_action, HANDOVER_OVERRIDE_MAX_CHARS};
+use kuper_bridge_domain::engine::{allowed_actions, apply_action};
 use kuper_bridge_domain::order::PickupCode;
-use kuper_bridge_domain::{Action, ActionKind, DomainError, Order, OrderState, Scheme};
+use kuper_bridge_domain::{Action, ActionKind, DomainError, Order, OrderState, OverrideReason, Scheme};
 use kuper_bridge_wire::NotificationEvent as N;
 
 use OrderState as S;
@@ -96,7 +96,7 @@ fn order(c: &Case) -> Order {
 }
 
 fn delivered(reason: Option<&str>) -> Action {
-    Action::Delivered { positions: None, handover_override: reason.map(str::to_string) }
+    Action::Delivered { positions: None, handover_override: reason.map(OverrideReason::parse) }
 }
 
 /// Checks one case; returns what disagrees (empty = as expected).
@@ -160,10 +160,10 @@ fn the_table_covers_every_outcome() {
 fn override_reason_length_is_limited_in_characters() {
     let sent = Facts { code_sent: true, ..Facts::none(true) };
     let order = order_in(B, false, S::Ready, sent);
-    let longest = "я".repeat(HANDOVER_OVERRIDE_MAX_CHARS);
+    let longest = "я".repeat(OverrideReason::MAX_CHARS);
     let d = apply_action(&order, delivered(Some(&longest)), &policy(true)).expect("500 characters are enough");
     assert_eq!(d.order.handover_override.as_deref(), Some(longest.as_str()));
-    let too_long = "я".repeat(HANDOVER_OVERRIDE_MAX_CHARS + 1);
+    let too_long = "я".repeat(OverrideReason::MAX_CHARS + 1);
     let err = apply_action(&order, delivered(Some(&too_long)), &policy(true)).expect_err("501 characters");
     assert!(matches!(&err, DomainError::Invalid { field, .. } if field == "overrideReason"), "{err:?}");
 }

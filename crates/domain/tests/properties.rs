@@ -4,10 +4,13 @@
 
 mod common;
 
-use common::{fresh_order, policy, webhook, webhook_raw, BOOLS, ETA};
+use common::{cancel, fresh_order, policy, webhook, webhook_raw, BOOLS, ETA};
 use kuper_bridge_domain::engine::{allowed_actions, apply_action, apply_webhook, kuper_state_after_ack};
 use kuper_bridge_domain::policy::DEFAULT_CANCEL_REASONS;
-use kuper_bridge_domain::{Action, ActionKind, CollectedLine, KuperState, Order, OrderState, Scheme, WebhookOutcome};
+use kuper_bridge_domain::{
+    Action, ActionKind, CollectedLine, CustomerCode, KuperState, Order, OrderState, OverrideReason, PromisedTime,
+    Scheme, WebhookOutcome,
+};
 use kuper_bridge_wire::notification::NotificationData;
 use kuper_bridge_wire::{NotificationEvent as N, WebhookEvent as W};
 use proptest::prelude::*;
@@ -43,24 +46,22 @@ fn step() -> impl Strategy<Value = Step> {
 fn input(kind: ActionKind, variant: u16, order: &Order) -> Action {
     let v = usize::from(variant);
     match kind {
-        ActionKind::Accept => {
-            Action::Accept { expected_assembly_time: (v % 2 == 1).then(|| "2026-03-14T10:45:00+03:00".to_string()) }
-        }
+        ActionKind::Accept => Action::Accept {
+            expected_assembly_time: (v % 2 == 1)
+                .then(|| PromisedTime::parse("expectedAssemblyTime", "2026-03-14T10:45:00+03:00")),
+        },
         ActionKind::StartAssembly => Action::StartAssembly,
         ActionKind::Assembled => Action::Assembled,
         ActionKind::Ready => Action::Ready { positions: composition(variant, order) },
-        ActionKind::PickupCode => Action::PickupCode { code: ["482913", "0042", "AB12CD"][v % 3].into() },
-        ActionKind::EstimatedDeliveryTime => Action::EstimatedDeliveryTime { at: ETA.into() },
+        ActionKind::PickupCode => Action::PickupCode { code: CustomerCode::parse(["482913", "0042", "AB12CD"][v % 3]) },
+        ActionKind::EstimatedDeliveryTime => Action::EstimatedDeliveryTime { at: PromisedTime::parse("at", ETA) },
         ActionKind::Delivering => Action::Delivering,
         // A quarter of the hand-overs come with an operator's override.
         ActionKind::Delivered => Action::Delivered {
             positions: composition(variant / 7, order),
-            handover_override: (v % 4 == 3).then(|| "Клиент без телефона, сверили имя".to_string()),
+            handover_override: (v % 4 == 3).then(|| OverrideReason::parse("Клиент без телефона, сверили имя")),
         },
-        ActionKind::Cancel => Action::Cancel {
-            reason: DEFAULT_CANCEL_REASONS[v % DEFAULT_CANCEL_REASONS.len()].into(),
-            description: "Причина".into(),
-        },
+        ActionKind::Cancel => cancel(DEFAULT_CANCEL_REASONS[v % DEFAULT_CANCEL_REASONS.len()], "Причина"),
     }
 }
 

@@ -3,9 +3,11 @@
 
 mod common;
 
-use common::{order_in, policy, valid_action, Facts};
+use common::{cancel, order_in, policy, valid_action, Facts};
 use kuper_bridge_domain::engine::apply_action;
-use kuper_bridge_domain::{Action, ActionKind, CollectedLine, DomainError, Order, OrderState, Scheme};
+use kuper_bridge_domain::{
+    Action, ActionKind, CollectedLine, CustomerCode, DomainError, Order, OrderState, PromisedTime, Scheme,
+};
 use rust_decimal::Decimal;
 
 const FACTS: Facts = Facts::none(true);
@@ -35,8 +37,7 @@ fn unknown_cancel_reason_is_refused_and_lists_the_allowed_ones() {
     for scheme in Scheme::ALL {
         let order = order_in(scheme, false, OrderState::InWork, FACTS);
         for reason in ["teleported", "", "OUT_OF_STOCK", "out of stock"] {
-            let message =
-                assert_invalid(&order, Action::Cancel { reason: reason.into(), description: "x".into() }, "reason");
+            let message = assert_invalid(&order, cancel(reason, "x"), "reason");
             assert!(message.contains("out_of_stock"), "the allowed slugs are listed: {message}");
         }
     }
@@ -46,9 +47,7 @@ fn unknown_cancel_reason_is_refused_and_lists_the_allowed_ones() {
 fn every_configured_cancel_reason_is_accepted() {
     let order = order_in(Scheme::KuperDelivery, false, OrderState::Created, FACTS);
     for reason in kuper_bridge_domain::policy::DEFAULT_CANCEL_REASONS {
-        let d =
-            apply_action(&order, Action::Cancel { reason: reason.into(), description: String::new() }, &policy(true))
-                .unwrap_or_else(|e| panic!("{reason}: {e}"));
+        let d = apply_action(&order, cancel(reason, ""), &policy(true)).unwrap_or_else(|e| panic!("{reason}: {e}"));
         assert_eq!(d.order.cancellation.map(|c| c.slug).as_deref(), Some(reason));
     }
 }
@@ -56,11 +55,7 @@ fn every_configured_cancel_reason_is_accepted() {
 #[test]
 fn overlong_cancel_description_is_refused() {
     let order = order_in(Scheme::Pickup, false, OrderState::Ready, FACTS);
-    assert_invalid(
-        &order,
-        Action::Cancel { reason: "out_of_stock".into(), description: "x".repeat(1001) },
-        "description",
-    );
+    assert_invalid(&order, cancel("out_of_stock", &"x".repeat(1001)), "description");
 }
 
 #[test]
@@ -69,7 +64,7 @@ fn malformed_pickup_codes_are_refused() {
         let order = order_in(Scheme::Pickup, false, state, FACTS);
         for code in ["", "123", "   ", "48-913", "4829 13", "482913!", "１２３４５６", "кодкод", "1234567890123"]
         {
-            assert_invalid(&order, Action::PickupCode { code: code.into() }, "code");
+            assert_invalid(&order, Action::PickupCode { code: CustomerCode::parse(code) }, "code");
         }
     }
 }
@@ -78,7 +73,7 @@ fn malformed_pickup_codes_are_refused() {
 fn well_formed_pickup_codes_are_accepted() {
     let order = order_in(Scheme::Pickup, false, OrderState::Ready, FACTS);
     for code in ["4829", "482913", "AB12cd", "123456789012", " 482913 "] {
-        let d = apply_action(&order, Action::PickupCode { code: code.into() }, &policy(true))
+        let d = apply_action(&order, Action::PickupCode { code: CustomerCode::parse(code) }, &policy(true))
             .unwrap_or_else(|e| panic!("{code:?}: {e}"));
         // Surrounding blanks are not part of the code Kuper receives.
         assert_eq!(d.notifications[0].pickup_code.as_deref(), Some(code.trim()));
@@ -92,10 +87,10 @@ fn bad_rfc3339_times_are_refused() {
     let c_ready = order_in(Scheme::MerchantDelivery, false, OrderState::Ready, FACTS);
     let restaurant_created = order_in(Scheme::KuperDelivery, true, OrderState::Created, FACTS);
     for at in bad {
-        assert_invalid(&c_ready, Action::EstimatedDeliveryTime { at: at.into() }, "at");
+        assert_invalid(&c_ready, Action::EstimatedDeliveryTime { at: PromisedTime::parse("at", at) }, "at");
         assert_invalid(
             &restaurant_created,
-            Action::Accept { expected_assembly_time: Some(at.into()) },
+            Action::Accept { expected_assembly_time: Some(PromisedTime::parse("expectedAssemblyTime", at)) },
             "expectedAssemblyTime",
         );
     }
@@ -106,7 +101,7 @@ fn good_times_are_normalised_with_their_offset() {
     let c_ready = order_in(Scheme::MerchantDelivery, false, OrderState::Ready, FACTS);
     let d = apply_action(
         &c_ready,
-        Action::EstimatedDeliveryTime { at: "2026-03-14T12:30:00.000+03:00".into() },
+        Action::EstimatedDeliveryTime { at: PromisedTime::parse("at", "2026-03-14T12:30:00.000+03:00") },
         &policy(true),
     )
     .expect("RFC 3339 with fractional seconds");
@@ -115,7 +110,9 @@ fn good_times_are_normalised_with_their_offset() {
     let restaurant_created = order_in(Scheme::KuperDelivery, true, OrderState::Created, FACTS);
     let d = apply_action(
         &restaurant_created,
-        Action::Accept { expected_assembly_time: Some("2026-03-14T10:45:00+03:00".into()) },
+        Action::Accept {
+            expected_assembly_time: Some(PromisedTime::parse("expectedAssemblyTime", "2026-03-14T10:45:00+03:00")),
+        },
         &policy(true),
     )
     .expect("a valid assembly time");
@@ -170,10 +167,10 @@ fn delivered_with_a_bad_composition_is_refused() {
 fn state_is_checked_before_content() {
     let order = order_in(Scheme::KuperDelivery, false, OrderState::Canceled, FACTS);
     let inputs = [
-        Action::Cancel { reason: "teleported".into(), description: String::new() },
-        Action::PickupCode { code: "1".into() },
-        Action::EstimatedDeliveryTime { at: "tomorrow".into() },
-        Action::Accept { expected_assembly_time: Some("soon".into()) },
+        cancel("teleported", ""),
+        Action::PickupCode { code: CustomerCode::parse("1") },
+        Action::EstimatedDeliveryTime { at: PromisedTime::parse("at", "tomorrow") },
+        Action::Accept { expected_assembly_time: Some(PromisedTime::parse("expectedAssemblyTime", "soon")) },
         Action::Ready { positions: Some(vec![]) },
     ];
     for action in inputs {
@@ -198,6 +195,6 @@ fn the_valid_inputs_are_valid() {
 fn cancel_description_limit_counts_characters() {
     let order = order_in(Scheme::Pickup, false, OrderState::Ready, FACTS);
     let description = "я".repeat(600);
-    let result = apply_action(&order, Action::Cancel { reason: "out_of_stock".into(), description }, &policy(true));
+    let result = apply_action(&order, cancel("out_of_stock", &description), &policy(true));
     assert!(result.is_ok(), "{:?}", result.err());
 }

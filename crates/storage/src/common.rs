@@ -448,7 +448,9 @@ pub(crate) fn action_detail(before: &Order, after: &Order, queued: &[Notificatio
 
 pub(crate) fn generate_code(len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len.clamp(4, 12)).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
+    (0..len.clamp(kuper_bridge_domain::CustomerCode::MIN_LEN, kuper_bridge_domain::CustomerCode::MAX_LEN))
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect()
 }
 
 pub(crate) enum PickupCheck {
@@ -711,11 +713,13 @@ pub(crate) fn apply_acceptance(
             Ok((order, Vec::new()))
         }
         crate::AcceptanceVerdict::Decline { reason, description } => {
-            let cancel =
-                kuper_bridge_domain::Action::Cancel { reason: reason.clone(), description: description.clone() };
+            let cancel = kuper_bridge_domain::Action::Cancel {
+                reason: Ok(reason.clone()),
+                description: Ok(description.clone()),
+            };
             match engine::apply_action(order, cancel, policy) {
                 Ok(d) => {
-                    let cause = serde_json::json!({ "kind": "acceptance_hook", "reason": reason });
+                    let cause = serde_json::json!({ "kind": "acceptance_hook", "reason": reason.as_str() });
                     let rows = change_rows(forwarding, order, &d.order, &d.notifications, cause, policy, now)?;
                     Ok((d.order, rows))
                 }

@@ -387,7 +387,7 @@ pub enum AcceptanceVerdict {
     /// Take the order, with the merchant's number and assembly time where it gave them.
     Accept { number: Option<String>, expected_assembly_time: Option<String> },
     /// Answer Kuper `created`, then cancel with this reason.
-    Decline { reason: String, description: String },
+    Decline { reason: kuper_bridge_domain::CancelReason, description: kuper_bridge_domain::CancelDescription },
 }
 
 /// What the webhook receiver learned from storing a webhook.

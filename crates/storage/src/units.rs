@@ -16,7 +16,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use kuper_bridge_domain::engine::{self, kuper_state_after_ack};
-use kuper_bridge_domain::{Action, Order, Policy, WebhookOutcome};
+use kuper_bridge_domain::{Action, CustomerCode, Order, Policy, WebhookOutcome};
 use kuper_bridge_wire::{CreatedAnswer, NotificationEvent, WebhookEnvelope, WebhookEvent};
 
 /// The new state of one outbox record.
@@ -402,7 +402,7 @@ pub(crate) async fn apply_action<T: UnitTx>(
                 }
                 code = common::generate_code(policy.pickup_code_length);
             }
-            Action::PickupCode { code }
+            Action::PickupCode { code: CustomerCode::parse(&code) }
         }
     };
     // The rules first: a refused action is a 409 whatever its input.

@@ -8,7 +8,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`); its tests fail, not skip, when it is down.
 
 use kuper_bridge_domain::deadlines::{DeadlineKind, DeadlineStage};
-use kuper_bridge_domain::{Action, Policy};
+use kuper_bridge_domain::{Action, CancelDescription, CancelReason, Policy};
 use kuper_bridge_storage::{
     ActionRequest, AttemptOutcome, AttemptReport, DeadlineCheck, DeadlineCursor, Exchange, IngestResult, OrderFilter,
     OutboxRecord, OutboxStatus, Store, StoreOptions,
@@ -742,7 +742,15 @@ async fn the_deadline_sweep_sees_open_orders_only_with_what_is_recorded(s: &dyn 
     let b = created(s, 2).await;
     let c = created(s, 3).await;
     let (ida, idb, idc) = (order_id_of(s, &a).await, order_id_of(s, &b).await, order_id_of(s, &c).await);
-    act(s, &b, Action::Cancel { reason: "out_of_stock".into(), description: String::new() }).await;
+    act(
+        s,
+        &b,
+        Action::Cancel {
+            reason: CancelReason::parse("out_of_stock", &Policy::default().cancel_reasons),
+            description: Ok(CancelDescription::default()),
+        },
+    )
+    .await;
     s.record_deadline(ida, DeadlineKind::Assembly, DeadlineStage::Warning, 1, deadline_exchange("assembly", "warning"))
         .await
         .unwrap();

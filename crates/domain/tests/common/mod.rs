@@ -6,7 +6,9 @@
 #![allow(dead_code)]
 
 use kuper_bridge_domain::order::PickupCode;
-use kuper_bridge_domain::{Action, ActionKind, Order, OrderState, Policy, Scheme};
+use kuper_bridge_domain::{
+    Action, ActionKind, CancelDescription, CancelReason, CustomerCode, Order, OrderState, Policy, PromisedTime, Scheme,
+};
 use kuper_bridge_wire::{NotificationEvent, WebhookEnvelope, WebhookEvent};
 use serde_json::{json, Value};
 
@@ -59,6 +61,14 @@ pub fn policy(synthesize: bool) -> Policy {
     Policy { synthesize_assembled: synthesize, ..Policy::default() }
 }
 
+/// A cancel as the edge parses it, against the default `kuper.cancel_reasons`.
+pub fn cancel(reason: &str, description: &str) -> Action {
+    Action::Cancel {
+        reason: CancelReason::parse(reason, &Policy::default().cancel_reasons),
+        description: CancelDescription::parse(description),
+    }
+}
+
 /// A fresh order (state `created`) built from the fixtures.
 pub fn fresh_order(scheme: Scheme, restaurant: bool) -> Order {
     let order = kuper_bridge_domain::diagram::sample_order(scheme, restaurant, &Policy::default())
@@ -95,13 +105,11 @@ pub fn valid_action(kind: ActionKind) -> Action {
         ActionKind::StartAssembly => Action::StartAssembly,
         ActionKind::Assembled => Action::Assembled,
         ActionKind::Ready => Action::Ready { positions: None },
-        ActionKind::PickupCode => Action::PickupCode { code: PICKUP_CODE.into() },
-        ActionKind::EstimatedDeliveryTime => Action::EstimatedDeliveryTime { at: ETA.into() },
+        ActionKind::PickupCode => Action::PickupCode { code: CustomerCode::parse(PICKUP_CODE) },
+        ActionKind::EstimatedDeliveryTime => Action::EstimatedDeliveryTime { at: PromisedTime::parse("at", ETA) },
         ActionKind::Delivering => Action::Delivering,
         ActionKind::Delivered => Action::Delivered { positions: None, handover_override: None },
-        ActionKind::Cancel => {
-            Action::Cancel { reason: CANCEL_REASON.into(), description: "Нет товара".into() }
-        }
+        ActionKind::Cancel => cancel(CANCEL_REASON, "Нет товара"),
     }
 }
 
