@@ -383,7 +383,7 @@ pub async fn apply_action(
             body["pickupCode"] = json!(p.code);
         }
     }
-    Ok(ActionAnswer { body, replayed: result.replayed, order_id: result.order.id, state: result.order.order.state })
+    Ok(ActionAnswer { body, replayed: result.replayed, order_id: result.order.id, state: result.order.order.state() })
 }
 
 fn content_type(headers: &HeaderMap) -> Option<&str> {

@@ -294,7 +294,7 @@ pub async fn orders(path: Option<&Path>, command: OrdersCommand) -> anyhow::Resu
                     order.original_order_id.as_deref().unwrap_or("-"),
                     order.number,
                     order.scheme.as_str(),
-                    order.state.as_str(),
+                    order.state().as_str(),
                     order.kuper_state.as_str(),
                     order.store_id
                 );

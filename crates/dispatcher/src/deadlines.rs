@@ -195,14 +195,14 @@ impl DeadlineSweeper {
             let due = self.time(d.due_at);
             let detail = match stage {
                 DeadlineStage::Missed => {
-                    format!("{} missed: due {due} ({}); the order is still {}", d.kind, d.kind.promise(), order.state)
+                    format!("{} missed: due {due} ({}); the order is still {}", d.kind, d.kind.promise(), order.state())
                 }
                 _ => format!(
                     "{} due {due} in {} s ({}); the order is {}",
                     d.kind,
                     ((d.due_at - now).max(0) + 999) / 1000,
                     d.kind.promise(),
-                    order.state
+                    order.state()
                 ),
             };
             let exchange = Exchange {
@@ -224,10 +224,10 @@ impl DeadlineSweeper {
                 .inc();
             if stage == DeadlineStage::Missed {
                 report.misses += 1;
-                warn!(order_id = c.order.id, order = order.display_ref(), kind = %d.kind, due = %due, state = %order.state, "order deadline missed");
+                warn!(order_id = c.order.id, order = order.display_ref(), kind = %d.kind, due = %due, state = %order.state(), "order deadline missed");
             } else {
                 report.warnings += 1;
-                info!(order_id = c.order.id, order = order.display_ref(), kind = %d.kind, due = %due, state = %order.state, "order deadline approaching");
+                info!(order_id = c.order.id, order = order.display_ref(), kind = %d.kind, due = %due, state = %order.state(), "order deadline approaching");
             }
         }
         Ok(handled)

@@ -79,7 +79,7 @@ pub struct Ours {
 
 impl Ours {
     pub fn of(order: &StoredOrder) -> Self {
-        Self { state: order.order.state, kuper_state: order.order.kuper_state, payment: order.order.payment_state }
+        Self { state: order.order.state(), kuper_state: order.order.kuper_state, payment: order.order.payment_state }
     }
 }
 

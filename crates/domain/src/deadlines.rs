@@ -147,7 +147,7 @@ impl Deadline {
 /// Whether the order kept (or can no longer keep) the promise of `kind`: it reached the state
 /// that meets it, or it is final.
 pub fn is_met(order: &Order, kind: DeadlineKind) -> bool {
-    is_met_in(order.state, kind)
+    is_met_in(order.state(), kind)
 }
 
 /// [`is_met`] by the state alone (it depends on nothing else).
@@ -259,9 +259,13 @@ mod tests {
     const CREATED: i64 = 1_773_471_731_000; // 2026-03-14T10:02:11+03:00, the sample's creation.
 
     fn order(scheme: Scheme, restaurant: bool, state: OrderState) -> Order {
-        let mut o = sample_order(scheme, restaurant, &Policy::default()).unwrap();
-        o.state = state;
-        o
+        let o = sample_order(scheme, restaurant, &Policy::default()).unwrap();
+        let by_kuper = crate::order::CancelInfo {
+            by: crate::order::CanceledBy::Kuper,
+            slug: "customer_request".into(),
+            description: String::new(),
+        };
+        o.clone().in_state(state).unwrap_or_else(|| o.canceled(by_kuper))
     }
 
     fn kinds(o: &Order) -> Vec<DeadlineKind> {

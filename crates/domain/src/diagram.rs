@@ -225,7 +225,7 @@ pub fn sequence_diagram(scheme: Scheme, restaurant: bool) -> String {
             }
         }
     }
-    let _ = writeln!(out, "    Note over Kuper,Bridge: final state {}", order.state);
+    let _ = writeln!(out, "    Note over Kuper,Bridge: final state {}", order.state());
     out
 }
 

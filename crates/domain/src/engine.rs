@@ -105,7 +105,7 @@ pub fn facts(order: &Order, policy: &Policy) -> Facts {
 }
 
 pub fn allowed_actions(order: &Order, policy: &Policy) -> Vec<ActionKind> {
-    rules::allowed_actions(order.scheme, order.restaurant, order.state, facts(order, policy))
+    rules::allowed_actions(order.scheme, order.restaurant, order.state(), facts(order, policy))
 }
 
 /// Checks `action` against the rules and the input, and decides.
@@ -113,19 +113,20 @@ pub fn apply_action(order: &Order, action: Action, policy: &Policy) -> Result<Ac
     let kind = action.kind();
     let handover_override = handover_override(order, &action)?;
     let f = Facts { handover_override: handover_override.is_some(), ..facts(order, policy) };
-    let Some(rule) = rules::find_rule(kind, order.scheme, order.restaurant, order.state, f) else {
+    let Some(rule) = rules::find_rule(kind, order.scheme, order.restaurant, order.state(), f) else {
         return Err(DomainError::InvalidTransition {
             action: kind,
-            state: order.state,
+            state: order.state(),
             allowed: allowed_actions(order, policy),
-            reason: rules::guard_reason(kind, order.scheme, order.restaurant, order.state, f)
+            reason: rules::guard_reason(kind, order.scheme, order.restaurant, order.state(), f)
                 .map(str::to_string)
                 .or_else(|| not_in_scheme(kind, order)),
         });
     };
     let mut next = order.clone();
     if let Some(to) = rule.to {
-        next.state = to;
+        // Into `canceled` only with the reason: the Cancel arm below.
+        next.move_to(to);
     }
     let mut notifications = Vec::with_capacity(rule.emits.len());
     for &event in rule.emits {
@@ -178,7 +179,7 @@ pub fn apply_action(order: &Order, action: Action, policy: &Policy) -> Result<Ac
             }
             (Action::Cancel { reason, description }, NotificationEvent::Canceled) => {
                 let reason = reason.clone()?;
-                next.cancellation = Some(CancelInfo {
+                next.cancel(CancelInfo {
                     by: CanceledBy::Merchant,
                     slug: reason.as_str().to_string(),
                     description: description.clone()?.as_str().to_string(),
@@ -290,8 +291,8 @@ pub fn apply_webhook(order: &Order, env: &WebhookEnvelope) -> WebhookDecision {
             if next == *order {
                 return decided(next, WebhookOutcome::Duplicate, format!("{event} already known"), false);
             }
-            if order.scheme != Scheme::KuperDelivery || order.state.is_final() {
-                note_anomaly(&mut next, format!("{event} in scheme {} state {}", order.scheme.letter(), order.state));
+            if order.scheme != Scheme::KuperDelivery || order.state().is_final() {
+                note_anomaly(&mut next, format!("{event} in scheme {} state {}", order.scheme.letter(), order.state()));
                 return decided(
                     next,
                     WebhookOutcome::OutOfOrder,
@@ -306,12 +307,12 @@ pub fn apply_webhook(order: &Order, env: &WebhookEnvelope) -> WebhookDecision {
                 return decided(next, WebhookOutcome::Duplicate, "already paid".into(), false);
             }
             next.payment_state = PaymentState::Paid;
-            if order.state == OrderState::Canceled {
+            if order.state() == OrderState::Canceled {
                 let _ = note_anomaly(&mut next, "order.paid after canceled".into());
                 return decided(next, WebhookOutcome::OutOfOrder, "paid after cancellation; recorded".into(), false);
             }
-            if order.state < OrderState::Ready {
-                note_anomaly(&mut next, format!("order.paid before ready_for_delivery (state {})", order.state));
+            if order.state() < OrderState::Ready {
+                note_anomaly(&mut next, format!("order.paid before ready_for_delivery (state {})", order.state()));
                 return decided(next, WebhookOutcome::OutOfOrder, "paid before ready; recorded".into(), false);
             }
             decided(next, WebhookOutcome::Applied, "payment captured".into(), false)
@@ -333,10 +334,10 @@ pub fn apply_webhook(order: &Order, env: &WebhookEnvelope) -> WebhookDecision {
         WebhookEvent::OrderDelivering => advance(order, next, event, OrderState::Delivering, KuperState::Shipping),
         WebhookEvent::OrderDelivered => advance(order, next, event, OrderState::Delivered, KuperState::Shipped),
         WebhookEvent::OrderCanceled => {
-            if order.state == OrderState::Canceled {
+            if order.state() == OrderState::Canceled {
                 return decided(next, WebhookOutcome::Duplicate, "already canceled".into(), false);
             }
-            if order.state == OrderState::Delivered {
+            if order.state() == OrderState::Delivered {
                 note_anomaly(&mut next, "order.canceled after delivered".into());
                 return decided(
                     next,
@@ -346,9 +347,8 @@ pub fn apply_webhook(order: &Order, env: &WebhookEnvelope) -> WebhookDecision {
                 );
             }
             let (slug, description) = env.cancellation().unwrap_or_default();
-            next.state = OrderState::Canceled;
+            next.cancel(CancelInfo { by: CanceledBy::Kuper, slug: slug.clone(), description });
             next.kuper_state = KuperState::Canceled;
-            next.cancellation = Some(CancelInfo { by: CanceledBy::Kuper, slug: slug.clone(), description });
             decided(next, WebhookOutcome::Applied, format!("canceled by Kuper ({slug})"), true)
         }
     }
@@ -372,20 +372,20 @@ fn advance(order: &Order, mut next: Order, event: WebhookEvent, to: OrderState, 
         note,
         supersede_pending: supersede,
     };
-    if order.state == to {
+    if order.state() == to {
         return decided(next, WebhookOutcome::Duplicate, format!("{event} already applied"), false);
     }
-    if order.state.is_final() || order.state > to {
-        let _ = note_anomaly(&mut next, format!("{event} in state {}", order.state));
+    if order.state().is_final() || order.state() > to {
+        let _ = note_anomaly(&mut next, format!("{event} in state {}", order.state()));
         return decided(
             next,
             WebhookOutcome::Recorded,
-            format!("{event} after {}; recorded, state kept", order.state),
+            format!("{event} after {}; recorded, state kept", order.state()),
             false,
         );
     }
-    let expected = order.scheme == Scheme::KuperDelivery && order.state >= OrderState::Ready;
-    next.state = to;
+    let expected = order.scheme == Scheme::KuperDelivery && order.state() >= OrderState::Ready;
+    next.move_to(to);
     if next.kuper_state < kuper {
         next.kuper_state = kuper;
     }
@@ -394,11 +394,11 @@ fn advance(order: &Order, mut next: Order, event: WebhookEvent, to: OrderState, 
     if expected {
         decided(next, WebhookOutcome::Applied, event.to_string(), supersede)
     } else {
-        note_anomaly(&mut next, format!("{event} in scheme {} state {}", order.scheme.letter(), order.state));
+        note_anomaly(&mut next, format!("{event} in scheme {} state {}", order.scheme.letter(), order.state()));
         decided(
             next,
             WebhookOutcome::OutOfOrder,
-            format!("{event} not expected in state {}; applied (Kuper decides)", order.state),
+            format!("{event} not expected in state {}; applied (Kuper decides)", order.state()),
             supersede,
         )
     }

@@ -42,7 +42,9 @@ pub struct Order {
     pub store_id: String,
     pub scheme: Scheme,
     pub restaurant: bool,
-    pub state: OrderState,
+    /// Private to the domain, with `cancellation`, so that no one outside it can move an order into
+    /// `canceled` without its reason: read with [`Order::state`].
+    pub(crate) state: OrderState,
     pub kuper_state: KuperState,
     pub payment_state: PaymentState,
     pub expected_assembly_time: String,
@@ -57,7 +59,8 @@ pub struct Order {
     pub estimated_delivery_time: Option<String>,
     pub courier: Option<Value>,
     pub courier_arrived: bool,
-    pub cancellation: Option<CancelInfo>,
+    /// `Some` exactly when `state` is `canceled` ([`Order::cancel`] sets both).
+    pub(crate) cancellation: Option<CancelInfo>,
     /// Every notification ever enqueued for this order, in order, each at most once.
     pub notified: Notified,
     /// Webhooks that arrived where the scheme did not expect them (kept, never fatal).
@@ -113,6 +116,44 @@ impl<'de> Deserialize<'de> for Notified {
 }
 
 impl Order {
+    pub fn state(&self) -> OrderState {
+        self.state
+    }
+
+    /// Who canceled the order and why: `Some` exactly when its state is `canceled`.
+    pub fn cancellation(&self) -> Option<&CancelInfo> {
+        self.cancellation.as_ref()
+    }
+
+    /// Ends the order as canceled, with its reason: the only way into `canceled`.
+    pub(crate) fn cancel(&mut self, info: CancelInfo) {
+        self.state = OrderState::Canceled;
+        self.cancellation = Some(info);
+    }
+
+    /// Moves the order along. `canceled` is left to [`Order::cancel`], which has the reason: a
+    /// rule that leads there cancels in the same step.
+    pub(crate) fn move_to(&mut self, to: OrderState) {
+        if to != OrderState::Canceled {
+            self.state = to;
+        }
+    }
+
+    /// This order in `state`, for a state that needs nothing more (tests, fixtures, the
+    /// diagrams); `None` for `canceled`, which needs its reason: [`Order::canceled`].
+    pub fn in_state(mut self, state: OrderState) -> Option<Self> {
+        (state != OrderState::Canceled).then(|| {
+            self.state = state;
+            self
+        })
+    }
+
+    /// This order canceled with `info`.
+    pub fn canceled(mut self, info: CancelInfo) -> Self {
+        self.cancel(info);
+        self
+    }
+
     pub fn has_notified(&self, event: NotificationEvent) -> bool {
         self.notified.contains(event)
     }

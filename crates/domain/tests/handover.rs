@@ -106,8 +106,8 @@ fn check(c: &Case) -> Vec<String> {
     let mut problems = Vec::new();
     match (&c.expect, apply_action(&order, delivered(c.reason), &policy(true))) {
         (Expect::HandedOver(kept), Ok(d)) => {
-            if d.order.state != S::Delivered {
-                problems.push(format!("{here}: state {} instead of delivered", d.order.state));
+            if d.order.state() != S::Delivered {
+                problems.push(format!("{here}: state {} instead of delivered", d.order.state()));
             }
             let events: Vec<N> = d.notifications.iter().map(|n| n.event).collect();
             if events != [N::Delivered] {

@@ -118,7 +118,7 @@ fn run(scheme: Scheme, restaurant: bool, synthesize: bool, steps: &[Step]) -> (V
             Step::Offered(i, v) => {
                 let offered = allowed_actions(&order, &policy);
                 // The pickup desk offers checking an issued code beside the order's actions.
-                let desk = order.pickup.as_ref().is_some_and(|p| !p.verified) && !order.state.is_final();
+                let desk = order.pickup.as_ref().is_some_and(|p| !p.verified) && !order.state().is_final();
                 if desk && i % (offered.len() + 1) == offered.len() {
                     verify_code(&mut order, &mut log);
                     None
@@ -157,11 +157,11 @@ fn run(scheme: Scheme, restaurant: bool, synthesize: bool, steps: &[Step]) -> (V
         // A canceled order always says who canceled it and why, and only a canceled one does
         // (issue #15 item 2): the console, the notifications and `ended_by_kuper` read it.
         assert_eq!(
-            order.state == OrderState::Canceled,
-            order.cancellation.is_some(),
+            order.state() == OrderState::Canceled,
+            order.cancellation().is_some(),
             "state {} with cancellation {:?} after {s:?}",
-            order.state,
-            order.cancellation
+            order.state(),
+            order.cancellation()
         );
     }
     (log, order)
@@ -515,8 +515,7 @@ fn validator_accepts_happy_paths_and_rejects_broken_exchanges() {
 fn c_stray_kuper_delivering_lets_delivered_skip_the_sequence() {
     use kuper_bridge_domain::OrderState as S;
     for state in [S::Created, S::InWork, S::Assembled, S::Ready] {
-        let mut order = fresh_order(Scheme::MerchantDelivery, false);
-        order.state = state;
+        let order = fresh_order(Scheme::MerchantDelivery, false).in_state(state).expect("not canceled");
         let stray = apply_webhook(&order, &webhook(&order, W::OrderDelivering));
         let delivered = Action::Delivered { positions: None, handover_override: None };
         let result = apply_action(&stray.order, delivered, &policy(true));

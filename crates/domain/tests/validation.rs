@@ -48,7 +48,7 @@ fn every_configured_cancel_reason_is_accepted() {
     let order = order_in(Scheme::KuperDelivery, false, OrderState::Created, FACTS);
     for reason in kuper_bridge_domain::policy::DEFAULT_CANCEL_REASONS {
         let d = apply_action(&order, cancel(reason, ""), &policy(true)).unwrap_or_else(|e| panic!("{reason}: {e}"));
-        assert_eq!(d.order.cancellation.map(|c| c.slug).as_deref(), Some(reason));
+        assert_eq!(d.order.cancellation().map(|c| c.slug.as_str()), Some(reason));
     }
 }
 

@@ -99,7 +99,7 @@ fn webhook_table() {
                     let d = apply_webhook(&order, &webhook(&order, c.event));
                     let here = format!("{} + {}: {}", cell(scheme, restaurant, state), c.event, d.note);
                     assert_eq!(d.outcome, c.outcome, "{here}");
-                    assert_eq!(d.order.state, c.to.unwrap_or(state), "{here}");
+                    assert_eq!(d.order.state(), c.to.unwrap_or(state), "{here}");
                     assert_eq!(d.supersede_pending, c.supersede, "{here}");
                     assert_eq!(d.order.notified, order.notified, "{here}: webhooks enqueue nothing");
                     if c.outcome == O::Duplicate {
@@ -135,7 +135,7 @@ fn kuper_cancellation_is_recorded_with_its_reason() {
     for scheme in Scheme::ALL {
         let order = order_in(scheme, false, S::Assembled, FACTS);
         let d = apply_webhook(&order, &webhook(&order, W::OrderCanceled));
-        let c = d.order.cancellation.as_ref().expect("cancellation kept");
+        let c = d.order.cancellation().expect("cancellation kept");
         assert_eq!(
             (c.by, c.slug.as_str(), c.description.as_str()),
             (CanceledBy::Kuper, "customer_request", "Клиент передумал")
@@ -143,9 +143,9 @@ fn kuper_cancellation_is_recorded_with_its_reason() {
         assert_eq!(d.order.kuper_state, KuperState::Canceled);
         // Any slug is accepted from Kuper, and a missing reason does not block the cancellation.
         let bare = apply_webhook(&order, &webhook_raw(&order, "order.canceled", json!({})));
-        assert_eq!(bare.order.state, S::Canceled);
+        assert_eq!(bare.order.state(), S::Canceled);
         let odd = webhook_raw(&order, "order.canceled", json!({"cancellation": {"slug": "weather"}}));
-        assert_eq!(apply_webhook(&order, &odd).order.cancellation.map(|c| c.slug).as_deref(), Some("weather"));
+        assert_eq!(apply_webhook(&order, &odd).order.cancellation().map(|c| c.slug.as_str()), Some("weather"));
     }
 }
 
@@ -163,7 +163,7 @@ fn kuper_cancel_after_merchant_cancel_keeps_the_merchant_reason() {
     let d = apply_webhook(&canceled, &webhook(&canceled, W::OrderCanceled));
     assert_eq!(d.outcome, O::Duplicate);
     assert!(!d.supersede_pending, "our own order.canceled must still reach Kuper");
-    assert_eq!(d.order.cancellation.map(|c| c.by), Some(CanceledBy::Merchant));
+    assert_eq!(d.order.cancellation().map(|c| c.by), Some(CanceledBy::Merchant));
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn order_updated_applies_changes_once() {
     let order = order_in(Scheme::KuperDelivery, false, S::InWork, FACTS);
     let first = apply_webhook(&order, &webhook(&order, W::OrderUpdated));
     assert_eq!(first.outcome, O::Applied);
-    assert_eq!(first.order.state, S::InWork);
+    assert_eq!(first.order.state(), S::InWork);
     assert_eq!(
         first.order.ordered.delivery.as_ref().and_then(|d| d.get("expectedFrom")).and_then(Value::as_str),
         Some("2026-03-14T14:00:00+03:00")
@@ -234,7 +234,7 @@ fn invariants(order: &Order, env: &WebhookEnvelope) -> Vec<String> {
     let mut problems = Vec::new();
     let here = format!(
         "{} + {}: {:?} {}",
-        cell(order.scheme, order.restaurant, order.state),
+        cell(order.scheme, order.restaurant, order.state()),
         env.event_type,
         d.outcome,
         d.note
@@ -246,15 +246,15 @@ fn invariants(order: &Order, env: &WebhookEnvelope) -> Vec<String> {
     };
     let after = &d.order;
     check(after.notified == order.notified, "a webhook enqueued a notification");
-    check(rank(after.state) >= rank(order.state), "the state moved backward");
-    check(!order.state.is_final() || after.state == order.state, "a final state was left");
+    check(rank(after.state()) >= rank(order.state()), "the state moved backward");
+    check(!order.state().is_final() || after.state() == order.state(), "a final state was left");
     check(kuper_rank(after.kuper_state) >= kuper_rank(order.kuper_state), "Kuper's view moved backward");
     check(d.outcome != O::Duplicate || after == order, "a duplicate changed the order");
-    check(d.outcome != O::Recorded || after.state == order.state, "a recorded webhook moved the state");
+    check(d.outcome != O::Recorded || after.state() == order.state(), "a recorded webhook moved the state");
     check(d.outcome == O::Duplicate || d.outcome == O::Recorded || after != order, "applied but nothing changed");
-    check(!d.supersede_pending || after.state.is_final(), "superseded notifications of a live order");
+    check(!d.supersede_pending || after.state().is_final(), "superseded notifications of a live order");
     check(
-        after.state != S::Canceled || order.state == S::Canceled || env.event == Some(W::OrderCanceled),
+        after.state() != S::Canceled || order.state() == S::Canceled || env.event == Some(W::OrderCanceled),
         "canceled without order.canceled",
     );
     check(
@@ -263,7 +263,7 @@ fn invariants(order: &Order, env: &WebhookEnvelope) -> Vec<String> {
     );
     check(env.event.is_some() || after == order, "an unknown event changed the order");
     if matches!(env.event, Some(W::CourierAssigned | W::CourierArrived)) && order.scheme != Scheme::KuperDelivery {
-        check(matches!(d.outcome, O::OutOfOrder | O::Duplicate) && after.state == order.state, "courier outside A");
+        check(matches!(d.outcome, O::OutOfOrder | O::Duplicate) && after.state() == order.state(), "courier outside A");
     }
     // Applying the same webhook again is a no-op once it was applied (Kuper retries).
     if matches!(d.outcome, O::Applied | O::OutOfOrder) {

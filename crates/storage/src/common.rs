@@ -434,8 +434,8 @@ pub(crate) fn finish_ingest_exchange(exchange: &mut Exchange, result: &IngestRes
 pub(crate) fn action_detail(before: &Order, after: &Order, queued: &[NotificationData]) -> String {
     let mut detail = format!(
         "{} → {}; queued {}",
-        before.state,
-        after.state,
+        before.state(),
+        after.state(),
         queued.iter().map(|n| n.event.as_str()).collect::<Vec<_>>().join(", ")
     );
     // The operator's written reason is the only record of why the bag left without the code.
@@ -473,8 +473,8 @@ pub(crate) fn check_pickup_code(
     let Some(pickup) = order.pickup.as_mut() else {
         return Err(StoreError::NoPickupCode);
     };
-    if order.state.is_final() {
-        return Err(StoreError::OrderClosed(order.state));
+    if found.state().is_final() {
+        return Err(StoreError::OrderClosed(found.state()));
     }
     if let Some(until) = pickup.locked_until {
         if until > now_s {
@@ -521,7 +521,7 @@ pub(crate) fn late_result(report: AttemptReport) -> Exchange {
 /// nothing and alarm an operator), `dead` otherwise.
 /// Kuper itself ended the order: whatever is still queued or in flight for it is moot.
 pub(crate) fn moot(order: &Order) -> bool {
-    order.state.is_final() && order.ended_by_kuper()
+    order.state().is_final() && order.ended_by_kuper()
 }
 
 pub(crate) fn moot_reason(report: &AttemptReport) -> String {
@@ -531,9 +531,9 @@ pub(crate) fn moot_reason(report: &AttemptReport) -> String {
 pub(crate) fn give_up(record: &OutboxRecord, order: &Order, report: &AttemptReport) -> (OutboxStatus, String) {
     // Our own cancel refused because Kuper already has the order final.
     let cancel_already_final = record.event == NotificationEvent::Canceled.as_str()
-        && order.state == OrderState::Canceled
+        && order.state() == OrderState::Canceled
         && report.status == Some(422);
-    let moot = order.state.is_final() && (order.ended_by_kuper() || cancel_already_final);
+    let moot = order.state().is_final() && (order.ended_by_kuper() || cancel_already_final);
     if moot {
         (OutboxStatus::Skipped, moot_reason(report))
     } else {
@@ -588,7 +588,7 @@ pub fn forward_data(order: &Order, event: serde_json::Value) -> serde_json::Valu
         "storeId": order.store_id,
         "scheme": order.scheme,
         "restaurant": order.restaurant,
-        "state": order.state,
+        "state": order.state(),
         "kuperState": order.kuper_state,
         "paymentState": order.payment_state,
         "event": event,
@@ -649,8 +649,8 @@ pub(crate) fn change_rows(
         let event = || {
             serde_json::json!({
                 "source": cause,
-                "from": before.state,
-                "to": after.state,
+                "from": before.state(),
+                "to": after.state(),
                 "notification": n.render(policy.notification_format),
             })
         };

@@ -234,7 +234,8 @@ impl UnitTx for PgUnit {
         let id: i64 = sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")
             .fetch_one(&mut *self.0)
             .await?;
-        let order = Order { number: format!("{prefix}{id}"), ..draft.clone() };
+        let mut order = draft.clone();
+        order.number = format!("{prefix}{id}");
         let keys = pg_search_keys(&order);
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO orders (id, original_order_id, order_uuid, number, store_id, scheme, state, data, created_at, updated_at,
@@ -247,7 +248,7 @@ impl UnitTx for PgUnit {
         .bind(&order.number)
         .bind(&order.store_id)
         .bind(order.scheme.as_str())
-        .bind(order.state.as_str())
+        .bind(order.state().as_str())
         .bind(serde_json::to_string(&order)?)
         .bind(now)
         .bind(&keys.phone_key)
@@ -527,7 +528,7 @@ async fn save_order(conn: &mut PgConnection, id: i64, order: &Order, now: i64) -
         "UPDATE orders SET state = $1, data = $2, updated_at = $3, original_order_id = COALESCE(original_order_id, $4), order_uuid = COALESCE(order_uuid, $5),
              phone_key = $7, customer_name = $8, pickup_code = $9, anomalies = $10, deadline_check_at = 0, number = $11 WHERE id = $6",
     )
-    .bind(order.state.as_str())
+    .bind(order.state().as_str())
     .bind(serde_json::to_string(order)?)
     .bind(now)
     .bind(&order.original_order_id)

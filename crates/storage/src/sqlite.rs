@@ -285,7 +285,8 @@ impl UnitTx for SqliteUnit<'_> {
 
     async fn create_order(&mut self, draft: &Order, prefix: &str, now: i64) -> Result<Option<(i64, Order)>> {
         let id: i64 = self.0.prepare_cached(NEXT_ORDER_ID)?.query_row([], |r| r.get(0))?;
-        let order = Order { number: format!("{prefix}{id}"), ..draft.clone() };
+        let mut order = draft.clone();
+        order.number = format!("{prefix}{id}");
         let keys = common::search_keys(&order);
         self.0.prepare_cached(INSERT_ORDER)?.execute(rusqlite::params![
             id,
@@ -294,7 +295,7 @@ impl UnitTx for SqliteUnit<'_> {
             order.number,
             order.store_id,
             order.scheme.as_str(),
-            order.state.as_str(),
+            order.state().as_str(),
             statements::Arg::doc(serde_json::to_string(&order)?),
             now,
             keys.phone_key,
@@ -382,7 +383,7 @@ impl UnitTx for SqliteUnit<'_> {
 fn save_order(conn: &Connection, id: i64, order: &Order, now: i64) -> Result<()> {
     let keys = common::search_keys(order);
     conn.prepare_cached(SAVE_ORDER)?.execute(rusqlite::params![
-        order.state.as_str(),
+        order.state().as_str(),
         statements::Arg::doc(serde_json::to_string(order)?),
         now,
         order.original_order_id,

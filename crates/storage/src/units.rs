@@ -207,7 +207,9 @@ pub(crate) fn plan_completion(
             if let Some(event) = NotificationEvent::parse(&record.event).filter(|_| to_kuper) {
                 let next = kuper_state_after_ack(order.kuper_state, event, order.scheme);
                 if next != order.kuper_state {
-                    ws.order = Some(Order { kuper_state: next, ..order.clone() });
+                    let mut order = order.clone();
+                    order.kuper_state = next;
+                    ws.order = Some(order);
                 }
             }
             // The next notification of this order may have become the head of its queue.
@@ -588,7 +590,7 @@ mod tests {
     fn an_attempts_result_decides_the_records_next_state() {
         let open = open_order().order;
         let canceled = canceled_by_kuper();
-        assert_eq!(canceled.state, OrderState::Canceled);
+        assert_eq!(canceled.state(), OrderState::Canceled);
         let retry = AttemptOutcome::Retry { next_attempt_at: NOW + 5_000, in_doubt: true };
         let given_up =
             |status, error: &str| RecordChange::GivenUp { status, last_status: Some(422), error: error.into() };

@@ -290,7 +290,7 @@ pub fn tbody(lang: Lang, loaded: &Loaded, filters: &Filters, now: i64) -> Markup
 fn row(lang: Lang, o: &StoredOrder, attention: &[Attention], now: i64) -> Markup {
     let reference = order_ref(o);
     let href = format!("/ui/orders/{}", path_segment(reference));
-    let state = o.order.state;
+    let state = o.order.state();
     html! {
         tr.attention[!attention.is_empty()] data-order=(reference) data-href=(href) {
             td.ref {

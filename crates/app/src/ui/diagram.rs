@@ -43,7 +43,7 @@ async fn diagram_svg(
         .ok_or_else(|| UiError::from(kuper_bridge_storage::StoreError::OrderNotFound(reference.clone())))?;
     let events = state.store.order_events(order.id).await?;
     let visited = visited_states(&order.order, &events);
-    let svg = state_diagram_svg(viewer.lang, order.order.scheme, order.order.restaurant, &visited, order.order.state);
+    let svg = state_diagram_svg(viewer.lang, order.order.scheme, order.order.restaurant, &visited, order.order.state());
     Ok((
         [(header::CONTENT_TYPE, "image/svg+xml; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
         format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{svg}"),
@@ -62,7 +62,7 @@ async fn diagram_svg(
 /// A's received/delivering/delivered, Kuper's cancel) is known only from the timeline; once
 /// purged, the current state still shows where it ended.
 pub fn visited_states(order: &Order, events: &[EventRecord]) -> Vec<OrderState> {
-    let mut seen = BTreeSet::from([OrderState::Created, order.state]);
+    let mut seen = BTreeSet::from([OrderState::Created, order.state()]);
     for event in order.notified.iter() {
         let state = match event {
             NotificationEvent::Accepted => Some(OrderState::Accepted),
@@ -458,9 +458,10 @@ mod tests {
     #[test]
     fn visited_states_come_from_notifications_and_the_timeline() {
         let policy = kuper_bridge_domain::Policy::default();
-        let mut order = kuper_bridge_domain::diagram::sample_order(Scheme::KuperDelivery, false, &policy).unwrap();
+        let mut order = kuper_bridge_domain::diagram::sample_order(Scheme::KuperDelivery, false, &policy)
+            .and_then(|o| o.in_state(OrderState::Delivering))
+            .unwrap();
         order.notified = [NotificationEvent::InWork, NotificationEvent::ReadyForDelivery].into_iter().collect();
-        order.state = OrderState::Delivering;
         let event = |kind: &str, event: Option<&str>, outcome: Option<&str>, detail: &str| EventRecord {
             id: 1,
             order_id: Some(1),

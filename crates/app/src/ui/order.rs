@@ -131,7 +131,7 @@ pub fn may_act(viewer: &Viewer, order: &Order, kind: ActionKind) -> bool {
 pub fn override_possible(viewer: &Viewer, order: &Order) -> bool {
     viewer.can(Capability::OrderActions)
         && order.scheme == Scheme::Pickup
-        && order.state == kuper_bridge_domain::OrderState::Ready
+        && order.state() == kuper_bridge_domain::OrderState::Ready
         && order.has_notified(NotificationEvent::PickupCodeCreated)
         && !order.pickup.as_ref().is_some_and(|p| p.verified)
 }
@@ -642,13 +642,13 @@ pub fn render(
     let visited = visited_states(o, events);
     // Built only from enums and the rules table's static names, never from order data, so it
     // is spliced as markup (an SVG cannot be built through maud's escaping of text).
-    let svg = state_diagram_svg(lang, o.scheme, o.restaurant, &visited, o.state);
+    let svg = state_diagram_svg(lang, o.scheme, o.restaurant, &visited, o.state());
     let base = format!("/ui/orders/{}", path_segment(reference));
     let body = html! {
         div.order-page data-order=(o.display_ref()) {
             header.order-head {
                 h1 { (title) }
-                span class={ "state state-" (o.state.as_str()) } data-state=(o.state.as_str()) { (state_name(lang, o.state)) }
+                span class={ "state state-" (o.state().as_str()) } data-state=(o.state().as_str()) { (state_name(lang, o.state())) }
                 span.kuper-state data-kuper-state=(o.kuper_state.as_str()) {
                     (tr(lang, "у Kuper: ", "at Kuper: ")) (kuper_state_name(lang, o.kuper_state))
                 }
@@ -700,7 +700,7 @@ fn summary(lang: Lang, stored: &StoredOrder, now: i64) -> Markup {
                     @if o.restaurant { ", " (tr(lang, "ресторан", "restaurant")) }
                 }
                 dt { (tr(lang, "Магазин", "Store")) } dd data-field="store" { (o.store_id) }
-                dt { (tr(lang, "Статус", "State")) } dd title=(o.state.as_str()) { (state_name(lang, o.state)) }
+                dt { (tr(lang, "Статус", "State")) } dd title=(o.state().as_str()) { (state_name(lang, o.state())) }
                 dt { (tr(lang, "Статус у Kuper", "Kuper's state")) } dd title=(o.kuper_state.as_str()) { (kuper_state_name(lang, o.kuper_state)) }
                 dt { (tr(lang, "Оплата", "Payment")) } dd data-field="payment" data-payment=(o.payment_state.as_str()) {
                     (payment_name(lang, o.payment_state))
@@ -748,7 +748,7 @@ fn summary(lang: Lang, stored: &StoredOrder, now: i64) -> Markup {
                 @if let Some(reason) = &o.handover_override {
                     dt { (tr(lang, "Выдан без кода", "Handed over without code")) } dd data-field="override" { (reason) }
                 }
-                @if let Some(c) = &o.cancellation {
+                @if let Some(c) = &o.cancellation() {
                     dt { (tr(lang, "Отмена", "Cancellation")) } dd data-field="cancellation" {
                         (match c.by { kuper_bridge_domain::order::CanceledBy::Kuper => tr(lang, "отменил Kuper", "by Kuper"), kuper_bridge_domain::order::CanceledBy::Merchant => tr(lang, "отменил магазин", "by the store") })
                         ": " (cancel_reason_name(lang, &c.slug))
@@ -820,13 +820,13 @@ fn actions(
     };
     let verify_possible = o.scheme == Scheme::Pickup
         && viewer.can(Capability::PickupDesk)
-        && !o.state.is_final()
+        && !o.state().is_final()
         && o.pickup.as_ref().is_some_and(|p| !p.verified);
     html! {
         @if shown.is_empty() && !verify_possible && !override_possible(viewer, o) {
             p.hint data-no-actions {
                 @if !viewer.can(Capability::PickupDesk) { (tr(lang, "Ваша роль — только просмотр.", "Your role can only view.")) }
-                @else if o.state.is_final() { (tr(lang, "Заказ завершён.", "The order is final.")) }
+                @else if o.state().is_final() { (tr(lang, "Заказ завершён.", "The order is final.")) }
                 @else { (tr(lang, "Сейчас от вас ничего не требуется.", "Nothing is needed from you now.")) }
             }
         }
@@ -890,7 +890,7 @@ fn actions(
                 button.danger type="submit" data-action="delivered-override" { (tr(lang, "Выдать без кода", "Hand over without the code")) }
             }
         }
-        @if o.scheme == Scheme::Pickup && viewer.can(Capability::PickupDesk) && !o.state.is_final() {
+        @if o.scheme == Scheme::Pickup && viewer.can(Capability::PickupDesk) && !o.state().is_final() {
             p { a href=(format!("/ui/pickup?{}", query_string(&[("ref", reference)]))) { (tr(lang, "Открыть на экране выдачи", "Open at the pickup desk")) } }
         }
     }

@@ -279,7 +279,7 @@ fn render(
     let code_wanted = order.is_some_and(|o| {
         o.order.scheme == Scheme::Pickup
             && o.order.pickup.as_ref().is_some_and(|p| !p.verified)
-            && !o.order.state.is_final()
+            && !o.order.state().is_final()
             && !matches!(notice, DeskNotice::Verdict(Verdict::Locked { .. }))
     });
     let body = html! {
@@ -353,11 +353,11 @@ fn card(
             "Это заказ не на самовывоз — его не выдают на кассе.",
             "This is not a pickup order; it is not handed over at the desk.",
         ))
-    } else if o.state == OrderState::Delivered {
+    } else if o.state() == OrderState::Delivered {
         Some(tr(lang, "Заказ уже выдан.", "The order was already handed over."))
-    } else if o.state == OrderState::Canceled {
+    } else if o.state() == OrderState::Canceled {
         Some(tr(lang, "Заказ отменён — выдавать нельзя.", "The order is canceled; do not hand it over."))
-    } else if o.state < OrderState::Ready {
+    } else if o.state() < OrderState::Ready {
         Some(tr(lang, "Заказ ещё не готов — выдавать рано.", "The order is not ready yet."))
     } else if o.pickup.is_none() {
         Some(tr(
@@ -373,7 +373,7 @@ fn card(
             header.desk-head {
                 h2 { (tr(lang, "Заказ", "Order")) " " (o.number) }
                 @if o.display_ref() != o.number { span.slug { (o.display_ref()) } }
-                span class={ "state state-" (o.state.as_str()) } data-state=(o.state.as_str()) { (state_name(lang, o.state)) }
+                span class={ "state state-" (o.state().as_str()) } data-state=(o.state().as_str()) { (state_name(lang, o.state())) }
                 a.small href=(order_link) { (tr(lang, "Подробнее о заказе", "Order details")) }
             }
             dl.desk-customer {

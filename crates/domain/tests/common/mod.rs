@@ -5,7 +5,7 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use kuper_bridge_domain::order::PickupCode;
+use kuper_bridge_domain::order::{CancelInfo, CanceledBy, PickupCode};
 use kuper_bridge_domain::{
     Action, ActionKind, CancelDescription, CancelReason, CustomerCode, Order, OrderState, Policy, PromisedTime, Scheme,
 };
@@ -80,8 +80,15 @@ pub fn fresh_order(scheme: Scheme, restaurant: bool) -> Order {
 
 /// An order put directly into `state`, with `notified` holding exactly the facts asked for.
 pub fn order_in(scheme: Scheme, restaurant: bool, state: OrderState, facts: Facts) -> Order {
-    let mut order = fresh_order(scheme, restaurant);
-    order.state = state;
+    let fresh = fresh_order(scheme, restaurant);
+    let mut order = match fresh.clone().in_state(state) {
+        Some(order) => order,
+        None => fresh.canceled(CancelInfo {
+            by: CanceledBy::Merchant,
+            slug: CANCEL_REASON.into(),
+            description: String::new(),
+        }),
+    };
     order.notified = Default::default();
     if facts.code_sent {
         order.notified.insert(NotificationEvent::PickupCodeCreated);
