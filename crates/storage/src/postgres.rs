@@ -38,6 +38,7 @@ const PICKUP_CODES_LOCK: i32 = 0x6b62_0001;
 
 pub struct PgStore {
     pool: PgPool,
+    order_ids: Arc<OrderIds>,
     signal: Arc<Notify>,
     forwarding: Arc<crate::Forwarding>,
     /// Dropped with the store, which stops the listener task.
@@ -150,7 +151,13 @@ impl PgStore {
         let listener = listen(&options).await?;
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(relay_wake_ups(listener, options, signal.clone(), stopped));
-        Ok(Self { pool, signal, forwarding: Arc::new(store_options.forwarding.clone()), _listener: stop })
+        Ok(Self {
+            pool,
+            order_ids: Arc::default(),
+            signal,
+            forwarding: Arc::new(store_options.forwarding.clone()),
+            _listener: stop,
+        })
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
@@ -162,7 +169,7 @@ impl PgStore {
 
     /// A unit of work (`units`) in its own transaction.
     async fn unit(&self) -> Result<PgUnit> {
-        Ok(PgUnit(self.begin().await?))
+        Ok(PgUnit { tx: self.begin().await?, order_ids: self.order_ids.clone(), woke: false })
     }
 
     /// A unit's answer, after waking this process's dispatcher if it queued or freed a
@@ -177,52 +184,93 @@ impl PgStore {
 
 /// The primitives of the units of work on PostgreSQL. Every order read here is locked until
 /// commit (`FOR UPDATE`): the writers of one order, on any replica, take turns.
-struct PgUnit(sqlx::Transaction<'static, sqlx::Postgres>);
+struct PgUnit {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    order_ids: Arc<OrderIds>,
+    /// The transaction already wakes the other replicas at commit (see `insert_outbox`).
+    woke: bool,
+}
+
+/// Order ids drawn from the `orders` sequence a block at a time: a new order needs its id before
+/// its insert (its number is `{prefix}{id}`), and one `nextval` per order was a round trip of
+/// its own. A sequence value is never handed out twice, whatever happens to the transaction
+/// that drew it; the cost is a gap in the numbers of at most one block per process start (and
+/// one id per insert that lost a race, as before). Each process draws its own blocks, so with
+/// several replicas the numbers interleave rather than follow creation order — as they
+/// already did between concurrent transactions.
+#[derive(Default)]
+struct OrderIds {
+    /// Drawn but not yet used, largest first (`pop` gives the smallest).
+    spare: std::sync::Mutex<Vec<i64>>,
+}
+
+impl OrderIds {
+    const BLOCK: i64 = 16;
+
+    async fn next(&self, conn: &mut PgConnection) -> Result<i64> {
+        if let Some(id) = self.take() {
+            return Ok(id);
+        }
+        let drawn: Vec<i64> =
+            sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('orders', 'id')) FROM generate_series(1, $1)")
+                .bind(Self::BLOCK)
+                .fetch_all(conn)
+                .await?;
+        let mut spare = self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        spare.extend(drawn);
+        spare.sort_unstable_by(|a, b| b.cmp(a));
+        spare.pop().ok_or_else(|| StoreError::Unavailable("the orders sequence gave no id".into()))
+    }
+
+    fn take(&self) -> Option<i64> {
+        self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+    }
+}
 
 #[async_trait]
 impl UnitTx for PgUnit {
     async fn order_by_identity(&mut self, env: &WebhookEnvelope) -> Result<Option<StoredOrder>> {
-        find_by_identity(&mut self.0, env).await
+        find_by_identity(&mut self.tx, env).await
     }
 
     async fn order_by_reference(&mut self, reference: &str) -> Result<Option<StoredOrder>> {
-        find_order_in(&mut self.0, reference, true).await
+        find_order_in(&mut self.tx, reference, true).await
     }
 
     async fn order_by_id(&mut self, id: i64) -> Result<Option<StoredOrder>> {
         let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"))
             .bind(id)
-            .fetch_optional(&mut *self.0)
+            .fetch_optional(&mut *self.tx)
             .await?;
         row.as_ref().map(order_from_row).transpose()
     }
 
     async fn record_and_order(&mut self, outbox_id: i64) -> Result<(OutboxRecord, StoredOrder)> {
-        let stored = lock_order_of(&mut self.0, outbox_id).await?;
-        let record = fetch_outbox(&mut self.0, outbox_id, true).await?;
+        let stored = lock_order_of(&mut self.tx, outbox_id).await?;
+        let record = fetch_outbox(&mut self.tx, outbox_id, true).await?;
         Ok((record, stored))
     }
 
     async fn record(&mut self, outbox_id: i64) -> Result<OutboxRecord> {
-        fetch_outbox(&mut self.0, outbox_id, false).await
+        fetch_outbox(&mut self.tx, outbox_id, false).await
     }
 
     async fn number_taken(&mut self, number: &str) -> Result<bool> {
-        let taken: i64 = statements::number_taken(Postgres, number).pg().fetch_one(&mut *self.0).await?.try_get(0)?;
+        let taken: i64 = statements::number_taken(Postgres, number).pg().fetch_one(&mut *self.tx).await?.try_get(0)?;
         Ok(taken > 0)
     }
 
     async fn lock_pickup_codes(&mut self, store_id: &str) -> Result<()> {
-        lock_pickup_codes(&mut self.0, store_id).await
+        lock_pickup_codes(&mut self.tx, store_id).await
     }
 
     async fn pickup_code_in_use(&mut self, store_id: &str, code: &str, except_order: i64) -> Result<bool> {
-        pickup_code_in_use(&mut self.0, store_id, code, except_order).await
+        pickup_code_in_use(&mut self.tx, store_id, code, except_order).await
     }
 
     async fn earlier_request(&mut self, key: &str) -> Result<Option<(String, i64, Vec<i64>)>> {
         let q = statements::earlier_request(Postgres, key);
-        let Some(row) = q.pg().fetch_optional(&mut *self.0).await? else { return Ok(None) };
+        let Some(row) = q.pg().fetch_optional(&mut *self.tx).await? else { return Ok(None) };
         let ids: String = row.try_get(2)?;
         Ok(Some((row.try_get(0)?, row.try_get(1)?, serde_json::from_str(&ids)?)))
     }
@@ -231,9 +279,7 @@ impl UnitTx for PgUnit {
         // The id first, so the number `{prefix}{id}` goes in with the row: one insert that
         // either creates the order or finds that someone else just did (it waits for their
         // commit).
-        let id: i64 = sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")
-            .fetch_one(&mut *self.0)
-            .await?;
+        let id = self.order_ids.next(&mut self.tx).await?;
         let mut order = draft.clone();
         order.number = format!("{prefix}{id}");
         let keys = pg_search_keys(&order);
@@ -255,35 +301,52 @@ impl UnitTx for PgUnit {
         .bind(&keys.customer_name)
         .bind(&keys.pickup_code)
         .bind(keys.anomalies)
-        .fetch_optional(&mut *self.0)
+        .fetch_optional(&mut *self.tx)
         .await?;
         Ok(inserted.map(|id| (id, order)))
     }
 
     async fn save_order(&mut self, id: i64, order: &Order, now: i64) -> Result<()> {
-        save_order(&mut self.0, id, order, now).await
+        save_order(&mut self.tx, id, order, now).await
     }
 
     async fn change_record(&mut self, id: i64, change: &RecordChange, now: i64) -> Result<()> {
-        statements::record_change(Postgres, id, &without_nul(change), now).pg().execute(&mut *self.0).await?;
+        statements::record_change(Postgres, id, &without_nul(change), now).pg().execute(&mut *self.tx).await?;
         Ok(())
     }
 
     async fn supersede_pending(&mut self, order_id: i64, reason: &str, now: i64) -> Result<u64> {
-        supersede_pending(&mut self.0, order_id, now, &no_nul(reason)).await
+        supersede_pending(&mut self.tx, order_id, now, &no_nul(reason)).await
     }
 
     async fn promote_queue_head(&mut self, order_id: i64, destination: &crate::Destination, now: i64) -> Result<()> {
-        promote_queue_head(&mut self.0, order_id, destination, now).await
+        promote_queue_head(&mut self.tx, order_id, destination, now).await
     }
 
+    /// Queues rows behind the order's open records of the same destination (or at the head of
+    /// an empty queue). Called under the order's row lock: the ids of one queue grow in commit
+    /// order, which the head-of-queue rule of `claim_due` relies on.
     async fn insert_outbox(
         &mut self,
         order_id: i64,
         rows: &[common::OutboxRow],
         now: i64,
     ) -> Result<Vec<OutboxRecord>> {
-        insert_outbox(&mut self.0, order_id, rows, now).await
+        let mut records = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut insert = statements::insert_outbox(Postgres, order_id, row, now);
+            if !self.woke {
+                // The replicas' wake-up rides on the insert instead of a statement of its own
+                // at commit: one round trip fewer per action (NOTIFY is delivered at commit).
+                insert.sql = format!(
+                    "WITH inserted AS ({}) SELECT inserted.* FROM inserted, (SELECT pg_notify('{CHANNEL}', '')) AS wake",
+                    insert.sql
+                );
+                self.woke = true;
+            }
+            records.push(outbox_from_row(&insert.pg().fetch_one(&mut *self.tx).await?)?);
+        }
+        Ok(records)
     }
 
     async fn insert_event(
@@ -293,7 +356,7 @@ impl UnitTx for PgUnit {
         exchange: &Exchange,
         now: i64,
     ) -> Result<()> {
-        insert_event(&mut self.0, order_id, outbox_id, now, exchange).await
+        insert_event(&mut self.tx, order_id, outbox_id, now, exchange).await
     }
 
     async fn insert_deadline(
@@ -306,7 +369,7 @@ impl UnitTx for PgUnit {
     ) -> Result<bool> {
         let done = statements::insert_deadline(Postgres, order_id, kind, stage, due_at, now)
             .pg()
-            .execute(&mut *self.0)
+            .execute(&mut *self.tx)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -318,16 +381,19 @@ impl UnitTx for PgUnit {
         outbox_ids: &[i64],
         now: i64,
     ) -> Result<()> {
-        statements::remember_request(Postgres, key, order_id, outbox_ids, now)?.pg().execute(&mut *self.0).await?;
+        statements::remember_request(Postgres, key, order_id, outbox_ids, now)?.pg().execute(&mut *self.tx).await?;
         Ok(())
     }
 
     async fn wake_replicas(&mut self) -> Result<()> {
-        notify_replicas(&mut self.0).await
+        if self.woke {
+            return Ok(());
+        }
+        notify_replicas(&mut self.tx).await
     }
 
     async fn commit(self) -> Result<()> {
-        Ok(self.0.commit().await?)
+        Ok(self.tx.commit().await?)
     }
 }
 
@@ -556,23 +622,6 @@ async fn fetch_outbox(conn: &mut PgConnection, id: i64, lock: bool) -> Result<Ou
     .await?
     .ok_or(StoreError::OutboxNotFound(id))?;
     outbox_from_row(&row)
-}
-
-/// Queues rows behind the order's open records of the same destination (or at the head of
-/// an empty queue); returns their ids. Called under the order's row lock: the ids of one
-/// queue grow in commit order, which the head-of-queue rule of `claim_due` relies on.
-async fn insert_outbox(
-    conn: &mut PgConnection,
-    order_id: i64,
-    rows: &[common::OutboxRow],
-    now: i64,
-) -> Result<Vec<OutboxRecord>> {
-    let mut records = Vec::with_capacity(rows.len());
-    for row in rows {
-        let inserted = statements::insert_outbox(Postgres, order_id, row, now).pg().fetch_one(&mut *conn).await?;
-        records.push(outbox_from_row(&inserted)?);
-    }
-    Ok(records)
 }
 
 /// Makes the first open record of the order due if it was waiting: called by every commit

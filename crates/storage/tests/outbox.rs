@@ -393,6 +393,38 @@ async fn postgres_concurrent_duplicate_order_created_makes_one_order() {
     db.drop_database().await.expect("drop the test database");
 }
 
+/// Order ids come from the sequence a block at a time per process: two replicas creating
+/// orders at once never share an id or a number, and each number is the prefix and its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replicas_creating_orders_at_once_never_share_a_number() {
+    const ORDERS: u32 = 60;
+    let Some(db) = db::postgres().await else { return };
+    let replicas = [db.store().await, db.store().await];
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..ORDERS {
+        let s = replicas[n as usize % 2].clone();
+        tasks.spawn(async move {
+            let (_, env) = created_envelope(1000 + n);
+            s.ingest_webhook(&env, Exchange::default(), &Policy::default(), respond).await.unwrap()
+        });
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            IngestResult::Created { order_id, answer, duplicate: false } => {
+                assert_eq!(answer.number, format!("{}{order_id}", Policy::default().number_prefix));
+                assert!(ids.insert(order_id), "id {order_id} handed out twice");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let orders = replicas[0].list_orders(&OrderFilter { limit: 1000, ..Default::default() }).await.unwrap();
+    assert_eq!(orders.len(), ORDERS as usize);
+    assert!(orders.iter().all(|o| ids.contains(&o.id) && o.order.number.ends_with(&o.id.to_string())));
+    drop(replicas);
+    db.drop_database().await.expect("drop the test database");
+}
+
 /// Waits (briefly) for a wake-up left over from setting up, so the next one is fresh.
 async fn drain(signal: &tokio::sync::Notify) {
     let _ = tokio::time::timeout(Duration::from_millis(300), signal.notified()).await;
