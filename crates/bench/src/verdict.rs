@@ -3,7 +3,7 @@
 //! the gateway's database. The soak itself (the processes, the kills, the outage) is in the
 //! binary's `soak` module.
 
-use crate::fifo::{fifo_violations, Arrival};
+use kuper_bridge_testkit::delivery;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -127,81 +127,30 @@ pub const FINAL_PAYMENT: &str = "paid";
 /// The verdict on Kuper's side, from the simulator's notification log and its order list.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tally {
-    pub orders: usize,
+    /// Delivered once, in order: the test kit's verdict, the one the test suite applies too
+    /// (Kuper's at-least-once resends are its `repeats`; injected faults and the outage its
+    /// `faults`).
+    pub kuper: delivery::Tally,
     pub per_kind: BTreeMap<Kind, usize>,
-    pub expected: usize,
-    /// Expected notifications accepted (at least once).
-    pub delivered: usize,
-    /// Expected notifications never accepted.
-    pub lost: usize,
-    /// Kuper's at-least-once duplicates: `rejected`/`repeat` or `repeat_accepted`.
-    pub duplicates: usize,
-    /// Arrivals (accepted, repeats, refusals; not faults) that came after a later event
-    /// of the same order (`fifo::fifo_violations`).
-    pub fifo_violations: usize,
-    /// Orders whose accepted sequence is complete but not the expected order.
-    pub out_of_order: usize,
-    /// Accepted notifications that were not expected at all.
-    pub unexpected: usize,
-    /// Refusals by any other rule (a bug in the gateway or in the soak).
-    pub rejected: usize,
-    pub rejected_rules: BTreeMap<String, usize>,
-    /// Requests answered by an injected fault or the outage, by rule.
-    pub faults: BTreeMap<String, usize>,
     /// Orders not `shipped` + `paid` in Kuper's view.
     pub stuck: usize,
     pub stuck_states: BTreeMap<String, usize>,
-    /// Human-readable details, first ones first.
-    pub problems: Vec<String>,
 }
 
 impl Tally {
     /// No invariant on Kuper's side is broken.
     pub fn clean(&self) -> bool {
-        self.lost == 0
-            && self.fifo_violations == 0
-            && self.out_of_order == 0
-            && self.unexpected == 0
-            && self.rejected == 0
-            && self.stuck == 0
-            && self.delivered == self.expected
+        self.kuper.clean() && self.stuck == 0
     }
-}
-
-fn verdict(r: &Value) -> &str {
-    r["verdict"].as_str().unwrap_or("")
-}
-
-/// Whether a simulator record is one of Kuper's at-least-once duplicates.
-pub fn is_duplicate(r: &Value) -> bool {
-    (verdict(r) == "rejected" && r["rule"] == "repeat") || verdict(r) == "repeat_accepted"
 }
 
 /// Judges the run. `orders`: every order Kuper placed, with its kind; `log`: the
 /// simulator's `GET /sim/v1/notifications`; `summaries`: its `GET /sim/v1/orders`.
 pub fn tally(orders: &[(String, Kind)], log: &[Value], summaries: &[Value]) -> Tally {
-    let mut t = Tally { orders: orders.len(), ..Tally::default() };
-    let ours: HashSet<&str> = orders.iter().map(|(id, _)| id.as_str()).collect();
-    let mut per_order: HashMap<&str, Vec<&Value>> = HashMap::new();
-    for r in log {
-        let id = r["originalOrderId"].as_str().unwrap_or("");
-        if verdict(r) == "fault" {
-            let rule = r["rule"].as_str().unwrap_or("fault").to_string();
-            *t.faults.entry(rule).or_default() += 1;
-            continue;
-        }
-        if !ours.contains(id) {
-            // A notification Kuper could not attribute to any order of this run.
-            if verdict(r) == "rejected" && !is_duplicate(r) {
-                t.rejected += 1;
-                let rule = r["rule"].as_str().unwrap_or("?").to_string();
-                *t.rejected_rules.entry(rule).or_default() += 1;
-                t.problems.push(format!("unattributed notification rejected: {}", r["message"]));
-            }
-            continue;
-        }
-        per_order.entry(id).or_default().push(r);
-    }
+    let mut t = Tally {
+        kuper: delivery::tally(orders.iter().map(|(id, kind)| (id.as_str(), kind.expected())), log),
+        ..Tally::default()
+    };
     let states: HashMap<&str, (&str, &str)> = summaries
         .iter()
         .filter_map(|s| {
@@ -211,57 +160,14 @@ pub fn tally(orders: &[(String, Kind)], log: &[Value], summaries: &[Value]) -> T
             ))
         })
         .collect();
-    let mut arrivals = Vec::new();
     for (id, kind) in orders {
         *t.per_kind.entry(*kind).or_default() += 1;
-        let expected = kind.expected();
-        t.expected += expected.len();
-        let mut records = per_order.remove(id.as_str()).unwrap_or_default();
-        records.sort_by_key(|r| r["seq"].as_u64().unwrap_or(0));
-        let mut accepted: Vec<&str> = Vec::new();
-        for r in &records {
-            let event = r["event"].as_str().unwrap_or("");
-            let seq = r["seq"].as_u64().unwrap_or(0);
-            arrivals.push(Arrival::new(id, event, seq));
-            match verdict(r) {
-                "accepted" => accepted.push(event),
-                _ if is_duplicate(r) => t.duplicates += 1,
-                "rejected" => {
-                    t.rejected += 1;
-                    let rule = r["rule"].as_str().unwrap_or("?").to_string();
-                    *t.rejected_rules.entry(rule).or_default() += 1;
-                    t.problems.push(format!("{id}: Kuper rejected {event} (seq {seq}): {}", r["message"]));
-                }
-                _ => {}
-            }
-        }
-        let missing: Vec<&str> = expected.iter().copied().filter(|e| !accepted.contains(e)).collect();
-        t.lost += missing.len();
-        t.delivered += expected.len() - missing.len();
-        let unexpected = accepted.iter().filter(|e| !expected.contains(e)).count();
-        t.unexpected += unexpected;
-        if !missing.is_empty() {
-            t.problems.push(format!("{id} ({}): lost {missing:?}; Kuper accepted {accepted:?}", kind.label()));
-        } else if accepted != expected {
-            t.out_of_order += 1;
-            t.problems.push(format!("{id} ({}): Kuper accepted {accepted:?}, expected {expected:?}", kind.label()));
-        }
         let (state, payment) = states.get(id.as_str()).copied().unwrap_or(("missing", "missing"));
         if state != FINAL_STATE || payment != FINAL_PAYMENT {
             t.stuck += 1;
             *t.stuck_states.entry(format!("{state}/{payment}")).or_default() += 1;
-            t.problems.push(format!("{id} ({}): stuck at {state}/{payment} in Kuper's view", kind.label()));
+            t.kuper.problems.push(format!("{id} ({}): stuck at {state}/{payment} in Kuper's view", kind.label()));
         }
-        let v = fifo_violations(&expected, &arrivals);
-        if v > 0 {
-            t.fifo_violations += v;
-            t.problems.push(format!(
-                "{id} ({}): {v} FIFO violation(s), arrivals {:?}",
-                kind.label(),
-                records.iter().map(|r| format!("{}#{}:{}", r["event"], r["seq"], verdict(r))).collect::<Vec<_>>()
-            ));
-        }
-        arrivals.clear();
     }
     t
 }

@@ -97,8 +97,8 @@ fn a_clean_run_with_resends_and_outage_faults_passes() {
     ];
     let t = tally(&orders, &log, &[shipped("A1")]);
     assert!(t.clean(), "{t:#?}");
-    assert_eq!((t.expected, t.delivered, t.lost, t.duplicates, t.rejected), (3, 3, 0, 2, 0));
-    assert_eq!(t.faults.get("outage"), Some(&1));
+    assert_eq!((t.kuper.expected, t.kuper.delivered, t.kuper.lost, t.kuper.repeats, t.kuper.rejected), (3, 3, 0, 2, 0));
+    assert_eq!(t.kuper.faults.get("outage"), Some(&1));
 }
 
 #[test]
@@ -132,23 +132,23 @@ fn lost_reordered_rejected_and_stuck_orders_are_each_counted() {
     ];
     let t = tally(&orders, &log, &summaries);
     assert!(!t.clean());
-    assert_eq!(t.lost, 1, "LOST never got assembled");
-    assert_eq!(t.out_of_order, 1, "SWAP got all three, in the wrong order");
-    assert_eq!(t.rejected, 1);
-    assert_eq!(t.rejected_rules.get("totals_mismatch"), Some(&1));
+    assert_eq!(t.kuper.lost, 1, "LOST never got assembled");
+    assert_eq!(t.kuper.out_of_order, 1, "SWAP got all three, in the wrong order");
+    assert_eq!(t.kuper.rejected, 1);
+    assert_eq!(t.kuper.rejected_rules.get("totals_mismatch"), Some(&1));
     assert_eq!(t.stuck, 1);
     assert_eq!(t.stuck_states.get("ready_to_ship/not_paid"), Some(&1));
     // SWAP: in_work after assembled; STUCK: the in_work resend after ready_for_delivery.
-    assert_eq!(t.fifo_violations, 2, "{:#?}", t.problems);
-    assert_eq!(t.duplicates, 1);
-    assert_eq!(t.delivered, 11);
+    assert_eq!(t.kuper.fifo_violations, 2, "{:#?}", t.kuper.problems);
+    assert_eq!(t.kuper.repeats, 1);
+    assert_eq!(t.kuper.delivered, 11);
 }
 
 #[test]
 fn an_order_kuper_never_heard_of_is_lost_and_stuck() {
     let orders = vec![("GONE".to_string(), Kind::C)];
     let t = tally(&orders, &[], &[]);
-    assert_eq!((t.lost, t.stuck, t.delivered), (6, 1, 0));
+    assert_eq!((t.kuper.lost, t.stuck, t.kuper.delivered), (6, 1, 0));
     assert_eq!(t.stuck_states.get("missing/missing"), Some(&1));
 }
 

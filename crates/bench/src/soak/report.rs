@@ -109,20 +109,20 @@ pub(super) fn verdict(plan: &Plan, args: &SoakArgs, o: Outcome) -> Report {
     let mut rows: Vec<(String, String, &'static str)> = vec![
         ("orders placed by Kuper".into(), format!("{} ({per_kind})", thousands(placed as f64)), mark(placed == plan.orders)),
         ("orders finished by the clients".into(), format!("{} (failed {failed})", thousands(get(&sh.c.done) as f64)), mark(failed == 0)),
-        ("expected notifications".into(), thousands(t.expected as f64), ""),
-        ("delivered (accepted by Kuper)".into(), thousands(t.delivered as f64), mark(t.delivered == t.expected)),
-        ("lost".into(), thousands(t.lost as f64), mark(t.lost == 0)),
+        ("expected notifications".into(), thousands(t.kuper.expected as f64), ""),
+        ("delivered (accepted by Kuper)".into(), thousands(t.kuper.delivered as f64), mark(t.kuper.delivered == t.kuper.expected)),
+        ("lost".into(), thousands(t.kuper.lost as f64), mark(t.kuper.lost == 0)),
         (
             "duplicates seen by Kuper (at-least-once resends: `repeat` 422 / `repeat_accepted`; allowed)".into(),
-            thousands(t.duplicates as f64),
+            thousands(t.kuper.repeats as f64),
             "",
         ),
-        ("FIFO violations (per order, in Kuper's arrival order)".into(), thousands(t.fifo_violations as f64), mark(t.fifo_violations == 0)),
-        ("orders whose accepted sequence is not the expected one".into(), format!("{} (unexpected notifications {})", t.out_of_order, t.unexpected), mark(t.out_of_order == 0 && t.unexpected == 0)),
+        ("FIFO violations (per order, in Kuper's arrival order)".into(), thousands(t.kuper.fifo_violations as f64), mark(t.kuper.fifo_violations == 0)),
+        ("orders whose accepted sequence is not the expected one".into(), format!("{} (unexpected notifications {})", t.kuper.out_of_order, t.kuper.unexpected), mark(t.kuper.out_of_order == 0 && t.kuper.unexpected == 0)),
         (
             "rejected by Kuper (any other rule)".into(),
-            format!("{}{}", t.rejected, if t.rejected_rules.is_empty() { String::new() } else { format!(" {:?}", t.rejected_rules) }),
-            mark(t.rejected == 0),
+            format!("{}{}", t.kuper.rejected, if t.kuper.rejected_rules.is_empty() { String::new() } else { format!(" {:?}", t.kuper.rejected_rules) }),
+            mark(t.kuper.rejected == 0),
         ),
         (
             "orders in the gateway's database (API pages / SQL)".into(),
@@ -246,7 +246,7 @@ pub(super) fn verdict(plan: &Plan, args: &SoakArgs, o: Outcome) -> Report {
         format!("gateway config: production settings except the dispatcher — {}", plan.schedule_text()),
         "the schedule is compressed (why: with production's steps a notification that already failed four times waits 2 min, then 5 min, then 15 min for its next try, and under a kill every few seconds plus an outage that happens easily, so the soak would mostly measure waiting); the retry code, the jitter, the FIFO rule and the in-doubt handling are the production code paths, only the delays are shorter".into(),
         format!("gateway RSS at the end {:.1} MiB", rss_now.map_or(f64::NAN, |b| b as f64 / 1024.0 / 1024.0)),
-        format!("faults answered by Kuper (by rule): {:?}", t.faults),
+        format!("faults answered by Kuper (by rule): {:?}", t.kuper.faults),
     ];
     if args.backend == Backend::Postgres {
         notes.push(format!(
@@ -255,7 +255,7 @@ pub(super) fn verdict(plan: &Plan, args: &SoakArgs, o: Outcome) -> Report {
         ));
     }
     let mut problems: Vec<String> = client_problems;
-    problems.extend(t.problems.iter().cloned());
+    problems.extend(t.kuper.problems.iter().cloned());
     problems.extend(st.problems.iter().cloned());
     if !drained {
         problems.push(format!(
@@ -272,16 +272,16 @@ pub(super) fn verdict(plan: &Plan, args: &SoakArgs, o: Outcome) -> Report {
         "seed": args.seed,
         "orders": placed,
         "per_kind": t.per_kind.iter().map(|(k, n)| (k.label().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
-        "expected_notifications": t.expected,
-        "delivered": t.delivered,
-        "lost": t.lost,
-        "duplicates_seen_by_kuper": t.duplicates,
-        "fifo_violations": t.fifo_violations,
-        "out_of_order_orders": t.out_of_order,
-        "unexpected_notifications": t.unexpected,
-        "rejected": t.rejected,
-        "rejected_rules": t.rejected_rules,
-        "faults": t.faults,
+        "expected_notifications": t.kuper.expected,
+        "delivered": t.kuper.delivered,
+        "lost": t.kuper.lost,
+        "duplicates_seen_by_kuper": t.kuper.repeats,
+        "fifo_violations": t.kuper.fifo_violations,
+        "out_of_order_orders": t.kuper.out_of_order,
+        "unexpected_notifications": t.kuper.unexpected,
+        "rejected": t.kuper.rejected,
+        "rejected_rules": t.kuper.rejected_rules,
+        "faults": t.kuper.faults,
         "stuck": t.stuck,
         "stuck_states": t.stuck_states,
         "secrets_in_log": leaked,
