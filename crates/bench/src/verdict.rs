@@ -4,7 +4,7 @@
 //! binary's `soak` module.
 
 use kuper_bridge_testkit::delivery;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Store ids the soak configures in the gateway (as `crates/cli/tests/common` does).
@@ -12,108 +12,15 @@ pub const KUPER_STORE: &str = "1184";
 pub const MERCHANT_STORE: &str = "merchant-1";
 pub const RESTAURANT_STORE: &str = "rest-1";
 
-/// The four kinds of order the soak cycles through: the three schemes and a restaurant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    /// Scheme A: the store assembles, Kuper's courier delivers.
-    A,
-    /// Scheme A at a restaurant: `accept` first.
-    Restaurant,
-    /// Scheme B: pickup.
-    B,
-    /// Scheme C: the merchant delivers.
-    C,
-}
+use kuper_bridge_testkit::flows::Stores;
+pub use kuper_bridge_testkit::flows::{event_of, pickup_code_for, Kind};
 
-impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::A, Kind::Restaurant, Kind::B, Kind::C];
-
-    /// The kind of the `n`-th order: the four kinds in turn.
-    pub fn of(n: usize) -> Kind {
-        Self::ALL[n % Self::ALL.len()]
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Kind::A => "A",
-            Kind::Restaurant => "A restaurant",
-            Kind::B => "B",
-            Kind::C => "C",
-        }
-    }
-
-    /// `POST /sim/v1/orders` parameters (without target and auth).
-    pub fn params(self) -> Value {
-        match self {
-            Kind::A => json!({"store": KUPER_STORE, "shipmentMethod": "by_courier"}),
-            Kind::Restaurant => json!({"store": RESTAURANT_STORE, "restaurant": true}),
-            Kind::B => json!({"store": KUPER_STORE, "shipmentMethod": "pickup"}),
-            Kind::C => json!({"store": MERCHANT_STORE, "integration": "delivery_by_merchant"}),
-        }
-    }
-
-    /// The store's REST actions, in order, with their bodies. Scheme B's `pickup-code`
-    /// carries no code here: the soak gives each order its own ([`pickup_code_for`]) and
-    /// verifies it before `delivered`, as the counter does.
-    pub fn actions(self) -> Vec<(&'static str, Value)> {
-        let mut v = Vec::new();
-        if self == Kind::Restaurant {
-            v.push(("accept", json!({})));
-        }
-        v.extend([("start-assembly", json!({})), ("assembled", json!({})), ("ready", json!({}))]);
-        match self {
-            Kind::B => v.extend([("pickup-code", json!({})), ("delivered", json!({}))]),
-            Kind::C => v.extend([
-                // Still ahead when sent: the gateway refuses a promised time that has passed.
-                ("estimated-delivery-time", json!({"at": (chrono::Utc::now() + chrono::Duration::minutes(90)).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)})),
-                ("delivering", json!({})),
-                ("delivered", json!({})),
-            ]),
-            _ => {}
-        }
-        v
-    }
-
-    /// The notifications Kuper must accept, exactly once each, in this order.
-    pub fn expected(self) -> Vec<&'static str> {
-        self.actions().iter().map(|(a, _)| event_of(a)).collect()
-    }
-
-    /// Whether Kuper's courier finishes the order (scheme A): its webhooks can only come
-    /// once Kuper has accepted `ready_for_delivery`.
-    pub fn kuper_delivers(self) -> bool {
-        matches!(self, Kind::A | Kind::Restaurant)
-    }
-}
-
-/// The pickup code the soak gives a scheme B order: the last 12 letters and digits of its
-/// Kuper id. Unique as the id is, so codes of one store's open orders never clash (the
-/// gateway refuses a duplicate), and the same on every retry of the action.
-pub fn pickup_code_for(id: &str) -> String {
-    let alnum: Vec<char> = id.chars().filter(char::is_ascii_alphanumeric).collect();
-    let code: String = alnum[alnum.len().saturating_sub(12)..].iter().collect();
-    // Too short an id (never one of Kuper's) still gets a code of the allowed length.
-    format!("{code:0>4}")
-}
+/// The stores of the soak's gateway, for [`Kind::params`].
+pub const STORES: Stores<'static> =
+    Stores { kuper: KUPER_STORE, merchant: MERCHANT_STORE, restaurant: RESTAURANT_STORE };
 
 /// Kuper's webhooks after `ready_for_delivery` reached it, for scheme A.
 pub const COURIER_WEBHOOKS: [&str; 4] = ["order.paid", "order.received", "order.delivering", "order.delivered"];
-
-/// The notification a REST action queues.
-pub fn event_of(action: &str) -> &'static str {
-    match action {
-        "accept" => "order.accepted",
-        "start-assembly" => "order.in_work",
-        "assembled" => "order.assembled",
-        "ready" => "order.ready_for_delivery",
-        "pickup-code" => "order.pickup_code_created",
-        "estimated-delivery-time" => "order.estimated_delivery_time",
-        "delivering" => "order.delivering",
-        "delivered" => "order.delivered",
-        "cancel" => "order.canceled",
-        _ => "unknown",
-    }
-}
 
 /// Kuper's states from which scheme A's courier webhooks may follow.
 pub fn ready_for_courier(state: &str) -> bool {

@@ -8,73 +8,15 @@
 
 mod common;
 use common::*;
+use kuper_bridge_testkit::flows::{event_of, pickup_code_for, Kind, Stores};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    A,
-    ARestaurant,
-    B,
-    C,
-}
-
-impl Kind {
-    fn params(self) -> Value {
-        match self {
-            Kind::A => json!({"store": "1184", "shipmentMethod": "by_courier"}),
-            Kind::ARestaurant => json!({"store": RESTAURANT_STORE, "restaurant": true}),
-            Kind::B => json!({"store": "1184", "shipmentMethod": "pickup"}),
-            Kind::C => json!({"store": MERCHANT_STORE, "integration": "delivery_by_merchant"}),
-        }
-    }
-
-    fn actions(self) -> Vec<(&'static str, Value)> {
-        let mut v = Vec::new();
-        if self == Kind::ARestaurant {
-            v.push(("accept", json!({})));
-        }
-        v.extend([("start-assembly", json!({})), ("assembled", json!({})), ("ready", json!({}))]);
-        match self {
-            // The code is the store's (`pickup_code`), so the test knows what the customer shows.
-            Kind::B => v.extend([("pickup-code", json!({})), ("delivered", json!({}))]),
-            Kind::C => v.extend([
-                ("estimated-delivery-time", json!({"at": moscow_in(90)})),
-                ("delivering", json!({})),
-                ("delivered", json!({})),
-            ]),
-            _ => {}
-        }
-        v
-    }
-
-    fn expected(self) -> Vec<&'static str> {
-        self.actions().iter().map(|(a, _)| event_of(a)).collect()
-    }
-}
-
-fn event_of(action: &str) -> &'static str {
-    match action {
-        "accept" => "order.accepted",
-        "start-assembly" => "order.in_work",
-        "assembled" => "order.assembled",
-        "ready" => "order.ready_for_delivery",
-        "pickup-code" => "order.pickup_code_created",
-        "estimated-delivery-time" => "order.estimated_delivery_time",
-        "delivering" => "order.delivering",
-        _ => "order.delivered",
-    }
-}
-
-/// The pickup code the store gives an order: its Kuper id (letters and digits, at most 12),
-/// unique as the id is, so one store's open orders never share a code.
-fn pickup_code(id: &str) -> String {
-    let alnum: Vec<char> = id.chars().filter(char::is_ascii_alphanumeric).collect();
-    alnum[alnum.len().saturating_sub(12)..].iter().collect()
-}
+/// The stores of the test gateway, for [`Kind::params`].
+const STORES: Stores<'static> = Stores { kuper: "1184", merchant: MERCHANT_STORE, restaurant: RESTAURANT_STORE };
 
 struct Cluster {
     http: reqwest::Client,
@@ -192,7 +134,7 @@ async fn three_replicas_one_killed_nothing_lost_doubled_or_reordered() {
         alive: (0..3).map(|_| AtomicBool::new(true)).collect(),
     });
 
-    let kinds = [Kind::A, Kind::B, Kind::C, Kind::ARestaurant];
+    let kinds = [Kind::A, Kind::B, Kind::C, Kind::Restaurant];
     let done = Arc::new(AtomicUsize::new(0));
     let created: Arc<tokio::sync::Mutex<HashMap<String, (Kind, String)>>> = Default::default();
     let permits = Arc::new(tokio::sync::Semaphore::new(24));
@@ -205,7 +147,7 @@ async fn three_replicas_one_killed_nothing_lost_doubled_or_reordered() {
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.unwrap();
             // Kuper sends order.created to one replica...
-            let mut body = kind.params();
+            let mut body = kind.params(STORES);
             body["target"] = json!(format!("{}/kuper-webhook", cluster.pick(n)));
             body["auth"] = json!({"basic": WEBHOOK_USER});
             let v: Value =
@@ -243,11 +185,11 @@ async fn three_replicas_one_killed_nothing_lost_doubled_or_reordered() {
             created.lock().await.insert(id.clone(), (kind, first));
             for (k, (action, body)) in kind.actions().iter().enumerate() {
                 if *action == "delivered" && kind == Kind::B {
-                    cluster.verify(n + k, &id, &pickup_code(&id)).await;
+                    cluster.verify(n + k, &id, &pickup_code_for(&id)).await;
                 }
-                let body = if *action == "pickup-code" { &json!({"code": pickup_code(&id)}) } else { body };
+                let body = if *action == "pickup-code" { &json!({"code": pickup_code_for(&id)}) } else { body };
                 cluster.act(n + k, &id, action, body).await;
-                if *action == "ready" && matches!(kind, Kind::A | Kind::ARestaurant) {
+                if *action == "ready" && matches!(kind, Kind::A | Kind::Restaurant) {
                     // Kuper pays and its courier takes the order only after ready_for_delivery.
                     wait_for(&http, &sim_url, &id, kind.expected().len()).await;
                     for e in ["order.paid", "order.received", "order.delivering", "order.delivered"] {

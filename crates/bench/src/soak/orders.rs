@@ -4,7 +4,7 @@
 use super::STEP_DEADLINE;
 use crate::gateway::{API_KEY, WEBHOOK_PASSWORD, WEBHOOK_USER};
 use anyhow::{anyhow, bail, Context, Result};
-use kuper_bridge_bench::verdict::{event_of, pickup_code_for, ready_for_courier, Kind, COURIER_WEBHOOKS};
+use kuper_bridge_bench::verdict::{event_of, pickup_code_for, ready_for_courier, Kind, COURIER_WEBHOOKS, STORES};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -258,7 +258,7 @@ pub(super) async fn drive_order(sh: Arc<Shared>, n: usize, permits: Arc<tokio::s
 pub(super) async fn drive(sh: &Shared, n: usize, kind: Kind, permits: &Arc<tokio::sync::Semaphore>) -> Result<()> {
     let mut permit = permits.clone().acquire_owned().await?;
     // Kuper places the order and sends order.created.
-    let mut body = kind.params();
+    let mut body = kind.params(STORES);
     body["target"] = json!(sh.webhook_url());
     body["auth"] = json!({"basic": format!("{WEBHOOK_USER}:{WEBHOOK_PASSWORD}")});
     let v: Value = sh

@@ -558,12 +558,8 @@ fn json_to_toml(v: &Value, prefix: &str) -> String {
 
 /// An RFC 3339 time `minutes` from now, in Moscow time. The API refuses a promised time
 /// (`expectedAssemblyTime`, `at`) that has already passed, so tests never send fixed dates.
-pub fn moscow_in(minutes: i64) -> String {
-    let msk = chrono::FixedOffset::east_opt(3 * 3600).expect("+03:00 is a valid offset");
-    (chrono::Utc::now() + chrono::Duration::minutes(minutes))
-        .with_timezone(&msk)
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
-}
+#[allow(unused_imports)]
+pub use kuper_bridge_testkit::flows::moscow_in;
 
 /// Whether `text` shows `code` as a value of its own: not as a run inside a longer number or
 /// identifier (an order number, a millisecond timestamp, a request id). A plain `contains`
