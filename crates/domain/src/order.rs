@@ -144,6 +144,7 @@ impl Order {
     pub fn in_state(mut self, state: OrderState) -> Option<Self> {
         (state != OrderState::Canceled).then(|| {
             self.state = state;
+            self.cancellation = None;
             self
         })
     }
@@ -185,6 +186,17 @@ impl Order {
 #[cfg(test)]
 mod notified_tests {
     use super::*;
+
+    #[test]
+    fn a_canceled_order_has_its_cancellation_and_only_then() {
+        let order = crate::diagram::sample_order(Scheme::Pickup, false, &crate::Policy::default()).expect("sample");
+        assert!(order.clone().in_state(OrderState::Canceled).is_none(), "canceled needs its reason");
+        let info = CancelInfo { by: CanceledBy::Kuper, slug: "customer_request".into(), description: String::new() };
+        let canceled = order.canceled(info.clone());
+        assert_eq!((canceled.state(), canceled.cancellation()), (OrderState::Canceled, Some(&info)));
+        let reopened = canceled.in_state(OrderState::Ready).expect("ready needs nothing more");
+        assert_eq!((reopened.state(), reopened.cancellation()), (OrderState::Ready, None));
+    }
 
     #[test]
     fn a_notification_is_recorded_once_in_the_order_it_came() {

@@ -38,7 +38,6 @@ const PICKUP_CODES_LOCK: i32 = 0x6b62_0001;
 
 pub struct PgStore {
     pool: PgPool,
-    order_ids: Arc<OrderIds>,
     signal: Arc<Notify>,
     forwarding: Arc<crate::Forwarding>,
     /// Dropped with the store, which stops the listener task.
@@ -151,13 +150,7 @@ impl PgStore {
         let listener = listen(&options).await?;
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(relay_wake_ups(listener, options, signal.clone(), stopped));
-        Ok(Self {
-            pool,
-            order_ids: Arc::default(),
-            signal,
-            forwarding: Arc::new(store_options.forwarding.clone()),
-            _listener: stop,
-        })
+        Ok(Self { pool, signal, forwarding: Arc::new(store_options.forwarding.clone()), _listener: stop })
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
@@ -169,7 +162,7 @@ impl PgStore {
 
     /// A unit of work (`units`) in its own transaction.
     async fn unit(&self) -> Result<PgUnit> {
-        Ok(PgUnit { tx: self.begin().await?, order_ids: self.order_ids.clone(), woke: false })
+        Ok(PgUnit { tx: self.begin().await?, woke: false })
     }
 
     /// A unit's answer, after waking this process's dispatcher if it queued or freed a
@@ -186,45 +179,8 @@ impl PgStore {
 /// commit (`FOR UPDATE`): the writers of one order, on any replica, take turns.
 struct PgUnit {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    order_ids: Arc<OrderIds>,
     /// The transaction already wakes the other replicas at commit (see `insert_outbox`).
     woke: bool,
-}
-
-/// Order ids drawn from the `orders` sequence a block at a time: a new order needs its id before
-/// its insert (its number is `{prefix}{id}`), and one `nextval` per order was a round trip of
-/// its own. A sequence value is never handed out twice, whatever happens to the transaction
-/// that drew it; the cost is a gap in the numbers of at most one block per process start (and
-/// one id per insert that lost a race, as before). Each process draws its own blocks, so with
-/// several replicas the numbers interleave rather than follow creation order — as they
-/// already did between concurrent transactions.
-#[derive(Default)]
-struct OrderIds {
-    /// Drawn but not yet used, largest first (`pop` gives the smallest).
-    spare: std::sync::Mutex<Vec<i64>>,
-}
-
-impl OrderIds {
-    const BLOCK: i64 = 16;
-
-    async fn next(&self, conn: &mut PgConnection) -> Result<i64> {
-        if let Some(id) = self.take() {
-            return Ok(id);
-        }
-        let drawn: Vec<i64> =
-            sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('orders', 'id')) FROM generate_series(1, $1)")
-                .bind(Self::BLOCK)
-                .fetch_all(conn)
-                .await?;
-        let mut spare = self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        spare.extend(drawn);
-        spare.sort_unstable_by(|a, b| b.cmp(a));
-        spare.pop().ok_or_else(|| StoreError::Unavailable("the orders sequence gave no id".into()))
-    }
-
-    fn take(&self) -> Option<i64> {
-        self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
-    }
 }
 
 #[async_trait]
@@ -279,7 +235,9 @@ impl UnitTx for PgUnit {
         // The id first, so the number `{prefix}{id}` goes in with the row: one insert that
         // either creates the order or finds that someone else just did (it waits for their
         // commit).
-        let id = self.order_ids.next(&mut self.tx).await?;
+        let id: i64 = sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")
+            .fetch_one(&mut *self.tx)
+            .await?;
         let mut order = draft.clone();
         order.number = format!("{prefix}{id}");
         let keys = pg_search_keys(&order);
@@ -335,16 +293,20 @@ impl UnitTx for PgUnit {
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
             let mut insert = statements::insert_outbox(Postgres, order_id, row, now);
-            if !self.woke {
+            let wakes = !self.woke;
+            if wakes {
                 // The replicas' wake-up rides on the insert instead of a statement of its own
                 // at commit: one round trip fewer per action (NOTIFY is delivered at commit).
+                // `pg_notify` is volatile, so the planner keeps the subquery although its
+                // column is not selected (`postgres_a_commit_on_one_replica_wakes_the_others`
+                // fails if it ever stops running).
                 insert.sql = format!(
                     "WITH inserted AS ({}) SELECT inserted.* FROM inserted, (SELECT pg_notify('{CHANNEL}', '')) AS wake",
                     insert.sql
                 );
-                self.woke = true;
             }
             records.push(outbox_from_row(&insert.pg().fetch_one(&mut *self.tx).await?)?);
+            self.woke |= wakes;
         }
         Ok(records)
     }
