@@ -913,6 +913,17 @@ pub(crate) const DESTINATIONS_SQL: &str = "SELECT destination,
 
 /// Webhooks refused before they touched an order (the rest of the WHERE after `order_id IS NULL`).
 pub(crate) const REFUSED_WEBHOOK_SQL: &str = "kind = 'webhook' AND status >= 400";
+/// The columns of `order_from_row`, as a macro too for `concat!` in constant queries.
+macro_rules! order_columns {
+    () => {
+        "id, data, created_at, updated_at"
+    };
+}
+pub(crate) const ORDER_COLUMNS: &str = order_columns!();
+
+/// The columns of `event_from_row`.
+pub(crate) const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id, actor";
+
 pub(crate) const LAST_KUPER_SUCCESS_SQL: &str =
     "SELECT sent_at FROM outbox WHERE status = 'sent' AND destination = 'kuper' ORDER BY id DESC LIMIT 1";
 /// The predicate of the partial index `events_kuper_failures`, so the newest is one probe.

@@ -7,6 +7,7 @@ pub mod backup;
 mod common;
 pub mod packed;
 mod postgres;
+mod reads;
 mod sqlite;
 mod sqlite_writer;
 mod statements;

@@ -5,7 +5,8 @@
 //! lock outbox rows only and never wait). Commits that queue or unblock outbox work wake every
 //! replica's dispatcher through `NOTIFY`.
 
-use crate::common::{self, event_from_row, order_from_row, outbox_from_row};
+use crate::common::{self, order_from_row, outbox_from_row};
+use crate::reads;
 use crate::statements::{self, Dialect::Postgres};
 use crate::units::{self, RecordChange, UnitTx};
 use crate::{
@@ -44,14 +45,13 @@ pub struct PgStore {
     _listener: oneshot::Sender<()>,
 }
 
-const ORDER_COLUMNS: &str = "id, data, created_at, updated_at";
+use common::ORDER_COLUMNS;
 use common::OUTBOX_COLUMNS;
 /// A pending record that is the head of its order's queue (no earlier pending or dead record:
 /// per-order FIFO, protocol.md §9), due, and not under a live lease. Binds $1 = now.
 pub(crate) const CLAIM_FROM: &str = "outbox o";
 pub(crate) const HEAD_DUE: &str = "o.status = 'pending' AND o.next_attempt_at <= $1 AND (o.lease_until IS NULL OR o.lease_until <= $1)
     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_id = o.order_id AND p.destination = o.destination AND p.id < o.id AND p.status IN ('pending', 'dead'))";
-const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id, actor";
 
 impl PgStore {
     async fn run_migrations(&self) -> Result<()> {
@@ -151,6 +151,11 @@ impl PgStore {
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(relay_wake_ups(listener, options, signal.clone(), stopped));
         Ok(Self { pool, signal, forwarding: Arc::new(store_options.forwarding.clone()), _listener: stop })
+    }
+
+    /// The console's read queries on this pool (`reads`, shared with SQLite).
+    fn reads(&self) -> reads::Reads<'_, sqlx::Postgres> {
+        reads::Reads { pool: &self.pool, names: common::NameIndex::TsVector }
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
@@ -703,20 +708,11 @@ impl Store for PgStore {
     }
 
     async fn list_orders(&self, f: &OrderFilter) -> Result<Vec<StoredOrder>> {
-        // Only the filters given become conditions, so the (state, id), (scheme, id) and
-        // (store_id, id) indexes serve them; the SQL text is built from constants, values are bound.
-        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
-        common::push_order_page(&mut q, ORDER_COLUMNS, &pg_filter(f), common::NameIndex::TsVector);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(order_from_row).collect()
+        self.reads().list_orders(&pg_filter(f)).await
     }
 
     async fn order_events(&self, order_id: i64) -> Result<Vec<EventRecord>> {
-        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE order_id = $1 ORDER BY id"))
-            .bind(order_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(event_from_row).collect()
+        self.reads().order_events(order_id).await
     }
 
     async fn claim_due(&self, owner: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<crate::Claimed>> {
@@ -832,29 +828,15 @@ impl Store for PgStore {
     }
 
     async fn list_outbox(&self, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxRecord>> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("SELECT {OUTBOX_COLUMNS} FROM outbox"));
-        if let Some(status) = status {
-            q.push(" WHERE status = ").push_bind(status.as_str());
-        }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit.clamp(1, 10_000));
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(outbox_from_row).collect()
+        self.reads().list_outbox(status, limit).await
     }
 
     async fn get_outbox(&self, outbox_id: i64) -> Result<Option<OutboxRecord>> {
-        let row = sqlx::query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"))
-            .bind(outbox_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(outbox_from_row).transpose()
+        self.reads().get_outbox(outbox_id).await
     }
 
     async fn outbox_attempts(&self, outbox_id: i64) -> Result<Vec<EventRecord>> {
-        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE outbox_id = $1 ORDER BY id"))
-            .bind(outbox_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(event_from_row).collect()
+        self.reads().outbox_attempts(outbox_id).await
     }
 
     async fn replay(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord> {
@@ -922,37 +904,7 @@ impl Store for PgStore {
         after: crate::DeadlineCursor,
         limit: i64,
     ) -> Result<Vec<crate::DeadlineCandidate>> {
-        // The predicate and the order are the partial index's own (orders_deadline_check):
-        // only due open orders are read.
-        let rows = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS}, deadline_check_at FROM orders
-             WHERE state NOT IN ('delivered', 'canceled') AND deadline_check_at <= $1 AND (deadline_check_at, id) > ($2, $3)
-             ORDER BY deadline_check_at, id LIMIT $4"
-        ))
-        .bind(now)
-        .bind(after.check_at)
-        .bind(after.order_id)
-        .bind(limit.clamp(1, 10_000))
-        .fetch_all(&self.pool)
-        .await?;
-        let orders = rows
-            .iter()
-            .map(|r| Ok((order_from_row(r)?, r.try_get::<i64, _>("deadline_check_at")?)))
-            .collect::<Result<Vec<_>>>()?;
-        if orders.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<i64> = orders.iter().map(|(o, _)| o.id).collect();
-        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
-        common::push_recorded_deadlines(&mut q, &ids);
-        let recorded = q
-            .build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("order_id")?, r.try_get("kind")?, r.try_get("stage")?)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(common::deadline_candidates(orders, recorded))
+        self.reads().orders_due_for_deadlines(now, after, limit).await
     }
 
     async fn set_deadline_checks(&self, checks: &[crate::DeadlineCheck]) -> Result<()> {
@@ -966,17 +918,7 @@ impl Store for PgStore {
     }
 
     async fn past_due_counts(&self) -> Result<Vec<(kuper_bridge_domain::deadlines::DeadlineKind, i64)>> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
-        common::push_past_due_counts(&mut q);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        let mut out = Vec::new();
-        for r in &rows {
-            let kind: String = r.try_get("kind")?;
-            if let Some(kind) = kuper_bridge_domain::deadlines::DeadlineKind::parse(&kind) {
-                out.push((kind, r.try_get("n")?));
-            }
-        }
-        Ok(out)
+        self.reads().past_due_counts().await
     }
 
     async fn record_deadline(
@@ -1043,82 +985,27 @@ impl Store for PgStore {
     }
 
     async fn count_orders_by_state(&self, f: &OrderFilter) -> Result<Vec<(String, i64)>> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT state, COUNT(*) AS n FROM orders");
-        common::push_order_filter(&mut q, &pg_filter(f), false, common::NameIndex::TsVector);
-        q.push(" GROUP BY state ORDER BY state");
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("state")?, r.try_get("n")?))).collect()
+        self.reads().count_orders_by_state(&pg_filter(f)).await
     }
 
     async fn attention_of(&self, ids: &[i64]) -> Result<std::collections::HashMap<i64, Vec<crate::Attention>>> {
-        if ids.is_empty() {
-            return Ok(Default::default());
-        }
-        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
-        common::push_attention_of(&mut q, ids);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        let mut flags = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let flag: String = r.try_get(1)?;
-            if let Some(a) = common::attention_flag(&flag) {
-                flags.push((r.try_get(0)?, a));
-            }
-        }
-        Ok(common::attention_map(flags))
+        self.reads().attention_of(ids).await
     }
 
     async fn list_outbox_by(&self, f: &crate::OutboxFilter) -> Result<Vec<OutboxRecord>> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("SELECT {OUTBOX_COLUMNS} FROM outbox"));
-        common::push_outbox_filter(&mut q, f);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(outbox_from_row).collect()
+        self.reads().list_outbox_by(f).await
     }
 
     async fn outbox_destinations(&self) -> Result<Vec<crate::DestinationStats>> {
-        let rows = sqlx::query(common::DESTINATIONS_SQL).fetch_all(&self.pool).await?;
-        let open = rows.iter().map(common::destination_from_row).collect::<Result<Vec<_>>>()?;
-        Ok(common::destinations(&self.forwarding, open))
+        self.reads().outbox_destinations(&self.forwarding).await
     }
 
     async fn refused_webhooks(&self, limit: i64) -> Result<Vec<EventRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE order_id IS NULL AND {} ORDER BY id DESC LIMIT $1",
-            common::REFUSED_WEBHOOK_SQL
-        ))
-        .bind(limit.clamp(1, 1000))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(event_from_row).collect()
+        self.reads().refused_webhooks(limit).await
     }
 
     async fn health_snapshot(&self, now: i64) -> Result<crate::HealthSnapshot> {
-        let last_kuper_success_at: Option<i64> =
-            sqlx::query_scalar(common::LAST_KUPER_SUCCESS_SQL).fetch_optional(&self.pool).await?.flatten();
-        let last_kuper_error =
-            sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE {}", common::LAST_KUPER_ERROR_WHERE))
-                .fetch_optional(&self.pool)
-                .await?;
-        let webhook_errors_15min: i64 = sqlx::query_scalar(common::WEBHOOK_ERRORS_SINCE_SQL)
-            .bind(now - 15 * 60 * 1000)
-            .fetch_one(&self.pool)
-            .await?;
-        let orders_needing_attention: i64 =
-            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({}) AS attention", common::ATTENTION_IDS_SQL))
-                .fetch_one(&self.pool)
-                .await?;
-        let last_reconciliation = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE kind = 'reconciliation' ORDER BY id DESC LIMIT 1"
-        ))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(crate::HealthSnapshot {
-            last_kuper_success_at,
-            last_kuper_error: last_kuper_error.as_ref().map(event_from_row).transpose()?,
-            webhook_errors_15min,
-            orders_needing_attention,
-            last_reconciliation: last_reconciliation.as_ref().map(event_from_row).transpose()?,
-            destinations: self.outbox_destinations().await?,
-        })
+        self.reads().health_snapshot(&self.forwarding, now).await
     }
 
     async fn create_session(&self, token_hash: &str, operator_id: i64, now: i64) -> Result<()> {

@@ -4,7 +4,8 @@
 //! `BEGIN IMMEDIATE` so another process's writer is waited for (busy_timeout) instead of
 //! failing on lock upgrade.
 
-use crate::common::{self, event_from_row, order_from_row, outbox_from_row, Lite};
+use crate::common::{self, order_from_row, outbox_from_row, Lite};
+use crate::reads;
 use crate::sqlite_writer::SqliteWriter;
 use crate::statements::{self, Dialect::Sqlite};
 use crate::units::{self, RecordChange, UnitTx};
@@ -38,12 +39,7 @@ pub struct SqliteStore {
 
 /// SQLite's default page size, which kuper-bridge never changes.
 const SQLITE_PAGE_SIZE: u64 = 4096;
-macro_rules! order_columns {
-    () => {
-        "id, data, created_at, updated_at"
-    };
-}
-const ORDER_COLUMNS: &str = order_columns!();
+use common::ORDER_COLUMNS;
 use common::OUTBOX_COLUMNS;
 const ORDER_BY_ID: &str = concat!("SELECT ", order_columns!(), " FROM orders WHERE id = ?1");
 const ORDER_BY_REFERENCE: &str = concat!(
@@ -88,7 +84,6 @@ static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          RETURNING {OUTBOX_COLUMNS}"
     )
 });
-const EVENT_COLUMNS: &str = "id, order_id, outbox_id, at, kind, direction, event, outcome, method, path, status, latency_ms, headers, body, response, detail, request_id, actor";
 
 /// Runs a unit of work (`units`) on the writer's connection. Its primitives are synchronous
 /// (rusqlite), so the unit never waits and one poll completes it.
@@ -116,6 +111,11 @@ fn writer_connection(file: &std::path::Path, store_options: &crate::StoreOptions
 }
 
 impl SqliteStore {
+    /// The console's read queries on the read-only connections (`reads`, shared with PostgreSQL).
+    fn reads(&self) -> reads::Reads<'_, sqlx::Sqlite> {
+        reads::Reads { pool: &self.reader, names: common::NameIndex::Fts5 }
+    }
+
     async fn change_operator(&self, name: &str, change: common::OperatorChange<'_>) -> Result<crate::Operator> {
         let update = format!(
             "UPDATE operators SET {} = ?2, updated_at = ?3 WHERE name = ?1 RETURNING {}",
@@ -543,20 +543,11 @@ impl Store for SqliteStore {
     }
 
     async fn list_orders(&self, f: &OrderFilter) -> Result<Vec<StoredOrder>> {
-        // Only the filters given become conditions, so the (state, id), (scheme, id) and
-        // (store_id, id) indexes serve them; the SQL text is built from constants, values are bound.
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
-        common::push_order_page(&mut q, ORDER_COLUMNS, f, common::NameIndex::Fts5);
-        let rows = q.build().fetch_all(&self.reader).await?;
-        rows.iter().map(order_from_row).collect()
+        self.reads().list_orders(f).await
     }
 
     async fn order_events(&self, order_id: i64) -> Result<Vec<EventRecord>> {
-        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE order_id = ? ORDER BY id"))
-            .bind(order_id)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(event_from_row).collect()
+        self.reads().order_events(order_id).await
     }
 
     async fn claim_due(&self, owner: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<crate::Claimed>> {
@@ -669,29 +660,15 @@ impl Store for SqliteStore {
     }
 
     async fn list_outbox(&self, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxRecord>> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {OUTBOX_COLUMNS} FROM outbox"));
-        if let Some(status) = status {
-            q.push(" WHERE status = ").push_bind(status.as_str());
-        }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit.clamp(1, 10_000));
-        let rows = q.build().fetch_all(&self.reader).await?;
-        rows.iter().map(outbox_from_row).collect()
+        self.reads().list_outbox(status, limit).await
     }
 
     async fn get_outbox(&self, outbox_id: i64) -> Result<Option<OutboxRecord>> {
-        let row = sqlx::query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?"))
-            .bind(outbox_id)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(outbox_from_row).transpose()
+        self.reads().get_outbox(outbox_id).await
     }
 
     async fn outbox_attempts(&self, outbox_id: i64) -> Result<Vec<EventRecord>> {
-        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE outbox_id = ? ORDER BY id"))
-            .bind(outbox_id)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(event_from_row).collect()
+        self.reads().outbox_attempts(outbox_id).await
     }
 
     async fn replay(&self, outbox_id: i64, exchange: Exchange) -> Result<OutboxRecord> {
@@ -760,37 +737,7 @@ impl Store for SqliteStore {
         after: crate::DeadlineCursor,
         limit: i64,
     ) -> Result<Vec<crate::DeadlineCandidate>> {
-        // The predicate and the order are the partial index's own (orders_deadline_check):
-        // only due open orders are read.
-        let rows = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS}, deadline_check_at FROM orders
-             WHERE state NOT IN ('delivered', 'canceled') AND deadline_check_at <= ?1 AND (deadline_check_at, id) > (?2, ?3)
-             ORDER BY deadline_check_at, id LIMIT ?4"
-        ))
-        .bind(now)
-        .bind(after.check_at)
-        .bind(after.order_id)
-        .bind(limit.clamp(1, 10_000))
-        .fetch_all(&self.reader)
-        .await?;
-        let orders = rows
-            .iter()
-            .map(|r| Ok((order_from_row(r)?, r.try_get::<i64, _>("deadline_check_at")?)))
-            .collect::<Result<Vec<_>>>()?;
-        if orders.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<i64> = orders.iter().map(|(o, _)| o.id).collect();
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
-        common::push_recorded_deadlines(&mut q, &ids);
-        let recorded = q
-            .build()
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("order_id")?, r.try_get("kind")?, r.try_get("stage")?)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(common::deadline_candidates(orders, recorded))
+        self.reads().orders_due_for_deadlines(now, after, limit).await
     }
 
     async fn set_deadline_checks(&self, checks: &[crate::DeadlineCheck]) -> Result<()> {
@@ -807,17 +754,7 @@ impl Store for SqliteStore {
     }
 
     async fn past_due_counts(&self) -> Result<Vec<(kuper_bridge_domain::deadlines::DeadlineKind, i64)>> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
-        common::push_past_due_counts(&mut q);
-        let rows = q.build().fetch_all(&self.reader).await?;
-        let mut out = Vec::new();
-        for r in &rows {
-            let kind: String = r.try_get("kind")?;
-            if let Some(kind) = kuper_bridge_domain::deadlines::DeadlineKind::parse(&kind) {
-                out.push((kind, r.try_get("n")?));
-            }
-        }
-        Ok(out)
+        self.reads().past_due_counts().await
     }
 
     async fn record_deadline(
@@ -890,82 +827,27 @@ impl Store for SqliteStore {
     }
 
     async fn count_orders_by_state(&self, f: &OrderFilter) -> Result<Vec<(String, i64)>> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT state, COUNT(*) AS n FROM orders");
-        common::push_order_filter(&mut q, f, false, common::NameIndex::Fts5);
-        q.push(" GROUP BY state ORDER BY state");
-        let rows = q.build().fetch_all(&self.reader).await?;
-        rows.iter().map(|r| Ok((r.try_get("state")?, r.try_get("n")?))).collect()
+        self.reads().count_orders_by_state(f).await
     }
 
     async fn attention_of(&self, ids: &[i64]) -> Result<std::collections::HashMap<i64, Vec<crate::Attention>>> {
-        if ids.is_empty() {
-            return Ok(Default::default());
-        }
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
-        common::push_attention_of(&mut q, ids);
-        let rows = q.build().fetch_all(&self.reader).await?;
-        let mut flags = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let flag: String = r.try_get(1)?;
-            if let Some(a) = common::attention_flag(&flag) {
-                flags.push((r.try_get(0)?, a));
-            }
-        }
-        Ok(common::attention_map(flags))
+        self.reads().attention_of(ids).await
     }
 
     async fn list_outbox_by(&self, f: &crate::OutboxFilter) -> Result<Vec<OutboxRecord>> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("SELECT {OUTBOX_COLUMNS} FROM outbox"));
-        common::push_outbox_filter(&mut q, f);
-        let rows = q.build().fetch_all(&self.reader).await?;
-        rows.iter().map(outbox_from_row).collect()
+        self.reads().list_outbox_by(f).await
     }
 
     async fn outbox_destinations(&self) -> Result<Vec<crate::DestinationStats>> {
-        let rows = sqlx::query(common::DESTINATIONS_SQL).fetch_all(&self.reader).await?;
-        let open = rows.iter().map(common::destination_from_row).collect::<Result<Vec<_>>>()?;
-        Ok(common::destinations(&self.forwarding, open))
+        self.reads().outbox_destinations(&self.forwarding).await
     }
 
     async fn refused_webhooks(&self, limit: i64) -> Result<Vec<EventRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE order_id IS NULL AND {} ORDER BY id DESC LIMIT ?1",
-            common::REFUSED_WEBHOOK_SQL
-        ))
-        .bind(limit.clamp(1, 1000))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(event_from_row).collect()
+        self.reads().refused_webhooks(limit).await
     }
 
     async fn health_snapshot(&self, now: i64) -> Result<crate::HealthSnapshot> {
-        let last_kuper_success_at: Option<i64> =
-            sqlx::query_scalar(common::LAST_KUPER_SUCCESS_SQL).fetch_optional(&self.reader).await?.flatten();
-        let last_kuper_error =
-            sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE {}", common::LAST_KUPER_ERROR_WHERE))
-                .fetch_optional(&self.reader)
-                .await?;
-        let webhook_errors_15min: i64 = sqlx::query_scalar(common::WEBHOOK_ERRORS_SINCE_SQL)
-            .bind(now - 15 * 60 * 1000)
-            .fetch_one(&self.reader)
-            .await?;
-        let orders_needing_attention: i64 =
-            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({})", common::ATTENTION_IDS_SQL))
-                .fetch_one(&self.reader)
-                .await?;
-        let last_reconciliation = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE kind = 'reconciliation' ORDER BY id DESC LIMIT 1"
-        ))
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(crate::HealthSnapshot {
-            last_kuper_success_at,
-            last_kuper_error: last_kuper_error.as_ref().map(event_from_row).transpose()?,
-            webhook_errors_15min,
-            orders_needing_attention,
-            last_reconciliation: last_reconciliation.as_ref().map(event_from_row).transpose()?,
-            destinations: self.outbox_destinations().await?,
-        })
+        self.reads().health_snapshot(&self.forwarding, now).await
     }
 
     async fn create_session(&self, token_hash: &str, operator_id: i64, now: i64) -> Result<()> {
