@@ -42,6 +42,8 @@ pub struct Tally {
     /// Orders not `shipped` + `paid` in Kuper's view.
     pub stuck: usize,
     pub stuck_states: BTreeMap<String, usize>,
+    /// The stuck orders, one line each (the delivery problems are `kuper.problems`).
+    pub problems: Vec<String>,
 }
 
 impl Tally {
@@ -73,7 +75,7 @@ pub fn tally(orders: &[(String, Kind)], log: &[Value], summaries: &[Value]) -> T
         if state != FINAL_STATE || payment != FINAL_PAYMENT {
             t.stuck += 1;
             *t.stuck_states.entry(format!("{state}/{payment}")).or_default() += 1;
-            t.kuper.problems.push(format!("{id} ({}): stuck at {state}/{payment} in Kuper's view", kind.label()));
+            t.problems.push(format!("{id} ({}): stuck at {state}/{payment} in Kuper's view", kind.label()));
         }
     }
     t

@@ -138,6 +138,7 @@ fn lost_reordered_rejected_and_stuck_orders_are_each_counted() {
     assert_eq!(t.kuper.rejected_rules.get("totals_mismatch"), Some(&1));
     assert_eq!(t.stuck, 1);
     assert_eq!(t.stuck_states.get("ready_to_ship/not_paid"), Some(&1));
+    assert!(t.problems.iter().any(|p| p.starts_with("STUCK (A): stuck at ready_to_ship/not_paid")), "{:?}", t.problems);
     // SWAP: in_work after assembled; STUCK: the in_work resend after ready_for_delivery.
     assert_eq!(t.kuper.fifo_violations, 2, "{:#?}", t.kuper.problems);
     assert_eq!(t.kuper.repeats, 1);

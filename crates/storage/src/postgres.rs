@@ -155,7 +155,7 @@ impl PgStore {
 
     /// The console's read queries on this pool (`reads`, shared with SQLite).
     fn reads(&self) -> reads::Reads<'_, sqlx::Postgres> {
-        reads::Reads { pool: &self.pool, names: common::NameIndex::TsVector }
+        reads::Reads { pool: &self.pool, names: common::NameIndex::TsVector, bindable: pg_filter }
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
@@ -708,7 +708,7 @@ impl Store for PgStore {
     }
 
     async fn list_orders(&self, f: &OrderFilter) -> Result<Vec<StoredOrder>> {
-        self.reads().list_orders(&pg_filter(f)).await
+        self.reads().list_orders(f).await
     }
 
     async fn order_events(&self, order_id: i64) -> Result<Vec<EventRecord>> {
@@ -985,7 +985,7 @@ impl Store for PgStore {
     }
 
     async fn count_orders_by_state(&self, f: &OrderFilter) -> Result<Vec<(String, i64)>> {
-        self.reads().count_orders_by_state(&pg_filter(f)).await
+        self.reads().count_orders_by_state(f).await
     }
 
     async fn attention_of(&self, ids: &[i64]) -> Result<std::collections::HashMap<i64, Vec<crate::Attention>>> {

@@ -1,8 +1,9 @@
 //! The read queries of the console, the API and the deadline sweep, written once for both
 //! backends: each runs on the backend's sqlx pool of readers (PostgreSQL's pool, SQLite's
 //! read-only connections). Only what differs is passed in: the name index of the order
-//! filter, and the filter as the backend searches it. Placeholders are `$N`, which SQLite
-//! reads too.
+//! filter, and the filter as the backend can bind it. The hand-written queries use `$N`
+//! placeholders, which sqlx-sqlite binds by their number too; a `QueryBuilder` writes `?` on
+//! SQLite, so `$N` text must never be pushed into one.
 
 use crate::common::{
     self, event_from_row, order_from_row, outbox_from_row, Columns, NameIndex, EVENT_COLUMNS, ORDER_COLUMNS,
@@ -13,10 +14,13 @@ use kuper_bridge_domain::deadlines::DeadlineKind;
 use sqlx::{Database, Pool, QueryBuilder, Row};
 use std::collections::HashMap;
 
-/// A backend's reader pool, for the queries below.
+/// A backend's reader pool, for the queries below, with what differs between backends.
 pub(crate) struct Reads<'p, DB: Database> {
     pub pool: &'p Pool<DB>,
+    /// How the order filter finds a customer's name: FTS5 on SQLite, a tsvector on PostgreSQL.
     pub names: NameIndex,
+    /// The order filter as the backend can bind it (PostgreSQL TEXT cannot hold NUL).
+    pub bindable: fn(&OrderFilter) -> OrderFilter,
 }
 
 /// The queries, for one concrete backend. A macro rather than a generic `impl<DB: Database>`:
@@ -31,7 +35,7 @@ macro_rules! reads_on {
                 // (store_id, id) indexes serve them; the SQL text is built from constants, values
                 // are bound.
                 let mut q = QueryBuilder::<$db>::new("");
-                common::push_order_page(&mut q, ORDER_COLUMNS, f, self.names);
+                common::push_order_page(&mut q, ORDER_COLUMNS, &(self.bindable)(f), self.names);
                 let rows = q.build().fetch_all(self.pool).await?;
                 rows.iter().map(order_from_row).collect()
             }
@@ -124,10 +128,9 @@ macro_rules! reads_on {
                 Ok(out)
             }
 
-            /// `f` as this backend searches it (PostgreSQL folds the name query first).
             pub async fn count_orders_by_state(&self, f: &OrderFilter) -> Result<Vec<(String, i64)>> {
                 let mut q = QueryBuilder::<$db>::new("SELECT state, COUNT(*) AS n FROM orders");
-                common::push_order_filter(&mut q, f, false, self.names);
+                common::push_order_filter(&mut q, &(self.bindable)(f), false, self.names);
                 q.push(" GROUP BY state ORDER BY state");
                 let rows = q.build().fetch_all(self.pool).await?;
                 rows.iter().map(|r| Ok((r.try_get("state")?, r.try_get("n")?))).collect()

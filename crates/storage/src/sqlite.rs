@@ -113,7 +113,7 @@ fn writer_connection(file: &std::path::Path, store_options: &crate::StoreOptions
 impl SqliteStore {
     /// The console's read queries on the read-only connections (`reads`, shared with PostgreSQL).
     fn reads(&self) -> reads::Reads<'_, sqlx::Sqlite> {
-        reads::Reads { pool: &self.reader, names: common::NameIndex::Fts5 }
+        reads::Reads { pool: &self.reader, names: common::NameIndex::Fts5, bindable: OrderFilter::clone }
     }
 
     async fn change_operator(&self, name: &str, change: common::OperatorChange<'_>) -> Result<crate::Operator> {

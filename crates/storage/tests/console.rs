@@ -190,7 +190,23 @@ async fn sessions_are_found_by_hash_and_end_with_their_account(s: &dyn Store) {
     assert!(s.find_session(&hash(4)).await.unwrap().is_none());
 }
 
+/// A NUL typed into the board's filters (PostgreSQL TEXT cannot hold one) finds nothing and
+/// fails nothing, on either backend.
+async fn a_nul_in_a_filter_finds_nothing(s: &dyn Store) {
+    created(s, 1, "Иван Петров", "+7 903 111-22-33").await;
+    for f in [
+        OrderFilter { search: Some("Ив\0ан".into()), ..filter() },
+        OrderFilter { store: Some("1184\0".into()), ..filter() },
+        OrderFilter { state: Some("created\0".into()), ..filter() },
+    ] {
+        assert!(s.list_orders(&f).await.unwrap().is_empty(), "{f:?}");
+        let counts = s.count_orders_by_state(&OrderFilter { state: None, ..f.clone() }).await.unwrap();
+        assert!(f.state.is_some() || counts.is_empty(), "{f:?}: {counts:?}");
+    }
+}
+
 on_both_backends!(
+    a_nul_in_a_filter_finds_nothing,
     the_board_finds_an_order_by_any_of_its_names,
     a_dead_letter_needs_attention_until_it_is_resolved,
     sessions_are_found_by_hash_and_end_with_their_account,

@@ -48,6 +48,9 @@ pub(super) struct Outcome {
     pub(super) driven: Duration,
 }
 
+/// How many problem lines of each kind (delivery, stuck orders) a report keeps.
+const PROBLEMS_PER_KIND: usize = 100;
+
 /// The verdict: every invariant checked, and the rows, notes and JSON that show it.
 pub(super) fn verdict(plan: &Plan, args: &SoakArgs, o: Outcome) -> Report {
     let Outcome {
@@ -255,7 +258,10 @@ pub(super) fn verdict(plan: &Plan, args: &SoakArgs, o: Outcome) -> Report {
         ));
     }
     let mut problems: Vec<String> = client_problems;
-    problems.extend(t.kuper.problems.iter().cloned());
+    // Delivery problems first, then the stuck orders, each list cut on its own so that a long
+    // one cannot push the other out of the report's first 200 (the JSON's `problems`).
+    problems.extend(t.kuper.problems.iter().take(PROBLEMS_PER_KIND).cloned());
+    problems.extend(t.problems.iter().take(PROBLEMS_PER_KIND).cloned());
     problems.extend(st.problems.iter().cloned());
     if !drained {
         problems.push(format!(
