@@ -23,8 +23,8 @@ fuzz_target!(|data: &[u8]| {
         let Ok(hook) = WebhookEnvelope::parse(chunk) else { continue };
         let before = order.clone();
         let d = apply_webhook(&order, &hook);
-        if before.state.is_final() {
-            assert_eq!(d.order.state, before.state, "a final state never changes");
+        if before.state().is_final() {
+            assert_eq!(d.order.state(), before.state(), "a final state never changes");
         }
         assert_eq!(d.order.notified, before.notified, "webhooks enqueue nothing");
         order = d.order;
