@@ -14,6 +14,7 @@ mod gateway;
 mod ingest;
 mod load;
 mod probes;
+mod profile;
 mod report;
 mod run;
 mod sampling;

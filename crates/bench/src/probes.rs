@@ -3,6 +3,7 @@
 
 use crate::ctl::{at_ms, ms_duration, unix_ms, Ctl};
 use crate::gateway::{spawn_gateway_as, Gateway};
+use crate::profile;
 use crate::session::progress;
 use anyhow::{anyhow, bail, Context, Result};
 use kuper_bridge_bench::database::{Backend, Database};
@@ -232,6 +233,7 @@ pub(crate) async fn dispatch_backlog(
     ctl: &Ctl,
     positions: &Value,
     orders: usize,
+    perf: Option<&Path>,
 ) -> Result<Backlog> {
     let bdir = dir.join("backlog");
     std::fs::create_dir_all(&bdir).with_context(|| format!("cannot create {}", bdir.display()))?;
@@ -244,7 +246,12 @@ pub(crate) async fn dispatch_backlog(
         api.child.kill().await.context("cannot stop the api gateway")?;
         let mut all = spawn_gateway_as(bin, &bdir, db.url(), &ctl.sim, &ctl.http, "all").await?;
         let on_all = Ctl { http: ctl.http.clone(), sim: ctl.sim.clone(), app: all.url.clone() };
+        let recording =
+            profile::start(perf, &format!("{}-backlog", format!("{backend:?}").to_lowercase()), all.pid).await?;
         let drained = on_all.wait_drained(Duration::from_secs(300)).await;
+        if let Some(recording) = recording {
+            recording.finish().await?;
+        }
         let _ = all.child.kill().await;
         drained?;
         let log = ctl.sim_log().await?;

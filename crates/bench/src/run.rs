@@ -9,6 +9,7 @@ use crate::load::{closed_loop, open_loop, ClosedLoop, OpenLoop, Target, POSITION
 use crate::probes::{
     action_latency, action_latency_until, dispatch, dispatch_backlog, ActionLatency, Backlog, Dispatch,
 };
+use crate::profile;
 use crate::report::{self, mib, print_summary, print_table, Report};
 use crate::sampling::{loadavg, machine, pg_settings};
 use crate::session::{keep_or_drop, progress};
@@ -166,12 +167,12 @@ async fn measure(
         template: bodies.template.clone(),
         seq: Arc::new(AtomicU64::new(1)),
     };
-    let ingest = ingest(plan, args, gw, &webhook, bodies.sample.len()).await?;
+    let ingest = ingest(plan, args, backend, gw, &webhook, bodies.sample.len()).await?;
     let healthz = http_ceiling(plan, args, gw).await?;
-    let fixed = fixed_rate(plan, args, gw, &webhook).await?;
+    let fixed = fixed_rate(plan, args, backend, gw, &webhook).await?;
     let idle_actions = action_idle(plan, ctl, &bodies.positions).await?;
     let under_load = action_under_load(plan, args, gw, ctl, &webhook, &bodies.positions).await?;
-    let dispatch = dispatch_run(plan, gw, ctl, &bodies.positions).await?;
+    let dispatch = dispatch_run(plan, gw, ctl, &bodies.positions, backend, args.perf.as_deref()).await?;
     let stored_orders = ingest.warm_ok
         + ingest.ok
         + fixed.iter().map(|r| r.ok).sum::<usize>()
@@ -180,7 +181,7 @@ async fn measure(
         + under_load.load.ok
         + dispatch.d.orders;
     let after = after_load(plan, gw, stored_orders).await?;
-    let backlog = backlog(plan, bin, backend, dir, ctl, &bodies.positions).await?;
+    let backlog = backlog(plan, bin, backend, dir, ctl, &bodies.positions, args.perf.as_deref()).await?;
     let figures = Figures {
         backend,
         idle,
@@ -242,7 +243,14 @@ pub(crate) struct Ingest {
 }
 
 /// A warm-up, then `order.created` in a closed loop at each concurrency.
-async fn ingest(plan: &Plan, args: &Args, gw: &mut Gateway, webhook: &Target, body_bytes: usize) -> Result<Ingest> {
+async fn ingest(
+    plan: &Plan,
+    args: &Args,
+    backend: Backend,
+    gw: &mut Gateway,
+    webhook: &Target,
+    body_bytes: usize,
+) -> Result<Ingest> {
     progress(format!("warm-up: {} order.created", plan.warmup));
     let warm = closed_loop(webhook, 8, plan.warmup, plan.level_cap, gw).await?;
     if warm.errors > 0 {
@@ -255,7 +263,16 @@ async fn ingest(plan: &Plan, args: &Args, gw: &mut Gateway, webhook: &Target, bo
             "order.created × {} ({POSITIONS} positions, {body_bytes} B), {c} connection(s)",
             plan.ingest_count
         ));
+        let profiled = c == args.concurrency.iter().copied().max().unwrap_or(c);
+        let recording = if profiled {
+            profile::start(args.perf.as_deref(), &format!("{}-ingest-{c}", slug(backend)), gw.pid).await?
+        } else {
+            None
+        };
         let r = closed_loop(webhook, c, plan.ingest_count, plan.level_cap, gw).await?;
+        if let Some(recording) = recording {
+            recording.finish().await?;
+        }
         gw.check_alive()?;
         progress(format!(
             "  {:.0} req/s, p50 {}, p99 {}, p99.9 {}, errors {}{}",
@@ -288,11 +305,26 @@ async fn http_ceiling(plan: &Plan, args: &Args, gw: &Gateway) -> Result<Vec<Clos
 }
 
 /// `order.created` at each fixed rate.
-async fn fixed_rate(plan: &Plan, args: &Args, gw: &mut Gateway, webhook: &Target) -> Result<Vec<OpenLoop>> {
+async fn fixed_rate(
+    plan: &Plan,
+    args: &Args,
+    backend: Backend,
+    gw: &mut Gateway,
+    webhook: &Target,
+) -> Result<Vec<OpenLoop>> {
     let mut fixed = Vec::new();
     for &rate in &args.rates {
         progress(format!("order.created at {rate} req/s for {:.1} s", plan.rate_duration.as_secs_f64()));
+        let profiled = rate == args.rates.iter().copied().max().unwrap_or(rate);
+        let recording = if profiled {
+            profile::start(args.perf.as_deref(), &format!("{}-rate-{rate}", slug(backend)), gw.pid).await?
+        } else {
+            None
+        };
         let r = open_loop(webhook, rate, plan.rate_duration, gw).await?;
+        if let Some(recording) = recording {
+            recording.finish().await?;
+        }
         gw.check_alive()?;
         progress(format!(
             "  achieved {:.0} req/s, p50 {}, p99 {}, errors {}; gateway {:.2} CPU-s, {:.2} s waiting for a CPU",
@@ -391,7 +423,14 @@ pub(crate) struct DispatchRun {
 }
 
 /// Dispatch throughput: orders through the simulator, then their actions at once.
-async fn dispatch_run(plan: &Plan, gw: &Gateway, ctl: &Ctl, positions: &Value) -> Result<DispatchRun> {
+async fn dispatch_run(
+    plan: &Plan,
+    gw: &Gateway,
+    ctl: &Ctl,
+    positions: &Value,
+    backend: Backend,
+    perf: Option<&Path>,
+) -> Result<DispatchRun> {
     progress(format!("dispatch: {} orders through the simulator", plan.dispatch_orders));
     let db_before = gw.db_size().await;
     let cpu0 = gw.cpu_secs().unwrap_or(0.0);
@@ -403,7 +442,11 @@ async fn dispatch_run(plan: &Plan, gw: &Gateway, ctl: &Ctl, positions: &Value) -
         create_elapsed.as_secs_f64(),
         ids.len() * 3
     ));
+    let recording = profile::start(perf, &format!("{}-dispatch", slug(backend)), gw.pid).await?;
     let d = dispatch(ctl, &ids, 32, gw).await?;
+    if let Some(recording) = recording {
+        recording.finish().await?;
+    }
     let cpu = gw.cpu_secs().unwrap_or(0.0) - cpu0;
     let db_after = gw.db_size().await;
     progress(format!(
@@ -450,12 +493,13 @@ async fn backlog(
     dir: &Path,
     ctl: &Ctl,
     positions: &Value,
+    perf: Option<&Path>,
 ) -> Result<Backlog> {
     progress(format!(
         "dispatch of a backlog: {} orders' notifications queued by a gateway without a dispatcher, then sent",
         plan.dispatch_orders
     ));
-    let b = dispatch_backlog(bin, backend, dir, ctl, positions, plan.dispatch_orders).await?;
+    let b = dispatch_backlog(bin, backend, dir, ctl, positions, plan.dispatch_orders, perf).await?;
     progress(format!(
         "  {}/{} accepted in {:.2} s (first → last arrival): {:.0}/s, FIFO violations {}",
         b.accepted,
@@ -465,4 +509,9 @@ async fn backlog(
         b.fifo_violations
     ));
     Ok(b)
+}
+
+/// The backend's name in file names.
+fn slug(backend: Backend) -> String {
+    format!("{backend:?}").to_lowercase()
 }

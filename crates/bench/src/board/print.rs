@@ -87,8 +87,15 @@ pub(super) fn print_report(j: &Value, backend: Backend) {
         f(&j["cpu_during_pages_s"]),
     );
     match j["idle_cpu_per_s"].as_f64() {
-        Some(c) => println!("- gateway CPU idle (deadline sweep every 15 s over the open orders): {c:.3} CPU-s per s"),
-        None => println!("- gateway CPU idle: not measured below {} orders", thousands(IDLE_CPU_MIN_ORDERS as f64)),
+        Some(c) => println!(
+            "- gateway CPU idle over {:.0} s with {} orders (the deadline sweep, every 15 s): {c:.4} CPU-s per s",
+            f(&j["idle_window_s"]),
+            thousands(f(&j["orders"])),
+        ),
+        None => println!(
+            "- gateway CPU idle: not measured below {} orders (--idle-secs measures it)",
+            thousands(IDLE_CPU_MIN_ORDERS as f64)
+        ),
     }
     let db = &j["db_bytes"];
     let part = match backend {
