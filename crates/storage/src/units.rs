@@ -729,4 +729,143 @@ mod tests {
             Err(StoreError::NotDeadLetter { id: 7, status: OutboxStatus::Pending })
         ));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Every webhook Kuper sends about an order we have, in any order and repeated.
+        const WEBHOOKS: [&str; 9] = [
+            include_str!("../../../fixtures/webhooks/order.paid.json"),
+            include_str!("../../../fixtures/webhooks/order.updated.json"),
+            include_str!("../../../fixtures/webhooks/order.received.json"),
+            include_str!("../../../fixtures/webhooks/order.delivering.json"),
+            include_str!("../../../fixtures/webhooks/order.delivered.json"),
+            include_str!("../../../fixtures/webhooks/courier.assigned.json"),
+            include_str!("../../../fixtures/webhooks/courier.arrived.json"),
+            CANCELED,
+            CREATED,
+        ];
+        const EVENTS: [&str; 5] =
+            ["order.in_work", "order.assembled", "order.ready_for_delivery", "order.delivered", "order.canceled"];
+
+        fn outcome() -> impl Strategy<Value = AttemptOutcome> {
+            prop_oneof![
+                Just(AttemptOutcome::Delivered),
+                (1i64..100_000, any::<bool>())
+                    .prop_map(|(later, in_doubt)| AttemptOutcome::Retry { next_attempt_at: NOW + later, in_doubt }),
+                Just(AttemptOutcome::Dead),
+            ]
+        }
+
+        fn status() -> impl Strategy<Value = OutboxStatus> {
+            prop_oneof![
+                4 => Just(OutboxStatus::Pending),
+                1 => Just(OutboxStatus::Sent),
+                1 => Just(OutboxStatus::Dead),
+                1 => Just(OutboxStatus::Skipped),
+            ]
+        }
+
+        proptest! {
+            /// Whatever an attempt reports: the attempt is in the timeline; only the current
+            /// lease of a pending record changes anything; a changed record may free its queue;
+            /// only a delivery to Kuper moves the order, and only Kuper's side of it, forward;
+            /// a moot order is never retried; only Kuper's live dead letter is forwarded.
+            #[test]
+            fn a_completion_changes_only_what_its_result_allows(
+                to_kuper in any::<bool>(),
+                canceled in any::<bool>(),
+                current_lease in any::<bool>(),
+                record_status in status(),
+                event in proptest::sample::select(EVENTS.to_vec()),
+                outcome in outcome(),
+                code in proptest::option::of(200i64..600),
+            ) {
+                let order = if canceled { canceled_by_kuper() } else { open_order().order };
+                let mut rec = record(if to_kuper { "kuper" } else { "subscriber:erp" }, event);
+                rec.status = record_status;
+                let lease = if current_lease { "me/7/1" } else { "other/7/2" };
+                let ws = plan_completion(&rec, &order, lease, report(outcome.clone(), code), &with_subscriber(), NOW)
+                    .unwrap();
+
+                prop_assert_eq!(ws.timeline.len(), 1);
+                prop_assert_eq!(ws.timeline[0].0, Some(rec.id));
+                prop_assert!(ws.supersede.is_none());
+                let live = current_lease && record_status == OutboxStatus::Pending;
+                if !live {
+                    prop_assert!(ws.record.is_none() && ws.order.is_none() && ws.queue.is_empty());
+                    prop_assert!(ws.promote.is_none() && !ws.wake);
+                    return Ok(());
+                }
+                prop_assert_eq!(ws.promote.as_ref(), Some(&rec.destination));
+                let change = ws.record.as_ref().map(|(id, change)| (*id, change.clone()));
+                prop_assert!(matches!(change, Some((7, _))));
+                let change = change.map(|(_, c)| c);
+                match outcome {
+                    AttemptOutcome::Delivered => {
+                        prop_assert_eq!(change, Some(RecordChange::Sent { last_status: code }));
+                        prop_assert!(ws.wake, "the next notification may be due");
+                    }
+                    AttemptOutcome::Retry { next_attempt_at, in_doubt } if !(to_kuper && canceled) => {
+                        prop_assert_eq!(change, Some(RecordChange::Retry {
+                            next_attempt_at, in_doubt, last_status: code, error: Some("refused".into()),
+                        }));
+                    }
+                    AttemptOutcome::Retry { .. } | AttemptOutcome::Dead => {
+                        let Some(RecordChange::GivenUp { status, .. }) = change else {
+                            return Err(TestCaseError::fail("a moot retry or a dead letter is given up"));
+                        };
+                        if to_kuper && canceled {
+                            prop_assert_eq!(status, OutboxStatus::Skipped, "moot: Kuper ended the order");
+                        } else {
+                            prop_assert_eq!(status, OutboxStatus::Dead);
+                        }
+                    }
+                }
+                let forwarded_dead = matches!(
+                    ws.record, Some((_, RecordChange::GivenUp { status: OutboxStatus::Dead, .. }))
+                ) && to_kuper;
+                prop_assert_eq!(ws.queue.len(), usize::from(forwarded_dead), "only Kuper's dead letter is forwarded");
+                if let Some(after) = &ws.order {
+                    prop_assert!(to_kuper && matches!(outcome, AttemptOutcome::Delivered));
+                    prop_assert!(after.kuper_state > order.kuper_state, "Kuper's side only moves forward");
+                    prop_assert_eq!(after.state(), order.state(), "our side is not touched by a delivery");
+                }
+            }
+
+            /// Any sequence of Kuper's webhooks about an order: each one applied to the order as
+            /// the previous ones left it, then the same one again. A repeat never changes the order
+            /// or supersedes anything: it is a duplicate (forwarded to no one) or, after the order
+            /// ended, recorded as it was the first time; and a canceled order stays canceled.
+            #[test]
+            fn a_repeated_webhook_changes_nothing(picks in proptest::collection::vec(0..WEBHOOKS.len(), 1..12)) {
+                let mut found = open_order();
+                let forwarding = with_subscriber();
+                for pick in picks {
+                    let env = envelope(WEBHOOKS[pick]);
+                    let was_canceled = found.order.state() == OrderState::Canceled;
+                    let (_, ws) = plan_webhook(&found, &env, &forwarding, NOW).unwrap();
+                    if let Some(order) = ws.order {
+                        found = StoredOrder { order, ..found };
+                    }
+                    if was_canceled {
+                        prop_assert_eq!(found.order.state(), OrderState::Canceled);
+                    }
+                    let (again, ws) = plan_webhook(&found, &env, &forwarding, NOW).unwrap();
+                    let IngestResult::Applied { outcome, .. } = again else {
+                        return Err(TestCaseError::fail(format!("{} repeated: {again:?}", env.event_type)));
+                    };
+                    prop_assert!(
+                        matches!(outcome, WebhookOutcome::Duplicate | WebhookOutcome::Recorded),
+                        "{} repeated: {:?}", env.event_type, outcome
+                    );
+                    prop_assert!(ws.order.is_none() && ws.supersede.is_none(), "{} repeated", env.event_type);
+                    if outcome == WebhookOutcome::Duplicate {
+                        prop_assert!(ws.queue.is_empty(), "a duplicate is not forwarded again");
+                    }
+                }
+            }
+        }
+    }
 }
