@@ -1,5 +1,6 @@
 //! The benchmark's pure helpers on small inputs: percentiles, the FIFO-violation counter,
 //! the request body and the /proc parsers. No gateway is started.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 use kuper_bridge_bench::fifo::{fifo_violations, incomplete_orders, Arrival};
 use kuper_bridge_bench::stats::{fmt_ms, percentile, thousands, Summary};

@@ -1,5 +1,6 @@
 //! The crash soak's pure helpers on small inputs: the seeded kill schedule, what each kind of
 //! order must produce, and the verdict from hand-made simulator records. No gateway is started.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 use kuper_bridge_bench::rng::Rng;
 use kuper_bridge_bench::verdict::{

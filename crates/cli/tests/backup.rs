@@ -3,6 +3,7 @@
 //! gateway delivers every notification that was pending in it; a restore never replaces a
 //! database in use or with something that is not a kuper-bridge database; a backup never
 //! overwrites by accident; PostgreSQL is sent to pg_dump.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use common::*;

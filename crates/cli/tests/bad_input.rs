@@ -1,4 +1,5 @@
 //! Bad input and wrong credentials: each gets its documented status and changes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use base64_lite::basic;

@@ -9,6 +9,7 @@
 //!
 //! Chromium and chromedriver come from Debian (`chromium`, `chromium-driver`); without them the
 //! tests print why and pass, except in CI, where they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod browser;
 mod common;

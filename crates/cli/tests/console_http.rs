@@ -4,6 +4,7 @@
 //! rows, escaping of what Kuper sends), the health page, the security headers, the language
 //! switch, and the sandbox's demo operator. No browser here: tests/console_browser.rs drives
 //! a real Chromium.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use common::*;

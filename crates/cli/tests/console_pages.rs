@@ -4,6 +4,7 @@
 //! gateway's own store and log in through `/ui/login` like a person; each request carries the
 //! session cookie and, on a POST, the CSRF token read from the page, as a browser's form does.
 //! (The real-Chromium tests are `console_browser.rs`.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use common::*;

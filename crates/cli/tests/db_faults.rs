@@ -4,6 +4,7 @@
 //!
 //! Both tests run in every pass of the suite: the full-disk one on its own SQLite file, the
 //! unreachable one on its own PostgreSQL database behind a TCP proxy that can cut the line.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use common::*;

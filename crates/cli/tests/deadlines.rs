@@ -3,6 +3,7 @@
 //! then a miss in its timeline, exactly once each (also after a restart); the order that is
 //! accepted in time gets neither. Runs on SQLite, and on PostgreSQL with
 //! `KUPER_BRIDGE_TEST_BACKEND=postgres`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 

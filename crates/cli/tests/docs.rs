@@ -1,6 +1,7 @@
 //! Documentation must match the code: the generated diagrams, the commands and flags the
 //! READMEs and interfaces.md name (the binary's `--help`), and the README examples, which
 //! must be the same in both languages and work with the shipped `kuper-bridge.toml`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 use std::collections::{BTreeMap, BTreeSet};
 

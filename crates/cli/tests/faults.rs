@@ -1,5 +1,6 @@
 //! Faults between the gateway and Kuper: outages, timeouts, token expiry, refusals, and the
 //! gateway process killed with SIGKILL mid-stream. The simulator is the judge throughout.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use common::*;

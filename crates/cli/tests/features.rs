@@ -4,6 +4,7 @@
 //! build, so a dependency only the benchmark brings can turn on a feature of a crate the
 //! gateway shares (it did: `tempfile` → `rustix` → `bitflags/std`, ten crates rebuilt), and
 //! the gateway alone then needs those crates compiled again without it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;

@@ -2,6 +2,7 @@
 //! copied as it is, and the README's commands. Only the ports (and, on the PostgreSQL pass,
 //! the database) are moved by the documented `KUPER_BRIDGE_*` overrides, so the suite never
 //! fights a developer's own sandbox for 8080 and 9090.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use common::*;

@@ -1,6 +1,7 @@
 //! Secrets never reach the logs: the real binary at `debug` level, its whole output captured,
 //! through a flow that uses every kind of credential (webhook Basic, Bearer and Client-Token,
 //! wrong passwords, API keys, the OAuth client secret and the access tokens it obtains).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use common::*;

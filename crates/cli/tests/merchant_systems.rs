@@ -2,6 +2,7 @@
 //! with Standard Webhooks signatures, checked here by an independent implementation of the
 //! specification; a subscriber that is down for a while; and the acceptance hook's answers,
 //! failures and fallbacks. The simulator plays Kuper throughout.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use axum::extract::State;

@@ -3,6 +3,7 @@
 //! listed without their hash, disabled, enabled and given a new password; the password comes
 //! from standard input or a file, never argv; exit codes are the documented ones (0 ok,
 //! 2 invalid arguments, 3 not found).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use common::{drop_test_database, test_database_url, text_rows};

@@ -8,6 +8,7 @@
 //! expression of the rules and the dashboard is taken apart by a small tokenizer (below) and
 //! each metric name and label name checked against `/metrics`. `promtool check rules` and
 //! `promtool test rules` run when promtool is installed, and must in CI (`CI=true`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 

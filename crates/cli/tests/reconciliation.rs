@@ -1,6 +1,7 @@
 //! Reconciliation through Kuper's pull API (issue #7 item 4), end to end: the simulator loses
 //! webhooks on purpose (`"deliver": false`) and shows the truth through
 //! `GET /ofm/api/v1/shipments`; the gateway's reconciliation job must recover it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use common::*;

@@ -5,6 +5,7 @@
 //! none out of order, no duplicate orders. Runs in the PostgreSQL pass of the suite
 //! (`KUPER_BRIDGE_TEST_BACKEND=postgres`); the order count can be raised with
 //! `KUPER_BRIDGE_TEST_REPLICA_ORDERS`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use common::*;

@@ -1,6 +1,7 @@
 //! The brief's six scenarios end to end: the simulator plays Kuper over loopback HTTP, the
 //! test plays the store systems through the REST API, and the simulator judges every
 //! notification's body and order.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use common::*;

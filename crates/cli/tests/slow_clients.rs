@@ -4,6 +4,7 @@
 //!
 //! No assertion here depends on how fast the machine is: deadlines are checked with margins of
 //! many seconds, or set so long that the test ends long before they could pass.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 

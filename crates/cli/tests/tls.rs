@@ -3,6 +3,7 @@
 //! certificate to new connections while an open keep-alive connection goes on working. A bad
 //! certificate stops the start (and `config check`) with a message that names the file; a bad
 //! reload keeps the old certificate.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use common::*;

@@ -4,6 +4,7 @@
 //! neither the order nor the outbox. (The domain's own table test checks the rules
 //! themselves against a literal table from protocol.md; this one checks that the API and
 //! storage honour them.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 use common::*;

@@ -2,6 +2,7 @@
 //! miss, each once, across sweeps and a restarted sweeper; an order that meets its deadline
 //! gets neither; a deadline found already past gets the miss alone. (Both backends' "once"
 //! guarantee is tested in the storage crate; end to end in the cli crate.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 use kuper_bridge_dispatcher::{DeadlineMetrics, DeadlineSweepConfig, DeadlineSweeper};
 use kuper_bridge_domain::{

@@ -24,6 +24,6 @@ pub use engine::{ActionDecision, WebhookDecision, WebhookOutcome};
 pub use error::DomainError;
 pub use input::{CancelDescription, CancelReason, CustomerCode, OverrideReason, Parsed, PromisedTime};
 pub use order::Order;
-pub use policy::{Delivery, Policy, StoreProfile};
+pub use policy::{Delivery, Policy, StoreProfile, MOSCOW};
 pub use rules::{Action, ActionKind};
 pub use state::{KuperState, OrderState, PaymentState, Scheme};

@@ -58,13 +58,20 @@ pub struct Policy {
     pub deadlines: DeadlineSettings,
 }
 
+/// Kuper's clock: it writes and reads times in Moscow time, UTC+3 all year.
+pub const MOSCOW: FixedOffset = match FixedOffset::east_opt(3 * 3600) {
+    Some(offset) => offset,
+    // Evaluated when compiling: a bad constant fails the build, never a running gateway.
+    None => panic!("UTC+3 is a valid offset"),
+};
+
 impl Default for Policy {
     fn default() -> Self {
         Self {
             stores: HashMap::new(),
             default_store: StoreProfile::default(),
             assembly_minutes: 30,
-            offset: FixedOffset::east_opt(3 * 3600).unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset")),
+            offset: MOSCOW,
             synthesize_assembled: true,
             cancel_reasons: DEFAULT_CANCEL_REASONS.iter().map(|s| s.to_string()).collect(),
             notification_format: NotificationFormat::Brief,

@@ -1,6 +1,7 @@
 //! Random interleavings of merchant actions and Kuper webhooks, checked by a validator written
 //! here from protocol.md §5 (not by asking `rules.rs`): whatever the merchant and Kuper do, in
 //! whatever order, the notifications the gateway enqueues form a legal exchange.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 

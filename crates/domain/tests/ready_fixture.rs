@@ -1,6 +1,7 @@
 //! The brief's reference `order.ready_for_delivery` body, produced end to end: an explicit
 //! collected list through `apply_action(Ready)`, priced from the order's unit prices
 //! (protocol.md §8) and rendered in the `brief` format (§7).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 

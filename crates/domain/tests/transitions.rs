@@ -1,6 +1,7 @@
 //! Every merchant action in every state of every scheme, restaurant or not, under every
 //! combination of the guard facts, checked against a table written from docs/protocol.md §5
 //! (deliberately not derived from `rules.rs`, so that a slip in the rules table shows up here).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 

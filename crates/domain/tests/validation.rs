@@ -1,5 +1,6 @@
 //! Input validation through `apply_action`: a well-formed request with wrong content is a
 //! `DomainError::Invalid` naming the field at fault (HTTP 422), and the order is not touched.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 

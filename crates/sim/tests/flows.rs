@@ -1,4 +1,5 @@
 //! Whole flows over real HTTP: happy paths per scheme, profiles, faults, tokens, determinism.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Each rejection rule over real HTTP: the status, and the rule named in the body.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The conformance runner against tiny merchant doubles: a broken one must fail with the
 //! rule it breaks, a well-behaved one must pass, and two runs with one seed must match.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,7 @@
 //! What the console reads and keeps, on both backends: the board's search and filters, the
 //! per-state counts, "needs attention", who made a change, the outbox by destination, and
 //! sessions (found by their token's hash, ended with their account).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 #[macro_use]
 mod common;

@@ -4,6 +4,7 @@
 //!
 //! Storage only keeps what it is given: these tests pass made-up hash strings (hashing is
 //! crates/app `operators`, tested there).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 #[macro_use]
 mod common;

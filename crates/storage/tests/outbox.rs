@@ -6,6 +6,7 @@
 //!
 //! The PostgreSQL server comes from `KUPER_BRIDGE_TEST_PG` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); its tests fail, not skip, when it is down.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 use kuper_bridge_domain::deadlines::{DeadlineKind, DeadlineStage};
 use kuper_bridge_domain::{Action, CancelDescription, CancelReason, Policy};

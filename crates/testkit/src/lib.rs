@@ -11,6 +11,7 @@
 //!
 //! It speaks URLs, not stores: the storage crate's own tests use it, and a dependency on
 //! storage here would link a second copy of that crate into them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a broken fixture should stop the test
 
 mod database;
 pub mod delivery;
