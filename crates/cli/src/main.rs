@@ -10,10 +10,11 @@ use kuper_bridge_storage::Store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-// jemalloc instead of glibc's allocator: a profile of the SQLite writer thread under load put a
-// third of its time in glibc's malloc and free (a unit's request is allocated on a runtime
-// worker and freed on the writer). Measured A/B in BENCHMARKS.md; docs/decisions.md, "The
-// allocator", says why jemalloc and not mimalloc.
+// With the `jemalloc` feature (the Debian package's build) jemalloc replaces the system
+// allocator: a profile of the SQLite writer thread under load put a third of its time in glibc's
+// malloc and free (a unit is allocated on a runtime worker and freed on the writer). Measured
+// in BENCHMARKS.md; docs/decisions.md, "The allocator", says why jemalloc, and why optional.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
