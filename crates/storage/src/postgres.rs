@@ -507,18 +507,10 @@ async fn find_order_in(conn: &mut PgConnection, reference: &str, lock: bool) -> 
 }
 
 /// The order a webhook names, locked until commit.
-///
-/// Planned anew on every call (`persistent(false)`: an unnamed statement, a custom plan). As a
-/// prepared statement, PostgreSQL settled on a generic plan after five calls, while `orders`
-/// still had a few pages, and that plan was a sequential scan; nothing re-plans it until
-/// statistics change (autovacuum's ANALYZE, which a server without autovacuum never runs) or the
-/// connection is recycled, so every `order.created` read the whole table (BENCHMARKS.md, "The
-/// identity lookup re-planned"). Planning this query costs a few hundredths of a millisecond.
 async fn find_by_identity(conn: &mut PgConnection, env: &WebhookEnvelope) -> Result<Option<StoredOrder>> {
     let row = sqlx::query(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE ($1::text IS NOT NULL AND original_order_id = $1) OR ($2::text IS NOT NULL AND order_uuid = $2) ORDER BY id LIMIT 1 FOR UPDATE"
     ))
-    .persistent(false)
     .bind(&env.identity.original_order_id)
     .bind(&env.identity.order_uuid)
     .fetch_optional(conn)
