@@ -57,9 +57,10 @@ pub(crate) struct Args {
     /// other: a table each, then the two side by side.
     #[arg(long, value_enum, default_value_t = BackendChoice::Both)]
     pub(crate) backend: BackendChoice,
-    /// Profile the whole machine (`perf record -a -g`) during the 32-connection ingest, the
-    /// highest fixed rate, the dispatch run and the dispatch of a backlog, and write
-    /// `perf-<backend>-<phase>.txt` into this directory: where the CPUs went during each figure.
+    /// Profile the whole machine (`perf record -a -g`; root and linux-perf needed) during the
+    /// ingest at the highest --concurrency, the highest fixed rate, the dispatch run and the
+    /// dispatch of a backlog, and write `perf-<backend>-<phase>.txt` into this directory: where
+    /// the CPUs went during each figure. perf takes CPU: take the figures from a run without it.
     #[arg(long, value_name = "DIR")]
     pub(crate) perf: Option<PathBuf>,
 }

@@ -21,15 +21,25 @@ mod sampling;
 mod session;
 mod soak;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let mut args = Args::parse();
-    let result = match args.command.take() {
-        Some(Command::Soak(soak_args)) => soak::run(soak_args).await,
-        Some(Command::Board(board_args)) => board::run(board_args).await,
-        Some(Command::Ingest(ingest_args)) => ingest::run(ingest_args).await,
-        None => run::run(args).await,
+    // Threads named apart from the gateway's (`tokio-rt-worker`), so that a whole-machine
+    // profile (`--perf`) tells the load generator from the gateway.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bench-worker").build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("kuper-bridge-bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
+    let result = runtime.block_on(async {
+        match args.command.take() {
+            Some(Command::Soak(soak_args)) => soak::run(soak_args).await,
+            Some(Command::Board(board_args)) => board::run(board_args).await,
+            Some(Command::Ingest(ingest_args)) => ingest::run(ingest_args).await,
+            None => run::run(args).await,
+        }
+    });
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {

@@ -244,13 +244,13 @@ pub(crate) async fn dispatch_backlog(
         let ids = on_api.create_sim_orders(positions, orders, 16).await?;
         let action_errors = post_actions(&on_api, &ids, 32).await?;
         api.child.kill().await.context("cannot stop the api gateway")?;
+        // Recording starts before the gateway: it drains the backlog from its first second.
+        let recording = profile::start(perf, &format!("{}-backlog", format!("{backend:?}").to_lowercase())).await?;
         let mut all = spawn_gateway_as(bin, &bdir, db.url(), &ctl.sim, &ctl.http, "all").await?;
         let on_all = Ctl { http: ctl.http.clone(), sim: ctl.sim.clone(), app: all.url.clone() };
-        let recording =
-            profile::start(perf, &format!("{}-backlog", format!("{backend:?}").to_lowercase()), all.pid).await?;
         let drained = on_all.wait_drained(Duration::from_secs(300)).await;
         if let Some(recording) = recording {
-            recording.finish().await?;
+            recording.finish(all.pid).await?;
         }
         let _ = all.child.kill().await;
         drained?;

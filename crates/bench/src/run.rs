@@ -265,13 +265,13 @@ async fn ingest(
         ));
         let profiled = c == args.concurrency.iter().copied().max().unwrap_or(c);
         let recording = if profiled {
-            profile::start(args.perf.as_deref(), &format!("{}-ingest-{c}", slug(backend)), gw.pid).await?
+            profile::start(args.perf.as_deref(), &format!("{}-ingest-{c}", slug(backend))).await?
         } else {
             None
         };
         let r = closed_loop(webhook, c, plan.ingest_count, plan.level_cap, gw).await?;
         if let Some(recording) = recording {
-            recording.finish().await?;
+            recording.finish(gw.pid).await?;
         }
         gw.check_alive()?;
         progress(format!(
@@ -317,13 +317,13 @@ async fn fixed_rate(
         progress(format!("order.created at {rate} req/s for {:.1} s", plan.rate_duration.as_secs_f64()));
         let profiled = rate == args.rates.iter().copied().max().unwrap_or(rate);
         let recording = if profiled {
-            profile::start(args.perf.as_deref(), &format!("{}-rate-{rate}", slug(backend)), gw.pid).await?
+            profile::start(args.perf.as_deref(), &format!("{}-rate-{rate}", slug(backend))).await?
         } else {
             None
         };
         let r = open_loop(webhook, rate, plan.rate_duration, gw).await?;
         if let Some(recording) = recording {
-            recording.finish().await?;
+            recording.finish(gw.pid).await?;
         }
         gw.check_alive()?;
         progress(format!(
@@ -442,12 +442,13 @@ async fn dispatch_run(
         create_elapsed.as_secs_f64(),
         ids.len() * 3
     ));
-    let recording = profile::start(perf, &format!("{}-dispatch", slug(backend)), gw.pid).await?;
+    let recording = profile::start(perf, &format!("{}-dispatch", slug(backend))).await?;
     let d = dispatch(ctl, &ids, 32, gw).await?;
-    if let Some(recording) = recording {
-        recording.finish().await?;
-    }
+    // Before the report: `perf report` takes seconds, and the gateway's CPU meanwhile is not the run's.
     let cpu = gw.cpu_secs().unwrap_or(0.0) - cpu0;
+    if let Some(recording) = recording {
+        recording.finish(gw.pid).await?;
+    }
     let db_after = gw.db_size().await;
     progress(format!(
         "  {}/{} notifications accepted, {:.0}/s (first action → last arrival {:.2} s), FIFO violations {}, rejected {}",
