@@ -735,7 +735,7 @@ mod tests {
         use proptest::prelude::*;
 
         /// Every webhook Kuper sends about an order we have, in any order and repeated.
-        const WEBHOOKS: [&str; 9] = [
+        const WEBHOOKS: [&str; 8] = [
             include_str!("../../../fixtures/webhooks/order.paid.json"),
             include_str!("../../../fixtures/webhooks/order.updated.json"),
             include_str!("../../../fixtures/webhooks/order.received.json"),
@@ -744,7 +744,6 @@ mod tests {
             include_str!("../../../fixtures/webhooks/courier.assigned.json"),
             include_str!("../../../fixtures/webhooks/courier.arrived.json"),
             CANCELED,
-            CREATED,
         ];
         const EVENTS: [&str; 5] =
             ["order.in_work", "order.assembled", "order.ready_for_delivery", "order.delivered", "order.canceled"];
@@ -836,8 +835,11 @@ mod tests {
 
             /// Any sequence of Kuper's webhooks about an order: each one applied to the order as
             /// the previous ones left it, then the same one again. A repeat never changes the order
-            /// or supersedes anything: it is a duplicate (forwarded to no one) or, after the order
-            /// ended, recorded as it was the first time; and a canceled order stays canceled.
+            /// or supersedes anything: it is a duplicate, forwarded to no one, or a webhook the
+            /// order has nothing to take from (it ended, or moved past it), recorded and forwarded
+            /// again as the first time was (subscribers take events at least once); and a canceled
+            /// order stays canceled. (A repeated order.created never comes here: `ingest` answers
+            /// it from the stored order.)
             #[test]
             fn a_repeated_webhook_changes_nothing(picks in proptest::collection::vec(0..WEBHOOKS.len(), 1..12)) {
                 let mut found = open_order();
