@@ -245,7 +245,7 @@ pub(crate) async fn dispatch_backlog(
         let action_errors = post_actions(&on_api, &ids, 32).await?;
         api.child.kill().await.context("cannot stop the api gateway")?;
         // Recording starts before the gateway: it drains the backlog from its first second.
-        let recording = profile::start(perf, &format!("{}-backlog", format!("{backend:?}").to_lowercase())).await?;
+        let recording = profile::start(perf, &format!("{}-backlog", backend.slug())).await?;
         let mut all = spawn_gateway_as(bin, &bdir, db.url(), &ctl.sim, &ctl.http, "all").await?;
         let on_all = Ctl { http: ctl.http.clone(), sim: ctl.sim.clone(), app: all.url.clone() };
         let drained = on_all.wait_drained(Duration::from_secs(300)).await;

@@ -113,7 +113,7 @@ async fn run_backend(args: &Args, plan: &Plan, bin: &Path, backend: Backend) -> 
     sim.shutdown().await;
     let outcome = match result {
         Ok(mut report) => {
-            report.json["backend"] = json!(format!("{backend:?}").to_lowercase());
+            report.json["backend"] = json!(backend.slug());
             report.json["machine"] = machine;
             report.json["machine"]["loadavg_end"] = json!(loadavg());
             report.json["machine"]["db_dir"] = json!({"path": dir.display().to_string(), "fs": fs, "device": device});
@@ -265,7 +265,7 @@ async fn ingest(
         ));
         let profiled = c == args.concurrency.iter().copied().max().unwrap_or(c);
         let recording = if profiled {
-            profile::start(args.perf.as_deref(), &format!("{}-ingest-{c}", slug(backend))).await?
+            profile::start(args.perf.as_deref(), &format!("{}-ingest-{c}", backend.slug())).await?
         } else {
             None
         };
@@ -317,7 +317,7 @@ async fn fixed_rate(
         progress(format!("order.created at {rate} req/s for {:.1} s", plan.rate_duration.as_secs_f64()));
         let profiled = rate == args.rates.iter().copied().max().unwrap_or(rate);
         let recording = if profiled {
-            profile::start(args.perf.as_deref(), &format!("{}-rate-{rate}", slug(backend))).await?
+            profile::start(args.perf.as_deref(), &format!("{}-rate-{rate}", backend.slug())).await?
         } else {
             None
         };
@@ -442,7 +442,7 @@ async fn dispatch_run(
         create_elapsed.as_secs_f64(),
         ids.len() * 3
     ));
-    let recording = profile::start(perf, &format!("{}-dispatch", slug(backend))).await?;
+    let recording = profile::start(perf, &format!("{}-dispatch", backend.slug())).await?;
     let d = dispatch(ctl, &ids, 32, gw).await?;
     // Before the report: `perf report` takes seconds, and the gateway's CPU meanwhile is not the run's.
     let cpu = gw.cpu_secs().unwrap_or(0.0) - cpu0;
@@ -510,9 +510,4 @@ async fn backlog(
         b.fifo_violations
     ));
     Ok(b)
-}
-
-/// The backend's name in file names.
-fn slug(backend: Backend) -> String {
-    format!("{backend:?}").to_lowercase()
 }

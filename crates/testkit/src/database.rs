@@ -41,6 +41,14 @@ impl Backend {
             Backend::Postgres => "PostgreSQL",
         }
     }
+
+    /// The name in file names and JSON keys: `sqlite`, `postgres`.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
 }
 
 /// The PostgreSQL server URL (`KUPER_BRIDGE_TEST_PG`, else [`DEFAULT_PG`]).

@@ -198,7 +198,7 @@ async fn run_backend(args: &BoardArgs, bin: &Path, backend: Backend) -> Result<R
     sim.shutdown().await;
     keep_or_drop(args.run.keep, tmp, &db).await;
     let (mut json, correct) = result?;
-    json["backend"] = json!(format!("{backend:?}").to_lowercase());
+    json["backend"] = json!(backend.slug());
     json["date"] = json!(date);
     json["machine"] = machine;
     json["machine"]["loadavg_end"] = json!(loadavg());
@@ -344,7 +344,7 @@ async fn run_gateway(
             if one.met() {
                 continue;
             }
-            let backend_slug = format!("{backend:?}").to_lowercase();
+            let backend_slug = backend.slug();
             let out = out_dir.join(format!("perf-{backend_slug}-{}.txt", page.slug()));
             progress(format!("profiling {} for 10 s → {}", page.slug(), out.display()));
             let requests = world.requests(*page, 200, 3000 + k as u64);
